@@ -1,0 +1,19 @@
+"""Shared pytest set-up: make lycoris-lora use plain torch kernels (its default torch.compile costs
+~45 s on a first call on CPU), keep the repo importable, fix seeds."""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("LYCORIS_KERNEL_BACKEND", "torch")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
