@@ -138,9 +138,9 @@ class LoKrFactors:
                 raise LoKrShapeError(f"{at}Tucker factors lokr_t2 {tuple(self.t2.shape)}, lokr_w2_a {tuple(self.w2_a.shape)}, "
                                      f"lokr_w2_b {tuple(self.w2_b.shape)}: expected (r, r, k...), (r, out_k), (r, in_n)")
         elif self.w2 is None:
-            if self.w2_a.ndim != 2 or self.w2_b.ndim != 2 or self.w2_a.shape[1] != self.w2_b.shape[0]:
+            if self.w2_a.ndim != 2 or self.w2_b.ndim < 2 or self.w2_a.shape[1] != self.w2_b.shape[0]:
                 raise LoKrShapeError(f"{at}lokr_w2_a {tuple(self.w2_a.shape)} @ lokr_w2_b {tuple(self.w2_b.shape)}: "
-                                     "expected (out_k, r) and (r, in_n*k)")
+                                     "expected (out_k, r) and (r, in_n*k) (or (r, in_n, k...))")
         if self.alpha is not None and math.isnan(self.alpha):
             raise LoKrFormatError(f"{at}alpha is NaN; expected a finite number")
         if self.alpha is not None and math.isinf(self.alpha) and not self.full_full:
@@ -164,7 +164,7 @@ class LoKrFactors:
             kernel = math.prod(self.w2.shape[2:])
         else:
             out_k = int(self.w2_a.shape[0])
-            inner = int(self.w2_b.shape[1])
+            inner = math.prod(int(d) for d in self.w2_b.shape[1:])  # (r, in_n*k) or lycoris' (r, in_n, k...)
             in_n, kernel = inner, 1
             if len(shape) > 2:
                 kernel_t = math.prod(shape[2:])

@@ -26,7 +26,8 @@ def rebuild_w2(f: LoKrFactors, kernel: Sequence[int] = ()) -> torch.Tensor:
 
     - full ``w2`` is returned as stored, reshaped to ``kernel`` when given (a PEFT Conv1d Tucker or
       full W2 may carry a trailing 1);
-    - split: ``w2_a (out_k, r) @ w2_b (r, in_n*prod(kernel))`` reshaped to (out_k, in_n, *kernel);
+    - split: ``w2_a (out_k, r) @ w2_b (r, in_n*prod(kernel))`` reshaped to (out_k, in_n, *kernel)
+      (lycoris' functional API stores w2_b as (r, in_n, *kernel): same numbers, flattened here);
     - Tucker: ``einsum('ij...,ip,jr->pr...', t2, w2_a, w2_b)`` with t2 (r, r, k...),
       w2_a (r, out_k), w2_b (r, in_n).
     ``kernel`` is the base weight's trailing shape (``()`` for Linear).
@@ -38,7 +39,7 @@ def rebuild_w2(f: LoKrFactors, kernel: Sequence[int] = ()) -> torch.Tensor:
     elif f.w2 is not None:
         w2 = f.w2
     else:
-        w2 = f.w2_a @ f.w2_b
+        w2 = f.w2_a @ f.w2_b.reshape(f.w2_b.shape[0], -1)
     if kernel or w2.ndim > 2:
         w2 = w2.reshape(w2.shape[0], -1, *kernel) if kernel else w2.reshape(w2.shape[0], -1)
     return w2
@@ -137,12 +138,13 @@ def kron_linear_factors(x: torch.Tensor, f: LoKrFactors) -> torch.Tensor:
         w2 = f.w2.reshape(f.w2.shape[0], -1)
         out_k, in_n = w2.shape
     else:
-        out_k, in_n = int(f.w2_a.shape[0]), int(f.w2_b.shape[1])
+        w2_b = f.w2_b.reshape(f.w2_b.shape[0], -1)
+        out_k, in_n = int(f.w2_a.shape[0]), int(w2_b.shape[1])
     xs = x.reshape(*x.shape[:-1], in_m, in_n)
     if f.w2 is not None:
         y = torch.matmul(xs, w2.transpose(0, 1))
     else:
-        y = torch.matmul(torch.matmul(xs, f.w2_b.transpose(0, 1)), f.w2_a.transpose(0, 1))
+        y = torch.matmul(torch.matmul(xs, w2_b.transpose(0, 1)), f.w2_a.transpose(0, 1))
     if f.w1 is not None:
         y = torch.matmul(f.w1, y)
     else:
