@@ -134,14 +134,15 @@ def kron_linear_factors(x: torch.Tensor, f: LoKrFactors) -> torch.Tensor:
     a low-rank W2 costs O(r) per element instead of O(in_n).
     """
     out_l, in_m = f.w1_shape
-    if f.w2 is not None:
-        w2 = f.w2.reshape(f.w2.shape[0], -1)
+    if f.w2 is not None or f.t2 is not None:
+        w2 = rebuild_w2(f)
+        w2 = w2.reshape(w2.shape[0], -1)
         out_k, in_n = w2.shape
     else:
         w2_b = f.w2_b.reshape(f.w2_b.shape[0], -1)
         out_k, in_n = int(f.w2_a.shape[0]), int(w2_b.shape[1])
     xs = x.reshape(*x.shape[:-1], in_m, in_n)
-    if f.w2 is not None:
+    if f.w2 is not None or f.t2 is not None:
         y = torch.matmul(xs, w2.transpose(0, 1))
     else:
         y = torch.matmul(torch.matmul(xs, w2_b.transpose(0, 1)), f.w2_a.transpose(0, 1))
