@@ -1,0 +1,295 @@
+"""HTTP routes for the comfyui-lokr web extension.
+
+Three GET routes, registered on ComfyUI's ``PromptServer.instance.routes`` by :func:`register`:
+
+- ``/lokr/info?file=<name>``: JSON summary of one LoKr file of the ``loras`` folder
+  (``lokr_core.report.summarize``: family guess, modules per block, layouts, ranks, scale rule and
+  scales, training metadata, trigger words).
+- ``/lokr/report?file=<name>&family=sd1|sd2|sdxl``: match report of the file against that model
+  family's key list.
+- ``/lokr/presets``: the block-weight presets (``lokr_core.block_weights``).
+
+Security: only names that ``folder_paths.get_filename_list("loras")`` lists are served, only
+``.safetensors`` files are opened, and the resolved real path (symlinks followed) must lie inside
+one of the ``loras`` roots. Every refusal is a 4xx JSON ``{"error": message}``; no response ever
+carries bytes of a file, and error texts name the requested file, never its server path.
+
+The handlers are plain closures over a ``folder_paths``-like object and a :class:`Backend`
+(the lokr_core functions they call), so tests drive them with aiohttp's test client and stand-ins,
+without ComfyUI.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+FAMILIES = ("sd1", "sd2", "sdxl")
+"""Model families ``/lokr/report`` accepts (lokr_core keymap names)."""
+
+FOLDER = "loras"
+MAX_NAME_CHARS = 1024
+
+
+class RouteError(Exception):
+    """A refused request: ``status`` is the HTTP status (4xx/5xx), ``message`` what to show the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _core(name: str) -> Any:
+    """Import ``lokr_core.<name>``: relative inside ComfyUI (pack under any folder name), else absolute."""
+    package = __package__ or ""
+    if "." in package:
+        return importlib.import_module(f"..lokr_core.{name}", package)
+    return importlib.import_module(f"lokr_core.{name}")
+
+
+def _shown(name: str) -> str:
+    """The requested name as quoted in messages: repr, cut to 200 characters."""
+    text = repr(name)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# path checks
+
+
+def lora_path(name: str | None, folder_paths: Any) -> str:
+    """Return the real path of ``name``, a file the ``loras`` folder lists; raise :class:`RouteError`.
+
+    Refuses (400) an empty / over-long name or one with a NUL byte, (404) a name the folder does not
+    list (this alone stops ``..``, absolute paths and encoded separators, which never appear in the
+    list), (415) anything but ``.safetensors``, and (403) a listed name whose real path (symlinks
+    followed) is outside every ``loras`` root.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise RouteError(400, "missing query parameter 'file' (a file name from the loras folder)")
+    if "\x00" in name or len(name) > MAX_NAME_CHARS:
+        raise RouteError(400, f"file {_shown(name)}: not a valid file name")
+    try:
+        listed = folder_paths.get_filename_list(FOLDER)
+    except Exception as exc:  # folder_paths raises KeyError when the folder type is unknown
+        raise RouteError(500, f"the '{FOLDER}' folder is not configured ({type(exc).__name__})") from None
+    if name not in set(listed):
+        raise RouteError(404, f"file {_shown(name)}: not in the '{FOLDER}' folder list")
+    if not name.lower().endswith(".safetensors"):
+        raise RouteError(415, f"file {_shown(name)}: only .safetensors LoKr files can be inspected")
+    full = folder_paths.get_full_path(FOLDER, name)
+    if not full:
+        raise RouteError(404, f"file {_shown(name)}: no longer on disk")
+    real = os.path.realpath(full)
+    roots = [os.path.realpath(root) for root in folder_paths.get_folder_paths(FOLDER)]
+    if not any(_inside(real, root) for root in roots):
+        raise RouteError(403, f"file {_shown(name)}: resolves outside the '{FOLDER}' folders (symlink?)")
+    if not os.path.isfile(real):
+        raise RouteError(404, f"file {_shown(name)}: not a regular file")
+    return real
+
+
+def _inside(path: str, root: str) -> bool:
+    """True when real path ``path`` is ``root`` itself or below it (both already realpath'ed)."""
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives on Windows
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# what the routes compute
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The lokr_core functions the routes call; tests may pass stand-ins.
+
+    ``load(path) -> weights``; ``summarize(weights) -> dict``; ``report(weights, family) -> dict``;
+    ``presets() -> dict``. ``None`` means: import the lokr_core default on first use.
+    """
+
+    load: Callable[[str], Any] | None = None
+    summarize: Callable[[Any], Mapping[str, Any]] | None = None
+    report: Callable[[Any, str], Mapping[str, Any]] | None = None
+    presets: Callable[[], Mapping[str, Any]] | None = None
+
+    def get(self, what: str) -> Callable[..., Any]:
+        """The callable for ``what`` (load / summarize / report / presets); 501 when lokr_core lacks it."""
+        fn = getattr(self, what)
+        if fn is not None:
+            return fn
+        try:
+            return _DEFAULTS[what]()
+        except (ImportError, AttributeError) as exc:
+            raise RouteError(501, f"lokr_core does not provide '{what}' yet ({exc})") from None
+
+
+def _default_load() -> Callable[[str], Any]:
+    return _core("io").load_lokr
+
+
+def _default_summarize() -> Callable[[Any], Mapping[str, Any]]:
+    return _core("report").summarize
+
+
+def _default_report() -> Callable[[Any, str], Mapping[str, Any]]:
+    report = _core("report")
+    if hasattr(report, "family_report"):
+        return report.family_report
+    resolve, keymap = _core("resolve"), _core("keymap")
+    family_target = keymap.family_target
+
+    def family_report(weights: Any, family: str) -> Mapping[str, Any]:
+        return resolve.resolve(weights, family_target(family)).to_dict()
+
+    return family_report
+
+
+def _default_presets() -> Callable[[], Mapping[str, Any]]:
+    block_weights = _core("block_weights")
+    if hasattr(block_weights, "presets"):
+        return block_weights.presets
+    table = block_weights.PRESETS
+    return lambda: dict(table)
+
+
+_DEFAULTS: Mapping[str, Callable[[], Callable[..., Any]]] = {
+    "load": _default_load, "summarize": _default_summarize,
+    "report": _default_report, "presets": _default_presets,
+}
+
+
+def _load_lokr(path: str, name: str, backend: Backend) -> Any:
+    """Load the file with the backend's loader; 422 when it is not a LoKr file (message: no content)."""
+    load = backend.get("load")
+    errors = _core("errors")
+    try:
+        weights = load(path)
+    except errors.LoKrError as exc:
+        text = str(exc).replace(path, name)
+        if len(text) > 400:
+            text = text[:397] + "..."
+        raise RouteError(422, f"file {_shown(name)}: not a usable LoKr file: {text}") from None
+    except Exception as exc:  # safetensors / OS errors: give the class only, never the text
+        raise RouteError(422, f"file {_shown(name)}: not a readable safetensors file "
+                              f"({type(exc).__name__})") from None
+    if not getattr(weights, "modules", None):
+        kinds = sorted(set(getattr(weights, "other_modules", {}).values()))
+        found = f" (it holds {', '.join(kinds)} modules)" if kinds else ""
+        raise RouteError(422, f"file {_shown(name)}: holds no LoKr modules{found}")
+    return weights
+
+
+def info_payload(name: str | None, folder_paths: Any, backend: Backend) -> dict:
+    """JSON-able summary of the LoKr file ``name`` of the loras folder (``{"file": name, ...summary}``)."""
+    path = lora_path(name, folder_paths)
+    weights = _load_lokr(path, name, backend)
+    summary = dict(backend.get("summarize")(weights))
+    summary["file"] = name
+    return jsonable(summary)
+
+
+def report_payload(name: str | None, family: str | None, folder_paths: Any, backend: Backend) -> dict:
+    """JSON-able match report of file ``name`` against ``family`` (one of :data:`FAMILIES`)."""
+    if family not in FAMILIES:
+        raise RouteError(400, f"query parameter 'family' is {family!r}; expected one of {', '.join(FAMILIES)}")
+    path = lora_path(name, folder_paths)
+    weights = _load_lokr(path, name, backend)
+    report = dict(backend.get("report")(weights, family))
+    report["file"], report["family"] = name, family
+    return jsonable(report)
+
+
+def presets_payload(backend: Backend) -> dict:
+    """JSON-able block-weight presets: ``{"presets": {name: vector string}}``."""
+    return jsonable({"presets": dict(backend.get("presets")())})
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists, non-str keys as str, tensors as lists and inf/nan as strings.
+
+    Browsers' ``JSON.parse`` rejects ``Infinity``/``NaN``, which LoKr alphas (1e10, inf) produce.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if hasattr(value, "tolist"):  # torch tensors, numpy scalars
+        return jsonable(value.tolist())
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# aiohttp glue
+
+
+def make_handlers(folder_paths: Any, backend: Backend | None = None) -> dict[str, Callable[..., Any]]:
+    """aiohttp handlers ``{route path: async handler}`` over ``folder_paths`` and ``backend``.
+
+    File work runs in the default executor, so the ComfyUI server loop is not blocked.
+    """
+    from aiohttp import web
+
+    backend = backend or Backend()
+    dumps = lambda obj: json.dumps(obj, allow_nan=False)  # noqa: E731
+
+    async def respond(fn: Callable[[], dict]) -> web.Response:
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, fn)
+        except RouteError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status, dumps=dumps)
+        return web.json_response(body, dumps=dumps, headers={"Cache-Control": "no-store"})
+
+    async def info(request: web.Request) -> web.Response:
+        name = request.query.get("file")
+        return await respond(lambda: info_payload(name, folder_paths, backend))
+
+    async def report(request: web.Request) -> web.Response:
+        name, family = request.query.get("file"), request.query.get("family")
+        return await respond(lambda: report_payload(name, family, folder_paths, backend))
+
+    async def presets(request: web.Request) -> web.Response:
+        return await respond(lambda: presets_payload(backend))
+
+    return {"/lokr/info": info, "/lokr/report": report, "/lokr/presets": presets}
+
+
+def add_routes(routes: Any, folder_paths: Any, backend: Backend | None = None) -> list[str]:
+    """Add the GET routes to an aiohttp ``RouteTableDef`` or ``UrlDispatcher``; return their paths."""
+    handlers = make_handlers(folder_paths, backend)
+    for path, handler in handlers.items():
+        if hasattr(routes, "add_get"):
+            routes.add_get(path, handler)
+        else:
+            routes.get(path)(handler)
+    return list(handlers)
+
+
+def register(server: Any = None, folder_paths: Any = None) -> bool:
+    """Register the routes on ComfyUI's PromptServer; False (nothing done) outside ComfyUI.
+
+    Call once from the pack's ``__init__.py`` (``routes.register()`` inside ``try``).
+    """
+    try:
+        if server is None:
+            from server import PromptServer  # ComfyUI's module
+
+            server = PromptServer.instance
+        if folder_paths is None:
+            folder_paths = importlib.import_module("folder_paths")
+    except (ImportError, AttributeError):
+        return False
+    if server is None or not hasattr(server, "routes"):
+        return False
+    add_routes(server.routes, folder_paths)
+    return True

@@ -1,0 +1,297 @@
+"""Tests of nodes/routes.py: the web extension's HTTP routes, through aiohttp's test client.
+
+folder_paths is a stand-in (the ComfyUI module's three functions the routes use). Every traversal
+attempt must get a 4xx JSON error and never a byte of the file behind it.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote
+
+import pytest
+import torch
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from safetensors.torch import save_file
+
+from lokr_core.errors import LoKrFormatError
+from nodes import routes
+
+SECRET = "TOPSECRET-CONTENT-0123"
+
+
+class FolderPaths:
+    """Stand-in of ComfyUI's folder_paths for one folder type, 'loras' (walks symlinks like ComfyUI)."""
+
+    def __init__(self, *roots: Path) -> None:
+        self.roots = [str(r) for r in roots]
+
+    def get_folder_paths(self, folder: str) -> list[str]:
+        if folder != "loras":
+            raise KeyError(folder)
+        return list(self.roots)
+
+    def get_filename_list(self, folder: str) -> list[str]:
+        names = []
+        for root in self.get_folder_paths(folder):
+            for dirpath, _dirs, files in os.walk(root, followlinks=True):
+                for f in files:
+                    names.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+        return sorted(names)
+
+    def get_full_path(self, folder: str, name: str) -> str | None:
+        for root in self.get_folder_paths(folder):
+            path = os.path.join(root, name)
+            if os.path.isfile(path):
+                return path
+        return None
+
+
+def stand_in_load(path: str) -> SimpleNamespace:
+    """Minimal loader: groups `<module>.lokr_*` keys (the real one is lokr_core.io.load_lokr)."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        keys = list(f.keys())
+    modules = {k.rsplit(".", 1)[0] for k in keys if ".lokr_" in k}
+    others = {k.rsplit(".", 1)[0]: "lora" for k in keys if ".lora_down" in k}
+    if not keys:
+        raise LoKrFormatError(f"file {path!r}: no tensors")
+    return SimpleNamespace(modules={m: None for m in sorted(modules)}, other_modules=others, source=path)
+
+
+def stand_in_summarize(weights: SimpleNamespace) -> dict:
+    return {"family": "sd1", "modules": len(weights.modules), "alpha": float("inf"), "shape": (2, 3)}
+
+
+BACKEND = routes.Backend(
+    load=stand_in_load,
+    summarize=stand_in_summarize,
+    report=lambda w, fam: {"matched": {m: m for m in w.modules}, "unmatched": {}, "target": fam},
+    presets=lambda: {"SD-ALL": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"},
+)
+
+
+def lokr_tensors() -> dict[str, torch.Tensor]:
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    return {f"{name}.lokr_w1": torch.randn(16, 16), f"{name}.lokr_w2_a": torch.randn(20, 4),
+            f"{name}.lokr_w2_b": torch.randn(4, 20), f"{name}.alpha": torch.tensor(4.0)}
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> SimpleNamespace:
+    """loras/ with a LoKr, a LoRA-only file, garbage, a .ckpt, symlinks out; secret files outside."""
+    root = tmp_path / "models" / "loras"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.safetensors"
+    save_file(lokr_tensors(), str(secret), metadata={"note": SECRET})
+    (outside / "secret.txt").write_text(SECRET)
+    save_file(lokr_tensors(), str(root / "good.safetensors"))
+    save_file(lokr_tensors(), str(root / "sub" / "nested lokr.safetensors"))
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2),
+               "lora_unet_x.lora_up.weight": torch.zeros(2, 2)}, str(root / "plain_lora.safetensors"))
+    (root / "garbage.safetensors").write_bytes(SECRET.encode() * 10)
+    (root / "model.ckpt").write_bytes(SECRET.encode())
+    (root / "notes.txt").write_text(SECRET)
+    os.symlink(secret, root / "link_out.safetensors")
+    os.symlink(outside, root / "linkdir")
+    os.symlink(root / "good.safetensors", root / "link_in.safetensors")
+    return SimpleNamespace(root=root, outside=outside, secret=secret, fp=FolderPaths(root))
+
+
+def call(fp: FolderPaths, path: str, backend: routes.Backend = BACKEND, encoded: bool = True):
+    """GET ``path`` on an app with the routes; return (status, parsed JSON, raw text)."""
+
+    async def go():
+        app = web.Application()
+        routes.add_routes(app.router, fp, backend)
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get(path) if not encoded else await client.get(path, allow_redirects=False)
+            text = await resp.text()
+            return resp.status, text
+
+    status, text = asyncio.run(go())
+    return status, json.loads(text), text
+
+
+def info(fp, name: str, backend: routes.Backend = BACKEND):
+    return call(fp, "/lokr/info?file=" + quote(name, safe=""), backend)
+
+
+def test_info_ok(tree):
+    status, body, _ = info(tree.fp, "good.safetensors")
+    assert status == 200
+    assert body == {"family": "sd1", "modules": 1, "alpha": "inf", "shape": [2, 3], "file": "good.safetensors"}
+
+
+def test_info_nested_and_symlink_inside_ok(tree):
+    assert info(tree.fp, "sub/nested lokr.safetensors")[0] == 200
+    assert info(tree.fp, "link_in.safetensors")[0] == 200
+
+
+@pytest.mark.parametrize("query", [
+    "../outside/secret.safetensors",
+    "sub/../../outside/secret.safetensors",
+    "..\\outside\\secret.safetensors",
+    "ABSOLUTE",
+    "linkdir/../../outside/secret.safetensors",
+    "%2e%2e%2foutside%2fsecret.safetensors",  # decoded once by the server
+    "..%252Foutside%252Fsecret.safetensors",  # double-encoded separator
+    "sub%5c..%5c..%5coutside%5csecret.safetensors",
+    "good.safetensors%00.txt",
+    "",
+    "x" * 2000,
+])
+def test_traversal_refused(tree, query):
+    if query == "ABSOLUTE":
+        query = quote(str(tree.secret), safe="")
+    status, body, text = call(tree.fp, "/lokr/info?file=" + query)
+    assert 400 <= status < 500
+    assert "error" in body and SECRET not in text
+    if "outside" not in query:  # the name asked for is quoted back; no other path is shown
+        assert str(tree.root) not in text
+
+
+def test_traversal_unencoded_path_chars(tree):
+    # raw, unencoded '/' and '..' in the query string reach the handler as is
+    status, body, text = call(tree.fp, "/lokr/info?file=../outside/secret.safetensors")
+    assert status == 404 and "not in the 'loras' folder list" in body["error"] and SECRET not in text
+
+
+def test_missing_parameter(tree):
+    status, body, _ = call(tree.fp, "/lokr/info")
+    assert status == 400 and "missing query parameter 'file'" in body["error"]
+
+
+@pytest.mark.parametrize("name", ["link_out.safetensors", "linkdir/secret.safetensors"])
+def test_symlink_out_of_folder_refused(tree, name):
+    assert name in tree.fp.get_filename_list("loras")  # listed, like ComfyUI lists it
+    status, body, text = info(tree.fp, name)
+    assert status == 403 and "resolves outside the 'loras' folders" in body["error"]
+    assert SECRET not in text and str(tree.outside) not in text
+
+
+@pytest.mark.parametrize("name", ["model.ckpt", "notes.txt"])
+def test_non_safetensors_refused_unread(tree, name):
+    loaded = []
+    backend = routes.Backend(load=lambda p: loaded.append(p), summarize=stand_in_summarize)
+    status, body, text = info(tree.fp, name, backend)
+    assert status == 415 and "only .safetensors" in body["error"] and SECRET not in text
+    assert loaded == []
+
+
+def test_garbage_file_gives_422_without_content(tree):
+    status, body, text = info(tree.fp, "garbage.safetensors")
+    assert status == 422 and "not a readable safetensors file" in body["error"]
+    assert SECRET not in text
+
+
+def test_lora_only_file_is_not_lokr(tree):
+    status, body, _ = info(tree.fp, "plain_lora.safetensors")
+    assert status == 422 and "holds no LoKr modules (it holds lora modules)" in body["error"]
+
+
+def test_lokr_error_message_names_file_not_path(tree):
+    def load(path):
+        raise LoKrFormatError(f"file {path!r}, module 'm': expected lokr_w1 or lokr_w1_a/b")
+
+    status, body, text = info(tree.fp, "good.safetensors", routes.Backend(load=load))
+    assert status == 422
+    assert "module 'm': expected lokr_w1" in body["error"] and str(tree.root) not in text
+
+
+def test_file_vanished_after_listing(tree):
+    fp = FolderPaths(tree.root)
+    fp.get_full_path = lambda folder, name: None
+    status, body, _ = info(fp, "good.safetensors")
+    assert status == 404 and "no longer on disk" in body["error"]
+
+
+def test_unknown_folder_type_is_500(tree):
+    fp = FolderPaths(tree.root)
+    fp.get_filename_list = lambda folder: (_ for _ in ()).throw(KeyError(folder))
+    status, body, _ = info(fp, "good.safetensors")
+    assert status == 500 and "not configured" in body["error"]
+
+
+def test_report_ok_and_family_checked(tree):
+    status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors&family=sdxl")
+    assert status == 200 and body["family"] == "sdxl" and body["target"] == "sdxl"
+    assert body["file"] == "good.safetensors" and len(body["matched"]) == 1
+    for bad in ["", "&family=flux", "&family=SD1"]:
+        status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors" + bad)
+        assert status == 400 and "expected one of sd1, sd2, sdxl" in body["error"]
+
+
+def test_report_traversal_refused(tree):
+    status, body, text = call(tree.fp, "/lokr/report?family=sd1&file=" + quote(str(tree.secret), safe=""))
+    assert status == 404 and SECRET not in text
+
+
+def test_presets(tree):
+    status, body, _ = call(tree.fp, "/lokr/presets")
+    assert status == 200 and body == {"presets": {"SD-ALL": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"}}
+
+
+def test_missing_backend_is_501(tree):
+    def broken():
+        raise ImportError("no module lokr_core.nothing")
+
+    saved = dict(routes._DEFAULTS)
+    try:
+        routes._DEFAULTS = {**saved, "presets": broken}
+        status, body, _ = call(tree.fp, "/lokr/presets", routes.Backend())
+    finally:
+        routes._DEFAULTS = saved
+    assert status == 501 and "lokr_core does not provide 'presets'" in body["error"]
+
+
+def test_lora_path_direct(tree):
+    assert routes.lora_path("good.safetensors", tree.fp) == os.path.realpath(tree.root / "good.safetensors")
+    with pytest.raises(routes.RouteError) as err:
+        routes.lora_path(None, tree.fp)
+    assert err.value.status == 400
+
+
+def test_payload_functions_direct(tree):
+    assert routes.info_payload("good.safetensors", tree.fp, BACKEND)["modules"] == 1
+    assert routes.report_payload("good.safetensors", "sd1", tree.fp, BACKEND)["family"] == "sd1"
+    assert "SD-ALL" in routes.presets_payload(BACKEND)["presets"]
+
+
+def test_jsonable():
+    value = {1: (1.0, float("nan"), float("-inf")), "t": torch.tensor([1.5]), "s": {3}, "o": Path("x")}
+    assert routes.jsonable(value) == {"1": [1.0, "nan", "-inf"], "t": [1.5], "s": [3], "o": "x"}
+    json.dumps(routes.jsonable(value), allow_nan=False)
+
+
+def test_register_on_route_table(tree):
+    table = web.RouteTableDef()
+    assert routes.register(SimpleNamespace(routes=table), tree.fp) is True
+    assert sorted(r.path for r in table) == ["/lokr/info", "/lokr/presets", "/lokr/report"]
+
+
+def test_register_outside_comfyui_does_nothing():
+    if importlib.util.find_spec("server") is not None:
+        pytest.skip("a module named 'server' is importable here")
+    assert routes.register() is False
+
+
+def test_real_lokr_core_backend(tree):
+    """With lokr_core's own loader and summary (skips until lokr_core.io / report exist)."""
+    pytest.importorskip("lokr_core.io")
+    pytest.importorskip("lokr_core.report")
+    status, body, text = info(tree.fp, "good.safetensors", routes.Backend())
+    assert status == 200, text
+    assert body["file"] == "good.safetensors"
+    status, body, text = info(tree.fp, "plain_lora.safetensors", routes.Backend())
+    assert status == 422 and SECRET not in text
+    status, body, text = info(tree.fp, "garbage.safetensors", routes.Backend())
+    assert status == 422 and SECRET not in text
