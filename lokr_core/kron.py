@@ -53,7 +53,7 @@ def kron_product(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """
     if w2.ndim > 2:
         w1 = w1.reshape(*w1.shape, *([1] * (w2.ndim - 2)))
-    return torch.kron(w1, w2)
+    return torch.kron(w1.contiguous(), w2.contiguous())  # torch.kron fails on some strided inputs
 
 
 def peft_conv1d_kron(w1: torch.Tensor, w2: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
