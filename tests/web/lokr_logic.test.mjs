@@ -1,0 +1,188 @@
+// node --test tests/web : the pure logic of the web extension (web/lokr_logic.js).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import * as L from "../../web/lokr_logic.js";
+
+const shared = JSON.parse(readFileSync(new URL("./block_vectors.json", import.meta.url), "utf8"));
+
+test("block IDs: lengths and order per family (LOKR_SPEC section 7)", () => {
+  assert.equal(L.blockIds("sd1", 17).length, 17);
+  assert.equal(L.blockIds("sd1", 26).length, 26);
+  assert.equal(L.blockIds("sdxl", 12).length, 12);
+  assert.equal(L.blockIds("sdxl", 20).length, 20);
+  assert.deepEqual(L.blockIds("sd1", 17).slice(0, 8), ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "MID"]);
+  assert.deepEqual(L.blockIds("sdxl", 12).slice(-2), ["OUT04", "OUT05"]);
+  assert.deepEqual(L.blockIds("sd2", 26), L.blockIds("sd1", 26));
+  assert.equal(L.blockIds("sdxl", 17), null);
+  assert.equal(L.blockIds("flux", 17), null);
+  assert.deepEqual(L.familiesForLength(17), ["sd1", "sd2"]);
+  assert.deepEqual(L.familiesForLength(20), ["sdxl"]);
+  assert.deepEqual(L.familiesForLength(5), []);
+});
+
+for (const [i, c] of shared.cases.entries()) {
+  test(`shared vector case ${i}: ${JSON.stringify(c.vector).slice(0, 40)} (${c.family})`, () => {
+    const opts = { family: c.family, A: c.A ?? 1, B: c.B ?? 1 };
+    if (c.error) {
+      assert.throws(() => L.parseBlockVector(c.vector, opts), (e) => e.message.includes(c.error));
+      return;
+    }
+    const parsed = L.parseBlockVector(c.vector, opts);
+    assert.deepEqual(Object.keys(parsed.blocks), Object.keys(c.blocks));
+    for (const [id, v] of Object.entries(c.blocks)) {
+      if (v === null) assert.equal(parsed.blocks[id], null, id);
+      else assert.ok(Math.abs(parsed.blocks[id] - v) < 1e-12, `${id}: ${parsed.blocks[id]} != ${v}`);
+    }
+  });
+}
+
+test("parseBlockVector infers the family from the length and resolves presets", () => {
+  assert.equal(L.parseBlockVector("1,1,1,1,1,1,1,1,1,1,1,1").family, "sdxl");
+  assert.equal(L.parseBlockVector("1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1").family, "sd1");
+  const p = L.parseBlockVector("SD-OUT", { presets: { "SD-OUT": "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1" } });
+  assert.equal(p.blocks.OUT11, 1);
+  assert.equal(p.blocks.MID, 0);
+  assert.throws(() => L.parseBlockVector("1,1", {}), /has 2 values; expected 17 for SD 1.x\/2.x .* or 12 for SDXL/);
+  assert.throws(() => L.parseBlockVector("1,1", { family: "flux" }), /unknown model family 'flux'/);
+});
+
+test("parseToken", () => {
+  assert.equal(L.parseToken(" 2.5 "), 2.5);
+  assert.equal(L.parseToken("a", { A: 3 }), 1.5);
+  assert.equal(L.parseToken("b", { B: 1 }), 0.5);
+  assert.equal(L.parseToken("R"), null);
+  assert.throws(() => L.parseToken("1.2.3"), /'1.2.3' is not a number/);
+  assert.throws(() => L.parseToken("Infinity"), /not a number/);
+});
+
+test("formatVector / formatNumber / formatCounts", () => {
+  assert.equal(L.formatVector([1, 0.5, 0.123456, "R", -1]), "1,0.5,0.1235,R,-1");
+  assert.equal(L.formatNumber(0.30000000000000004), "0.3");
+  assert.equal(L.formatNumber("inf"), "∞");
+  assert.equal(L.formatNumber("-inf"), "-∞");
+  assert.equal(L.formatNumber("nan"), "NaN");
+  assert.equal(L.formatNumber(1e10), "10000000000");
+  assert.equal(L.formatNumber(12345678.5), "1.23e+7");
+  assert.equal(L.formatNumber(null), "–");
+  assert.equal(L.formatNumber("4"), "4");
+  assert.equal(L.formatNumber(Infinity), "∞");
+  assert.equal(L.formatCounts({ full: 2, split_w2: 10, tucker: 2 }), "split_w2: 10, full: 2, tucker: 2");
+  assert.equal(L.formatCounts(null), "");
+  // the formatted vector parses back to the same values
+  const v = [1, 0.25, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0.5];
+  assert.deepEqual(L.parseBlockVector(L.formatVector(v)).values, v);
+});
+
+test("family labels, checkpoint-name guesses and mismatch text", () => {
+  assert.equal(L.familyLabel("sdxl"), "SDXL");
+  assert.equal(L.familyLabel(null), "unknown");
+  assert.equal(L.familyLabel("flux"), "flux");
+  assert.equal(L.familyFromCheckpointName("sd_xl_base_1.0.safetensors"), "sdxl");
+  assert.equal(L.familyFromCheckpointName("ponyDiffusionV6XL.safetensors"), "sdxl");
+  assert.equal(L.familyFromCheckpointName("v2-1_768-ema-pruned.safetensors"), "sd2");
+  assert.equal(L.familyFromCheckpointName("v1-5-pruned-emaonly.safetensors"), "sd1");
+  assert.equal(L.familyFromCheckpointName("mystery.safetensors"), null);
+  assert.equal(L.familyFromCheckpointName(null), null);
+  assert.equal(L.familyMismatch("sd1", "sdxl"), "This LoKr looks like SD 1.x, the model like SDXL");
+  assert.equal(L.familyMismatch("sd1", "sd1"), null);
+  assert.equal(L.familyMismatch(null, "sd1"), null);
+  assert.equal(L.familyMismatch("sdxl", null), null);
+});
+
+test("triggerWords: explicit list, else tag frequency totals", () => {
+  assert.deepEqual(L.triggerWords({ trigger_words: ["ohwx", "dog"] }), ["ohwx", "dog"]);
+  const s = { metadata: { tag_frequency: { "10_a": { cat: 3, hat: 5 }, "5_b": { cat: 4 } } } };
+  assert.deepEqual(L.triggerWords(s), ["cat", "hat"]);
+  assert.deepEqual(L.triggerWords(s, 1), ["cat"]);
+  assert.deepEqual(L.triggerWords(null), []);
+  assert.deepEqual(L.triggerWords({}), []);
+});
+
+test("summaryRows: family, modules per block, layouts, ranks, scale, base model, algo", () => {
+  const rows = L.summaryRows({
+    family: "sd1", modules: 140, modules_per_block: { unet: 128, te: 12 },
+    layouts: { "full/split": 128, "full/full": 12 }, ranks: [4, 8], scales: { a: 0.5, b: 1 },
+    scale_rule: "lycoris", metadata: { ss_sd_model_name: "v1-5.safetensors", ss_network_args: "{\"algo\": \"lokr\", \"factor\": 8}" },
+    other_modules: { x: "lora" },
+  });
+  const map = Object.fromEntries(rows.map((r) => [r.label, r.text]));
+  assert.equal(map.Family, "SD 1.x");
+  assert.equal(map.Modules, "140 (unet: 128, te: 12)");
+  assert.equal(map.Layouts, "full/split: 128, full/full: 12");
+  assert.equal(map.Ranks, "4, 8");
+  assert.equal(map.Scale, "0.5–1 (lycoris)");
+  assert.equal(map["Base model"], "v1-5.safetensors");
+  assert.equal(map.Algorithm, "algo=lokr factor=8");
+  assert.equal(map.Other, "1 non-LoKr modules");
+  assert.deepEqual(L.summaryRows(null), []);
+  const one = Object.fromEntries(L.summaryRows({ family: "sdxl", modules: { a: 1, b: 2 }, scales: 1 }).map((r) => [r.label, r.text]));
+  assert.deepEqual(one, { Family: "SDXL", Modules: "2", Scale: "1" });
+});
+
+test("reportRows: counts, warnings, unmatched names cut", () => {
+  const rows = L.reportRows({ matched: { a: 1, b: 2 }, unmatched: ["x1", "x2", "x3"], shape_mismatch: {} }, 2);
+  assert.deepEqual(rows, [
+    { label: "Matched", text: "2" },
+    { label: "Unmatched", text: "3", warn: true },
+    { label: "Shape mismatch", text: "0", warn: false },
+    { label: "Not applied", text: "x1, x2 … +1", warn: true },
+  ]);
+  assert.deepEqual(L.reportRows({ matched: 5, total: 7 })[0], { label: "Matched", text: "5 / 7" });
+  assert.deepEqual(L.reportRows(undefined), []);
+});
+
+test("warningsOf and presetsFor", () => {
+  assert.deepEqual(L.warningsOf({ warnings: "x" }), ["x"]);
+  assert.deepEqual(L.warningsOf({ warnings: ["a", "b"] }), ["a", "b"]);
+  assert.deepEqual(L.warningsOf({}), []);
+  const presets = { "SD-ALL": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1", "XL-ALL": "1,1,1,1,1,1,1,1,1,1,1,1" };
+  assert.deepEqual(Object.keys(L.presetsFor(presets, "sd1", 17)), ["SD-ALL"]);
+  assert.deepEqual(Object.keys(L.presetsFor(presets, "sdxl", 12)), ["XL-ALL"]);
+  assert.deepEqual(L.presetsFor(presets, "sdxl", 20), {});
+});
+
+test("the extension module loads without a DOM or ComfyUI and does nothing", async () => {
+  const mod = await import("../../web/lokr.js");
+  assert.equal(typeof mod, "object");
+});
+
+test("degrades: frontend without registerExtension, node without addDOMWidget", async () => {
+  const saved = { document: globalThis.document, comfyAPI: globalThis.comfyAPI };
+  try {
+    globalThis.document = { getElementById: () => null };
+    globalThis.comfyAPI = { app: { app: {} }, api: { api: null } };
+    await import("../../web/lokr.js?no-register");  // app lacks registerExtension: nothing happens
+
+    const registered = [];
+    globalThis.comfyAPI = { app: { app: { registerExtension: (ext) => registered.push(ext) } }, api: { api: null } };
+    globalThis.document = {
+      getElementById: () => null,
+      createElement: () => ({ set textContent(v) {}, style: {} }),
+      head: { appendChild: () => {} },
+    };
+    await import("../../web/lokr.js?register");
+    assert.equal(registered.length, 1);
+    assert.equal(registered[0].name, "comfyui-lokr.panel");
+    const nodeType = { prototype: {} };
+    await registered[0].beforeRegisterNodeDef(nodeType, {
+      name: "LoKrLoader", input: { required: { lokr_name: [["a.safetensors"]] } },
+    });
+    assert.equal(typeof nodeType.prototype.onNodeCreated, "function");
+    // a node without widgets / addDOMWidget: no panel, no throw
+    const node = {};
+    nodeType.prototype.onNodeCreated.call(node);
+    assert.equal(node.lokrPanel, undefined);
+    // other packs' nodes are left alone
+    const other = { prototype: {} };
+    await registered[0].beforeRegisterNodeDef(other, { name: "LoraLoader", input: { required: { lora_name: [[]] } } });
+    assert.equal(other.prototype.onNodeCreated, undefined);
+    // malformed node data does not throw
+    await registered[0].beforeRegisterNodeDef({ prototype: {} }, null);
+  } finally {
+    globalThis.document = saved.document;
+    globalThis.comfyAPI = saved.comfyAPI;
+    if (saved.document === undefined) delete globalThis.document;
+    if (saved.comfyAPI === undefined) delete globalThis.comfyAPI;
+  }
+});

@@ -1,0 +1,278 @@
+// Pure logic of the comfyui-lokr web extension: no DOM, no ComfyUI imports, so `node --test` can
+// import it. Block-weight vectors follow lokr_core/block_weights.py (LOKR_SPEC section 7); the
+// shared cases in tests/web/block_vectors.json are checked against both implementations.
+
+/** Block IDs of each vector length, per model family (LDM numbering; BASE first). */
+function range(prefix, from, to) {
+  const out = [];
+  for (let i = from; i <= to; i++) out.push(prefix + String(i).padStart(2, "0"));
+  return out;
+}
+
+const SD_17 = ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "MID", ...range("OUT", 3, 11)];
+const SD_26 = ["BASE", ...range("IN", 0, 11), "MID", ...range("OUT", 0, 11)];
+const XL_12 = ["BASE", "IN04", "IN05", "IN07", "IN08", "MID", ...range("OUT", 0, 5)];
+const XL_20 = ["BASE", ...range("IN", 0, 8), "MID", ...range("OUT", 0, 8)];
+
+export const BLOCK_IDS = Object.freeze({
+  sd1: Object.freeze({ 17: SD_17, 26: SD_26 }),
+  sd2: Object.freeze({ 17: SD_17, 26: SD_26 }),
+  sdxl: Object.freeze({ 12: XL_12, 20: XL_20 }),
+});
+
+export const FAMILY_LABELS = Object.freeze({ sd1: "SD 1.x", sd2: "SD 2.x", sdxl: "SDXL" });
+
+/** Human label of a family id ("sd1" -> "SD 1.x"); unknown / empty -> "unknown". */
+export function familyLabel(family) {
+  if (!family) return "unknown";
+  return FAMILY_LABELS[family] ?? String(family);
+}
+
+/** Block IDs for `family` and vector `length`, or null when that pair is not a known layout. */
+export function blockIds(family, length) {
+  const table = BLOCK_IDS[family];
+  return (table && table[length]) || null;
+}
+
+/** Families whose vector lengths include `length` ("sd1"/"sd2" share 17 and 26). */
+export function familiesForLength(length) {
+  return Object.keys(BLOCK_IDS).filter((f) => BLOCK_IDS[f][length]);
+}
+
+const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * Parse one token: a number, A / a (= A/2), B / b (= B/2), or R / U (random, drawn server-side
+ * from the seed: returned as null). Throws Error naming the token otherwise.
+ */
+export function parseToken(token, { A = 1, B = 1 } = {}) {
+  const t = String(token).trim();
+  if (NUMBER.test(t)) return Number(t);
+  switch (t) {
+    case "A": return Number(A);
+    case "a": return Number(A) / 2;
+    case "B": return Number(B);
+    case "b": return Number(B) / 2;
+    case "R": case "U": return null;
+    default:
+      throw new Error(`block weight token '${t}' is not a number, A, a, B, b, R or U`);
+  }
+}
+
+/**
+ * Parse a block-weight vector ("1,0,0.5,..." or a preset name) for `family` (sd1 | sd2 | sdxl, or
+ * null to infer it from the length). Returns {family, ids, tokens, values, blocks} where values[i]
+ * is the number for ids[i] (null for R/U) and blocks maps ID -> value. Throws Error listing the
+ * expected IDs when the length fits no layout of the family.
+ */
+export function parseBlockVector(text, { family = null, A = 1, B = 1, presets = {} } = {}) {
+  let source = String(text ?? "").trim();
+  if (Object.prototype.hasOwnProperty.call(presets, source)) source = String(presets[source]).trim();
+  if (!source) throw new Error("block weight vector is empty");
+  const tokens = source.split(",").map((t) => t.trim());
+  const n = tokens.length;
+  const families = family ? [family] : familiesForLength(n);
+  if (family && !BLOCK_IDS[family]) {
+    throw new Error(`unknown model family '${family}'; expected one of ${Object.keys(BLOCK_IDS).join(", ")}`);
+  }
+  const ids = families.length ? blockIds(families[0], n) : null;
+  if (!ids) throw new Error(lengthMessage(n, family));
+  const values = tokens.map((t) => parseToken(t, { A, B }));
+  const blocks = {};
+  ids.forEach((id, i) => { blocks[id] = values[i]; });
+  return { family: families[0], ids, tokens, values, blocks };
+}
+
+/** The error text for a vector of `n` values that fits no layout (lists the expected IDs). */
+export function lengthMessage(n, family = null) {
+  const fams = family ? [family] : Object.keys(BLOCK_IDS).filter((f) => f !== "sd2");
+  const parts = [];
+  for (const f of fams) {
+    const table = BLOCK_IDS[f] || {};
+    for (const len of Object.keys(table)) {
+      const label = !family && f === "sd1" ? "SD 1.x/2.x" : familyLabel(f);
+      parts.push(`${len} for ${label} (${table[len].join(", ")})`);
+    }
+  }
+  return `block weight vector has ${n} values; expected ${parts.join(" or ")}`;
+}
+
+/** Vector text from values (numbers with at most 4 decimals, trailing zeros dropped). */
+export function formatVector(values) {
+  return values.map((v) => (typeof v === "number" ? formatNumber(v, 4) : String(v))).join(",");
+}
+
+/**
+ * Compact number text: integers as is, others with up to `digits` decimals, trailing zeros cut;
+ * "inf" / Infinity -> "∞", "nan" -> "NaN", null / undefined -> "–".
+ */
+export function formatNumber(value, digits = 3) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "string") {
+    const s = value.toLowerCase();
+    if (s === "inf" || s === "+inf" || s === "infinity") return "∞";
+    if (s === "-inf" || s === "-infinity") return "-∞";
+    if (s === "nan") return "NaN";
+    const num = Number(value);
+    return Number.isFinite(num) ? formatNumber(num, digits) : value;
+  }
+  if (typeof value !== "number") return String(value);
+  if (Number.isNaN(value)) return "NaN";
+  if (!Number.isFinite(value)) return value > 0 ? "∞" : "-∞";
+  if (Number.isInteger(value)) return String(value);
+  if (Math.abs(value) >= 1e6 || Math.abs(value) < 1e-4) return value.toExponential(2);
+  return String(Number(value.toFixed(digits)));
+}
+
+/** "a: 3, b: 1" from a {key: count} mapping, largest count first (ties by key). */
+export function formatCounts(counts) {
+  if (!counts || typeof counts !== "object") return "";
+  return Object.entries(counts)
+    .sort((x, y) => (Number(y[1]) - Number(x[1])) || String(x[0]).localeCompare(String(y[0])))
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(", ");
+}
+
+/**
+ * Guess the model family from a checkpoint file name; null when the name says nothing clear.
+ * Used only for the mismatch badge before the first run (the run's report wins afterwards).
+ */
+export function familyFromCheckpointName(name) {
+  const s = String(name ?? "").toLowerCase();
+  if (!s) return null;
+  if (/(sd_?xl|[^a-z]xl[^a-z]|xl$|^xl|pony|illustrious|noobai|animagine|juggernautxl|playground)/.test(s)) return "sdxl";
+  if (/(v2-|sd2|sd_2|2\.0|2\.1|768-v|v2_1|v2\.1)/.test(s)) return "sd2";
+  if (/(v1-5|v1\.5|sd15|sd_1|sd1|1\.5|v1-4|realisticvision|dreamshaper_8|deliberate)/.test(s)) return "sd1";
+  return null;
+}
+
+/**
+ * Warning text when the file's family and the model's family differ, else null. sd1 and sd2 share
+ * the UNet layout but not the text encoder, so they are still reported.
+ */
+export function familyMismatch(fileFamily, modelFamily) {
+  if (!fileFamily || !modelFamily || fileFamily === modelFamily) return null;
+  return `This LoKr looks like ${familyLabel(fileFamily)}, the model like ${familyLabel(modelFamily)}`;
+}
+
+/** Trigger words from a summary: `trigger_words` (list) or the top tags of `tag_frequency`. */
+export function triggerWords(summary, limit = 12) {
+  if (!summary) return [];
+  const given = summary.trigger_words ?? summary.metadata?.trigger_words;
+  if (Array.isArray(given)) return given.slice(0, limit).map(String);
+  const freq = summary.tag_frequency ?? summary.metadata?.tag_frequency;
+  if (freq && typeof freq === "object") {
+    const totals = {};
+    for (const v of Object.values(freq)) {
+      if (v && typeof v === "object") for (const [tag, c] of Object.entries(v)) totals[tag] = (totals[tag] ?? 0) + Number(c);
+    }
+    return Object.entries(totals).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, limit).map(([t]) => t);
+  }
+  return [];
+}
+
+function pick(obj, ...keys) {
+  for (const k of keys) {
+    if (obj && obj[k] !== undefined && obj[k] !== null) return obj[k];
+  }
+  return undefined;
+}
+
+function count(value) {
+  if (typeof value === "number") return value;
+  if (Array.isArray(value)) return value.length;
+  if (value && typeof value === "object") return Object.keys(value).length;
+  return undefined;
+}
+
+/**
+ * Panel rows [{label, text}] from a /lokr/info summary: family, modules (per block group),
+ * layouts, ranks, scale rule and scales, base model, algorithm, warnings. Missing fields are skipped.
+ */
+export function summaryRows(summary) {
+  if (!summary || typeof summary !== "object") return [];
+  const rows = [];
+  const add = (label, text) => { if (text !== undefined && text !== null && text !== "") rows.push({ label, text: String(text) }); };
+  add("Family", familyLabel(pick(summary, "family", "model_family")));
+  const modules = pick(summary, "num_modules", "module_count", "modules");
+  const perBlock = pick(summary, "modules_per_block", "blocks");
+  const n = count(modules);
+  add("Modules", n === undefined ? undefined : (perBlock ? `${n} (${formatCounts(perBlock)})` : n));
+  add("Layouts", formatCounts(pick(summary, "layouts")));
+  const ranks = pick(summary, "ranks");
+  add("Ranks", Array.isArray(ranks) ? ranks.map((r) => formatNumber(r)).join(", ") : formatCounts(ranks));
+  const rule = pick(summary, "scale_rule");
+  const scales = pick(summary, "scales");
+  let scaleText = "";
+  if (Array.isArray(scales)) scaleText = scales.map((s) => formatNumber(s)).join(", ");
+  else if (scales && typeof scales === "object") {
+    const vals = Object.values(scales).map(Number).filter(Number.isFinite);
+    if (vals.length) {
+      const lo = Math.min(...vals), hi = Math.max(...vals);
+      scaleText = lo === hi ? formatNumber(lo) : `${formatNumber(lo)}–${formatNumber(hi)}`;
+    }
+  } else if (scales !== undefined) scaleText = formatNumber(scales);
+  add("Scale", [scaleText, rule ? `(${rule})` : ""].filter(Boolean).join(" "));
+  const md = summary.metadata || {};
+  add("Base model", pick(summary, "base_model") ?? pick(md, "ss_sd_model_name", "ss_base_model_version"));
+  add("Algorithm", pick(summary, "algo") ?? formatAlgo(pick(md, "ss_network_args")));
+  const other = pick(summary, "other_modules");
+  const otherCount = count(other);
+  if (otherCount) add("Other", `${otherCount} non-LoKr modules`);
+  return rows;
+}
+
+function formatAlgo(args) {
+  if (!args) return undefined;
+  let obj = args;
+  if (typeof args === "string") {
+    try { obj = JSON.parse(args); } catch { return args; }
+  }
+  if (!obj || typeof obj !== "object") return String(args);
+  return Object.entries(obj).map(([k, v]) => `${k}=${v}`).join(" ");
+}
+
+/** Warnings of a summary or report as a list of strings (`warnings` list or string). */
+export function warningsOf(summary) {
+  const w = summary?.warnings;
+  if (!w) return [];
+  return (Array.isArray(w) ? w : [w]).map(String);
+}
+
+/**
+ * Rows for the run report the node returned (onExecuted): matched / unmatched / shape mismatches,
+ * plus the first few unmatched names. Accepts counts or mappings.
+ */
+export function reportRows(report, maxNames = 5) {
+  if (!report || typeof report !== "object") return [];
+  const rows = [];
+  const matched = count(report.matched);
+  const unmatched = count(report.unmatched);
+  const mismatch = count(report.shape_mismatch ?? report.shape_mismatches);
+  const total = count(report.total ?? report.modules);
+  if (matched !== undefined) rows.push({ label: "Matched", text: total ? `${matched} / ${total}` : String(matched) });
+  if (unmatched !== undefined) rows.push({ label: "Unmatched", text: String(unmatched), warn: unmatched > 0 });
+  if (mismatch !== undefined) rows.push({ label: "Shape mismatch", text: String(mismatch), warn: mismatch > 0 });
+  const names = Array.isArray(report.unmatched) ? report.unmatched
+    : (report.unmatched && typeof report.unmatched === "object" ? Object.keys(report.unmatched) : []);
+  if (names.length) {
+    const more = names.length > maxNames ? ` … +${names.length - maxNames}` : "";
+    rows.push({ label: "Not applied", text: names.slice(0, maxNames).join(", ") + more, warn: true });
+  }
+  return rows;
+}
+
+/** Slider range of the block-weight editor: [min, max, step]. */
+export const SLIDER = Object.freeze({ min: -1, max: 2, step: 0.05 });
+
+/** Presets that fit `family` and `length` from a {name: vector} table (by parsed length). */
+export function presetsFor(presets, family, length) {
+  const out = {};
+  for (const [name, vec] of Object.entries(presets || {})) {
+    const n = String(vec).split(",").length;
+    if (n !== length) continue;
+    if (family && !blockIds(family, n)) continue;
+    out[name] = String(vec);
+  }
+  return out;
+}
