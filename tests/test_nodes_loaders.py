@@ -1,0 +1,334 @@
+"""LoKr Loader nodes, patch object and key glue against ComfyUI stand-ins (no ComfyUI needed).
+
+Numbers are checked against lycoris-lora's own ``LokrModule.get_merged_weight``; bad input
+(wrong family, wrong shapes, corrupt / missing file, NaN strength) must raise a clear error and
+leave the input MODEL / CLIP unchanged.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import math
+import os
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import comfy_standins as cs
+from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _layer(model: nn.Module, key: str) -> nn.Module:
+    return model.get_submodule(key)
+
+
+# (file module name, ComfyUI key prefix, LokrModule options)
+SPECS = [
+    ("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q",
+     "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q", dict(dim=2, decompose_both=True)),
+    ("lora_unet_middle_block_1_proj_out", "diffusion_model.middle_block.1.proj_out", dict(dim=2, factor=8)),
+    ("lora_unet_output_blocks_3_0_in_layers_2", "diffusion_model.output_blocks.3.0.in_layers.2",
+     dict(dim=2, use_tucker=True)),
+    ("lora_unet_output_blocks_5_1_transformer_blocks_0_ff_net_2",
+     "diffusion_model.output_blocks.5.1.transformer_blocks.0.ff.net.2", dict(dim=16, factor=4)),  # full/full
+    ("lora_te_text_model_encoder_layers_0_mlp_fc1", "clip_l.transformer.text_model.encoder.layers.0.mlp.fc1",
+     dict(dim=2, factor=4)),
+]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    loras, out = tmp_path / "loras", tmp_path / "output"
+    loras.mkdir()
+    out.mkdir()
+    monkeypatch.setitem(sys.modules, "folder_paths", cs.folder_paths_module(str(loras), str(out)))
+    unet, clip = cs.tiny_unet(), cs.tiny_clip()
+    model = cs.ModelPatcher(unet)
+    clip_obj = cs.CLIP(clip)
+    mods, refs_src = {}, {}
+    for i, (name, key, kw) in enumerate(SPECS):
+        src = unet if key.startswith("diffusion_model") else clip
+        layer = copy.deepcopy(_layer(src, key))
+        mods[name] = lycoris_module(name, layer, seed=i, **kw)
+        refs_src[name] = (key + ".weight", _layer(src, key).weight.detach().clone())
+    save_file(state_dict_of(mods), str(loras / "test.safetensors"))
+    return dict(loras=loras, out=out, model=model, clip=clip_obj, mods=mods, refs=refs_src)
+
+
+def _loader_module():
+    return importlib.import_module("nodes.loaders")
+
+
+@pytest.fixture(autouse=True)
+def _io_available(monkeypatch):
+    """Use lokr_core.io.load_lokr; until it exists, a test-local reader building LoKrWeights."""
+    try:
+        importlib.import_module("lokr_core.io")
+        return
+    except ImportError:
+        pass
+    from safetensors import safe_open
+
+    from lokr_core.adapter import LoKrWeights
+    from lokr_core.errors import LoKrFormatError
+    from lokr_core.factors import LoKrFactors
+
+    def read(path):
+        try:
+            with safe_open(path, framework="pt") as fh:
+                sd = {k: fh.get_tensor(k) for k in fh.keys()}
+                meta = fh.metadata() or {}
+        except Exception as e:
+            raise LoKrFormatError(f"file {path!r}: not a readable safetensors file ({e})") from None
+        mods: dict[str, dict] = {}
+        other = {}
+        for k, v in sd.items():
+            name, param = k.split(".lora_")[0] if ".lora_" in k else k.rsplit(".", 1)[0], k.rsplit(".", 1)[1]
+            mods.setdefault(name, {})[param] = v
+        out = {}
+        for name, params in mods.items():
+            if not any(p.startswith("lokr_") for p in params):
+                other[name] = "lora"
+                continue
+            f = LoKrFactors(**{p[5:]: t for p, t in params.items() if p.startswith("lokr_")},
+                            alpha=float(params["alpha"]) if "alpha" in params else None,
+                            dora_scale=params.get("dora_scale"))
+            out[name] = f
+        return LoKrWeights.from_factors(out, source=path, metadata=meta, other_modules=other)
+
+    io = type(sys)("lokr_core.io")
+    io.load_lokr = read
+    monkeypatch.setitem(sys.modules, "lokr_core.io", io)
+
+
+def _check_against_lycoris(env, patcher, names, strength):
+    sd = patcher.patched_state_dict()
+    for name in names:
+        key, w0 = env["refs"][name]
+        ref = merged_reference(env["mods"][name], w0, strength)
+        torch.testing.assert_close(sd[key], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_loader_matches_lycoris_and_leaves_inputs_unchanged(env):
+    L = _loader_module()
+    snap_m, snap_c = cs.snapshot(env["model"]), cs.snapshot(env["clip"].patcher)
+    new_model, new_clip = L.LoKrLoader().load(env["model"], env["clip"], "test.safetensors", 0.7, 1.3)
+    assert new_model is not env["model"] and new_clip is not env["clip"]
+    assert cs.unchanged(env["model"], snap_m) and cs.unchanged(env["clip"].patcher, snap_c)
+    unet_names = [n for n, k, _ in SPECS if k.startswith("diffusion_model")]
+    _check_against_lycoris(env, new_model, unet_names, 0.7)
+    _check_against_lycoris(env, new_clip.patcher, ["lora_te_text_model_encoder_layers_0_mlp_fc1"], 1.3)
+    # weights without a module are untouched
+    sd = new_model.patched_state_dict()
+    base = env["model"].model.state_dict()
+    assert torch.equal(sd["diffusion_model.time_embed.0.weight"], base["diffusion_model.time_embed.0.weight"])
+    assert len(new_model.patches) == len(unet_names)
+
+
+def test_loader_model_only_and_strength_zero_is_bit_identical(env):
+    L = _loader_module()
+    (m,) = L.LoKrLoaderModelOnly().load(env["model"], "test.safetensors", 1.0)
+    assert set(m.patches) == {k + ".weight" for n, k, _ in SPECS if k.startswith("diffusion_model")}
+    _check_against_lycoris(env, m, [SPECS[2][0]], 1.0)  # Tucker conv, exact
+    m0, c0 = L.LoKrLoader().load(env["model"], env["clip"], "test.safetensors", 0.0, 0.0)
+    base = env["model"].model.state_dict()
+    for k, v in m0.patched_state_dict().items():
+        assert torch.equal(v, base[k])
+    # a strength-0 patch registered anyway (e.g. by hooks) also leaves weights bit-identical
+    m1, _ = L.LoKrLoader().load(env["model"], env["clip"], "test.safetensors", 1.0, 1.0)
+    for lst in m1.patches.values():
+        lst[:] = [(0.0,) + tuple(p[1:]) for p in lst]
+    for k, v in m1.patched_state_dict().items():
+        assert torch.equal(v, base[k])
+
+
+def test_patch_fp16_compute_dtype_rounds_once(env):
+    """ComfyUI 0.8.0 hands an fp16 copy: ΔW must be formed in fp32 and rounded once on write."""
+    L = _loader_module()
+    m, _ = L.LoKrLoader().load(env["model"], env["clip"], "test.safetensors", 1.0, 1.0)
+    name = SPECS[0][0]
+    key, w0 = env["refs"][name]
+    got = m.patched_state_dict(compute_dtype=torch.float16)[key]
+    ref = merged_reference(env["mods"][name], w0.half().float(), 1.0)
+    ulp = torch.finfo(torch.float16).eps * ref.abs().clamp_min(2 ** -14)
+    assert ((got.float() - ref).abs() <= ulp + 1e-7).all()
+
+
+def test_patch_function_offset_and_base_class(env, monkeypatch):
+    P = importlib.import_module("nodes.patch")
+    from lokr_core.factors import LoKrFactors
+
+    g = torch.Generator().manual_seed(1)
+    f = LoKrFactors(w1=torch.randn(2, 4, generator=g), w2=torch.randn(3, 2, generator=g))
+    w = torch.randn(6, 8, generator=g)
+    ref_delta = torch.kron(f.w1, f.w2)
+    patch = P.make_patch(f, 0.5)
+    # a non-identity ComfyUI `function` is applied to ΔW (slow path)
+    out = patch.calculate_weight(w.clone(), "k", 2.0, 1.0, None, lambda a: a * 3)
+    torch.testing.assert_close(out, w + 3 * 2.0 * 0.5 * ref_delta)
+    # offset: ComfyUI narrows the weight and relies on the in-place update of that view
+    big = torch.randn(16, 8, generator=g)
+    view = big.narrow(0, 4, 6)
+    before = big.clone()
+    patch.calculate_weight(view, "k", 1.0, 1.0, (0, 4, 6), None)
+    torch.testing.assert_close(big[4:10], before[4:10] + 0.5 * ref_delta)
+    assert torch.equal(big[:4], before[:4]) and torch.equal(big[10:], before[10:])
+    assert P.is_identity(None) and P.is_identity(lambda a: a) and not P.is_identity(lambda a: a * 2)
+    # subclass of ComfyUI's WeightAdapterBase when it exists
+    for k, v in cs.fake_comfy_weight_adapter().items():
+        monkeypatch.setitem(sys.modules, k, v)
+    P.lokr_patch_class.cache_clear()
+    try:
+        assert isinstance(P.make_patch(f, 1.0), cs.WeightAdapterBase)
+    finally:
+        P.lokr_patch_class.cache_clear()
+    assert patch.with_multiplier(0.5).multiplier == 0.5 and patch.multiplier == 1.0
+
+
+def test_dora_module_matches_lycoris(env, tmp_path):
+    L = _loader_module()
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k"
+    name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k"
+    w0 = env["model"].model.get_submodule(key).weight.detach().clone()
+    mod = lycoris_module(name, copy.deepcopy(env["model"].model.get_submodule(key)), dim=2, weight_decompose=True)
+    save_file(state_dict_of({name: mod}), str(env["loras"] / "dora.safetensors"))
+    (m,) = L.LoKrLoaderModelOnly().load(env["model"], "dora.safetensors", 1.0)
+    torch.testing.assert_close(m.patched_state_dict()[key + ".weight"], merged_reference(mod, w0, 1.0),
+                               rtol=1e-5, atol=1e-6)
+    (m0,) = L.LoKrLoaderModelOnly().load(env["model"], "dora.safetensors", 0.0)
+    assert torch.equal(m0.patched_state_dict()[key + ".weight"], w0)
+
+
+def test_peft_and_lycoris_names_resolve(env):
+    L = _loader_module()
+    name, key, kw = SPECS[0]
+    mod = env["mods"][name]
+    sd = {k.replace(name, "base_model.model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"): v
+          for k, v in state_dict_of({name: mod}).items()}
+    sd.update({k.replace(SPECS[1][0], "lycoris_middle_block_1_proj_out"): v
+               for k, v in state_dict_of({SPECS[1][0]: env["mods"][SPECS[1][0]]}).items()})
+    sd.update({k.replace(SPECS[4][0], "lora_te_encoder_layers_0_mlp_fc1"): v  # transformers-5 name
+               for k, v in state_dict_of({SPECS[4][0]: env["mods"][SPECS[4][0]]}).items()})
+    save_file(sd, str(env["loras"] / "names.safetensors"))
+    m, c = L.LoKrLoader().load(env["model"], env["clip"], "names.safetensors", 1.0, 1.0)
+    assert set(m.patches) == {key + ".weight", SPECS[1][1] + ".weight"}
+    assert set(c.patcher.patches) == {SPECS[4][1] + ".weight"}
+    _check_against_lycoris(env, m, [name, SPECS[1][0]], 1.0)
+
+
+def test_keys_helpers():
+    K = importlib.import_module("nodes.keys")
+    cands = list(K.name_candidates("base_model.model.down_blocks.0.attentions.0.proj_in"))
+    assert "lora_unet_down_blocks_0_attentions_0_proj_in" in cands
+    assert "lora_te_text_model_encoder_layers_0_mlp_fc1" in list(K.name_candidates("lora_te_encoder_layers_0_mlp_fc1"))
+    assert "lora_te2_text_model_encoder_layers_1_mlp_fc2" in list(
+        K.name_candidates("text_encoder_2.encoder.layers.1.mlp.fc2"))
+    matched, unmatched = K.match_names(["lycoris_a_b", "zzz"], {"lora_unet_a_b": "diffusion_model.a.b.weight"})
+    assert matched == {"lycoris_a_b": "diffusion_model.a.b.weight"} and unmatched == ["zzz"]
+    sd = {"x.weight": torch.zeros(12, 4)}
+    assert K.target_shape("x.weight", sd) == (12, 4)
+    assert K.target_shape(("x.weight", (0, 4, 4)), sd) == (4, 4)
+    assert K.base_key(("x.weight", (0, 4, 4))) == "x.weight"
+    generic = K.unet_key_map(cs.ModelPatcher(cs.tiny_unet()))
+    assert generic["lora_unet_middle_block_1_proj_out"] == "diffusion_model.middle_block.1.proj_out.weight"
+    clip_map = K.clip_key_map(cs.CLIP(cs.tiny_clip()))
+    assert clip_map["lora_te1_text_model_encoder_layers_0_mlp_fc1"].startswith("clip_l.")
+
+
+# ------------------------------------------------------------------------------------- bad input
+def _assert_untouched(env, fn, exc, *words):
+    snap_m, snap_c = cs.snapshot(env["model"]), cs.snapshot(env["clip"].patcher)
+    with pytest.raises(exc) as ei:
+        fn()
+    for w in words:
+        assert w in str(ei.value), str(ei.value)
+    assert cs.unchanged(env["model"], snap_m) and cs.unchanged(env["clip"].patcher, snap_c)
+    return ei.value
+
+
+def test_wrong_family_and_wrong_shape_raise_and_change_nothing(env):
+    from lokr_core.errors import LoKrKeyError, LoKrShapeError
+
+    L = _loader_module()
+    other = lycoris_module("lora_unet_down_blocks_5_x", nn.Linear(32, 32), dim=2)
+    save_file(state_dict_of({"lora_unet_down_blocks_5_x": other}), str(env["loras"] / "fam.safetensors"))
+    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "fam.safetensors", 1.0, 1.0),
+                      LoKrKeyError, "fam.safetensors", "lora_unet_down_blocks_5_x", "model family")
+    # right name, wrong shape (an SDXL-sized cross-attention key): nothing registered
+    bad = lycoris_module("lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", nn.Linear(48, 32), dim=2)
+    good = env["mods"][SPECS[0][0]]
+    save_file(state_dict_of({SPECS[0][0]: good, "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": bad}),
+              str(env["loras"] / "shape.safetensors"))
+    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "shape.safetensors", 1.0, 1.0),
+                      LoKrShapeError, "shape.safetensors", "attn2_to_k", "(32, 24)")
+
+
+def test_missing_corrupt_file_and_nan_strength(env):
+    from lokr_core.errors import LoKrError
+
+    L = _loader_module()
+    msg = L.LoKrLoader.VALIDATE_INPUTS(lokr_name="nope.safetensors", strength_model=1.0, strength_clip=1.0)
+    assert isinstance(msg, str) and "nope.safetensors" in msg and "loras" in msg
+    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "nope.safetensors", 1.0, 1.0),
+                      LoKrError, "nope.safetensors")
+    msg = L.LoKrLoader.VALIDATE_INPUTS(lokr_name="test.safetensors", strength_model=float("nan"), strength_clip=1.0)
+    assert isinstance(msg, str) and "strength_model" in msg and "finite" in msg
+    assert L.LoKrLoaderModelOnly.VALIDATE_INPUTS(lokr_name="test.safetensors", strength_model=1.0) is True
+    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "test.safetensors", 1.0, math.nan),
+                      LoKrError, "strength_clip", "finite")
+    (env["loras"] / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "corrupt.safetensors", 1.0, 1.0),
+                      LoKrError, "corrupt.safetensors")
+
+
+def test_mixed_file_reports_other_modules(env):
+    L = _loader_module()
+    sd = state_dict_of({SPECS[0][0]: env["mods"][SPECS[0][0]]})
+    sd["lora_unet_middle_block_1_proj_out.lora_down.weight"] = torch.randn(2, 64)
+    sd["lora_unet_middle_block_1_proj_out.lora_up.weight"] = torch.randn(64, 2)
+    sd["lora_unet_middle_block_1_proj_out.alpha"] = torch.tensor(2.0)
+    save_file(sd, str(env["loras"] / "mixed.safetensors"))
+    cache = L.WeightsCache()
+    _, _, plan = L.load_and_apply(cache, env["model"], env["clip"], "mixed.safetensors", 1.0, 1.0)
+    # without ComfyUI the LoRA module cannot be handed over: it is reported, not silently dropped
+    assert plan.other_skipped == ["lora_unet_middle_block_1_proj_out"]
+    assert list(plan.matched) == [SPECS[0][0]]
+
+
+def test_node_definitions_and_pack_entry(env):
+    spec = importlib.util.spec_from_file_location("lokr_pack_under_test", os.path.join(ROOT, "__init__.py"),
+                                                  submodule_search_locations=[ROOT])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["lokr_pack_under_test"] = pack
+    try:
+        spec.loader.exec_module(pack)
+        classes, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
+        assert pack.WEB_DIRECTORY == "./web"
+        assert {"LoKrLoader", "LoKrLoaderModelOnly"} <= set(classes)
+        assert "diffusers" not in sys.modules or True  # import-light: checked by the subprocess test below
+        for cid, cls in classes.items():
+            assert cid in names and cls.CATEGORY.startswith("loaders/LoKr") and cls.DESCRIPTION
+            for group in cls.INPUT_TYPES().values():
+                for inp, spec_ in group.items():
+                    assert isinstance(spec_, tuple) and spec_[1].get("tooltip"), (cid, inp)
+    finally:
+        for k in [k for k in sys.modules if k == "lokr_pack_under_test" or k.startswith("lokr_pack_under_test.")]:
+            del sys.modules[k]
+
+
+def test_pack_import_is_light():
+    import subprocess
+
+    code = ("import importlib.util, sys; r=sys.argv[1]; "
+            "s=importlib.util.spec_from_file_location('pack x', r + '/__init__.py', submodule_search_locations=[r]); "
+            "m=importlib.util.module_from_spec(s); sys.modules['pack x']=m; s.loader.exec_module(m); "
+            "bad=[k for k in ('diffusers','transformers','peft','lycoris') if k in sys.modules]; "
+            "print(len(m.NODE_CLASS_MAPPINGS), bad); assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, timeout=60, cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]
