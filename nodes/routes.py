@@ -191,6 +191,7 @@ def info_payload(name: str | None, folder_paths: Any, backend: Backend) -> dict:
     path = lora_path(name, folder_paths)
     weights = _load_lokr(path, name, backend)
     summary = dict(backend.get("summarize")(weights))
+    summary.pop("path", None)  # the server-side path is nobody's business
     summary["file"] = name
     return jsonable(summary)
 
@@ -202,7 +203,8 @@ def report_payload(name: str | None, family: str | None, folder_paths: Any, back
     path = lora_path(name, folder_paths)
     weights = _load_lokr(path, name, backend)
     report = dict(backend.get("report")(weights, family))
-    report["file"], report["family"] = name, family
+    report.pop("path", None)
+    report["file"], report["target_family"] = name, family
     return jsonable(report)
 
 

@@ -66,7 +66,8 @@ def stand_in_load(path: str) -> SimpleNamespace:
 
 
 def stand_in_summarize(weights: SimpleNamespace) -> dict:
-    return {"family": "sd1", "modules": len(weights.modules), "alpha": float("inf"), "shape": (2, 3)}
+    return {"family": "sd1", "modules": len(weights.modules), "alpha": float("inf"), "shape": (2, 3),
+            "path": weights.source}
 
 
 BACKEND = routes.Backend(
@@ -126,8 +127,8 @@ def info(fp, name: str, backend: routes.Backend = BACKEND):
 
 
 def test_info_ok(tree):
-    status, body, _ = info(tree.fp, "good.safetensors")
-    assert status == 200
+    status, body, text = info(tree.fp, "good.safetensors")
+    assert status == 200 and str(tree.root) not in text  # the summary's server path is dropped
     assert body == {"family": "sd1", "modules": 1, "alpha": "inf", "shape": [2, 3], "file": "good.safetensors"}
 
 
@@ -223,7 +224,7 @@ def test_unknown_folder_type_is_500(tree):
 
 def test_report_ok_and_family_checked(tree):
     status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors&family=sdxl")
-    assert status == 200 and body["family"] == "sdxl" and body["target"] == "sdxl"
+    assert status == 200 and body["target_family"] == "sdxl" and body["target"] == "sdxl"
     assert body["file"] == "good.safetensors" and len(body["matched"]) == 1
     for bad in ["", "&family=flux", "&family=SD1"]:
         status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors" + bad)
@@ -262,7 +263,7 @@ def test_lora_path_direct(tree):
 
 def test_payload_functions_direct(tree):
     assert routes.info_payload("good.safetensors", tree.fp, BACKEND)["modules"] == 1
-    assert routes.report_payload("good.safetensors", "sd1", tree.fp, BACKEND)["family"] == "sd1"
+    assert routes.report_payload("good.safetensors", "sd1", tree.fp, BACKEND)["target_family"] == "sd1"
     assert "SD-ALL" in routes.presets_payload(BACKEND)["presets"]
 
 

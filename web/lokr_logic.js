@@ -124,10 +124,12 @@ export function formatNumber(value, digits = 3) {
   return String(Number(value.toFixed(digits)));
 }
 
-/** "a: 3, b: 1" from a {key: count} mapping, largest count first (ties by key). */
-export function formatCounts(counts) {
+/** "a: 3, b: 1" from a {key: count} mapping, largest count first (ties by key) unless `sort` is false. */
+export function formatCounts(counts, sort = true) {
   if (!counts || typeof counts !== "object") return "";
-  return Object.entries(counts)
+  const entries = Object.entries(counts);
+  if (!sort) return entries.map(([k, v]) => `${k}: ${v}`).join(", ");
+  return entries
     .sort((x, y) => (Number(y[1]) - Number(x[1])) || String(x[0]).localeCompare(String(y[0])))
     .map(([k, v]) => `${k}: ${v}`)
     .join(", ");
@@ -155,11 +157,16 @@ export function familyMismatch(fileFamily, modelFamily) {
   return `This LoKr looks like ${familyLabel(fileFamily)}, the model like ${familyLabel(modelFamily)}`;
 }
 
-/** Trigger words from a summary: `trigger_words` (list) or the top tags of `tag_frequency`. */
+/**
+ * Trigger words from a summary: `metadata.trigger_words` (or `trigger_words`), else the most
+ * frequent training tags (`metadata.top_tags` [[tag, count]] or a raw `tag_frequency`).
+ */
 export function triggerWords(summary, limit = 12) {
   if (!summary) return [];
-  const given = summary.trigger_words ?? summary.metadata?.trigger_words;
-  if (Array.isArray(given)) return given.slice(0, limit).map(String);
+  const given = summary.metadata?.trigger_words ?? summary.trigger_words;
+  if (Array.isArray(given) && given.length) return given.slice(0, limit).map(String);
+  const top = summary.metadata?.top_tags ?? summary.top_tags;
+  if (Array.isArray(top) && top.length) return top.slice(0, limit).map((t) => String(Array.isArray(t) ? t[0] : t));
   const freq = summary.tag_frequency ?? summary.metadata?.tag_frequency;
   if (freq && typeof freq === "object") {
     const totals = {};
@@ -185,40 +192,57 @@ function count(value) {
   return undefined;
 }
 
+/** "4 ×120, full ×12" from a {key: count} mapping, most frequent first (ties: numeric keys ascending). */
+export function formatTally(counts, key = (k) => k) {
+  if (!counts || typeof counts !== "object") return "";
+  const entries = Object.entries(counts).sort((x, y) => (Number(y[1]) - Number(x[1]))
+    || ((Number(x[0]) - Number(y[0])) || String(x[0]).localeCompare(String(y[0]))));
+  if (entries.length === 1) return String(key(entries[0][0]));
+  return entries.map(([k, v]) => `${key(k)} ×${v}`).join(", ");
+}
+
+/** Parameter count as text: 1234 -> "1.2k", 2500000 -> "2.5M". */
+export function formatCount(n) {
+  const v = Number(n);
+  if (!Number.isFinite(v)) return String(n);
+  if (Math.abs(v) >= 1e6) return `${Number((v / 1e6).toFixed(1))}M`;
+  if (Math.abs(v) >= 1e3) return `${Number((v / 1e3).toFixed(1))}k`;
+  return String(v);
+}
+
 /**
- * Panel rows [{label, text}] from a /lokr/info summary: family, modules (per block group),
- * layouts, ranks, scale rule and scales, base model, algorithm, warnings. Missing fields are skipped.
+ * Panel rows [{label, text}] from a /lokr/info summary (lokr_core.report.summarize): family,
+ * modules per block, layouts, ranks, scale rule and scales, base model, algorithm arguments,
+ * DoRA and non-LoKr modules. Missing fields are skipped.
  */
 export function summaryRows(summary) {
   if (!summary || typeof summary !== "object") return [];
   const rows = [];
   const add = (label, text) => { if (text !== undefined && text !== null && text !== "") rows.push({ label, text: String(text) }); };
+  const training = summary.metadata?.training ?? {};
   add("Family", familyLabel(pick(summary, "family", "model_family")));
-  const modules = pick(summary, "num_modules", "module_count", "modules");
-  const perBlock = pick(summary, "modules_per_block", "blocks");
-  const n = count(modules);
-  add("Modules", n === undefined ? undefined : (perBlock ? `${n} (${formatCounts(perBlock)})` : n));
+  const n = pick(summary, "module_count") ?? count(summary.modules);
+  const blocks = pick(summary, "blocks", "modules_per_block");
+  const params = pick(summary, "params");
+  if (n !== undefined) {
+    add("Modules", `${n}${blocks ? ` (${formatCounts(blocks, false)})` : ""}${params ? `, ${formatCount(params)} params` : ""}`);
+  }
   add("Layouts", formatCounts(pick(summary, "layouts")));
   const ranks = pick(summary, "ranks");
-  add("Ranks", Array.isArray(ranks) ? ranks.map((r) => formatNumber(r)).join(", ") : formatCounts(ranks));
+  add("Rank", Array.isArray(ranks) ? ranks.map((r) => formatNumber(r)).join(", ") : formatTally(ranks));
   const rule = pick(summary, "scale_rule");
+  let scale = formatTally(pick(summary, "scale_values"), (k) => formatNumber(k));
   const scales = pick(summary, "scales");
-  let scaleText = "";
-  if (Array.isArray(scales)) scaleText = scales.map((s) => formatNumber(s)).join(", ");
-  else if (scales && typeof scales === "object") {
-    const vals = Object.values(scales).map(Number).filter(Number.isFinite);
-    if (vals.length) {
-      const lo = Math.min(...vals), hi = Math.max(...vals);
-      scaleText = lo === hi ? formatNumber(lo) : `${formatNumber(lo)}–${formatNumber(hi)}`;
-    }
-  } else if (scales !== undefined) scaleText = formatNumber(scales);
-  add("Scale", [scaleText, rule ? `(${rule})` : ""].filter(Boolean).join(" "));
-  const md = summary.metadata || {};
-  add("Base model", pick(summary, "base_model") ?? pick(md, "ss_sd_model_name", "ss_base_model_version"));
-  add("Algorithm", pick(summary, "algo") ?? formatAlgo(pick(md, "ss_network_args")));
+  if (!scale && scales !== undefined && typeof scales !== "object") scale = formatNumber(scales);
+  add("Scale", [scale, rule !== undefined ? `(rule: ${rule})` : ""].filter(Boolean).join(" "));
+  const dim = training.ss_network_dim, alpha = training.ss_network_alpha;
+  if (dim !== undefined || alpha !== undefined) add("Trained", `dim ${dim ?? "?"}, alpha ${alpha ?? "?"}`);
+  add("Base model", pick(summary, "base_model") ?? pick(training, "ss_sd_model_name", "modelspec.architecture", "ss_base_model_version"));
+  add("Algorithm", formatAlgo(pick(training, "ss_network_args")) ?? pick(training, "ss_network_module"));
+  const dora = pick(summary, "dora");
+  if (dora) add("DoRA", `${dora} modules`);
   const other = pick(summary, "other_modules");
-  const otherCount = count(other);
-  if (otherCount) add("Other", `${otherCount} non-LoKr modules`);
+  if (other && typeof other === "object" && Object.keys(other).length) add("Not LoKr", formatCounts(other));
   return rows;
 }
 

@@ -90,8 +90,10 @@ test("family labels, checkpoint-name guesses and mismatch text", () => {
   assert.equal(L.familyMismatch("sdxl", null), null);
 });
 
-test("triggerWords: explicit list, else tag frequency totals", () => {
+test("triggerWords: explicit list, else top tags, else tag frequency totals", () => {
   assert.deepEqual(L.triggerWords({ trigger_words: ["ohwx", "dog"] }), ["ohwx", "dog"]);
+  assert.deepEqual(L.triggerWords({ metadata: { trigger_words: ["ohwx"], top_tags: [["cat", 3]] } }), ["ohwx"]);
+  assert.deepEqual(L.triggerWords({ metadata: { trigger_words: [], top_tags: [["cat", 3], ["hat", 1]] } }), ["cat", "hat"]);
   const s = { metadata: { tag_frequency: { "10_a": { cat: 3, hat: 5 }, "5_b": { cat: 4 } } } };
   assert.deepEqual(L.triggerWords(s), ["cat", "hat"]);
   assert.deepEqual(L.triggerWords(s, 1), ["cat"]);
@@ -99,25 +101,39 @@ test("triggerWords: explicit list, else tag frequency totals", () => {
   assert.deepEqual(L.triggerWords({}), []);
 });
 
-test("summaryRows: family, modules per block, layouts, ranks, scale, base model, algo", () => {
+test("summaryRows: the lokr_core.report.summarize schema", () => {
   const rows = L.summaryRows({
-    family: "sd1", modules: 140, modules_per_block: { unet: 128, te: 12 },
-    layouts: { "full/split": 128, "full/full": 12 }, ranks: [4, 8], scales: { a: 0.5, b: 1 },
-    scale_rule: "lycoris", metadata: { ss_sd_model_name: "v1-5.safetensors", ss_network_args: "{\"algo\": \"lokr\", \"factor\": 8}" },
-    other_modules: { x: "lora" },
+    file: "x.safetensors", format: "lycoris", family: "sd1", module_count: 140,
+    blocks: { te: 12, down: 40, mid: 8, up: 80 }, layouts: { "full+split": 128, "full+full": 12 },
+    ranks: { 4: 128, full: 12 }, params: 2500000, dora: 0, scale_rule: "file",
+    scales: { a: 0.5 }, scale_values: { "0.5": 128, "1": 12 }, warnings: [],
+    other_modules: { lora: 3 },
+    metadata: {
+      training: { ss_sd_model_name: "v1-5.safetensors", ss_network_dim: "32", ss_network_alpha: "1",
+        ss_network_args: { algo: "lokr", factor: 8 } },
+      trigger_words: [], top_tags: [["cat", 9], ["hat", 4]], keys: [],
+    },
   });
   const map = Object.fromEntries(rows.map((r) => [r.label, r.text]));
-  assert.equal(map.Family, "SD 1.x");
-  assert.equal(map.Modules, "140 (unet: 128, te: 12)");
-  assert.equal(map.Layouts, "full/split: 128, full/full: 12");
-  assert.equal(map.Ranks, "4, 8");
-  assert.equal(map.Scale, "0.5–1 (lycoris)");
-  assert.equal(map["Base model"], "v1-5.safetensors");
-  assert.equal(map.Algorithm, "algo=lokr factor=8");
-  assert.equal(map.Other, "1 non-LoKr modules");
+  assert.deepEqual(map, {
+    Family: "SD 1.x",
+    Modules: "140 (te: 12, down: 40, mid: 8, up: 80), 2.5M params",
+    Layouts: "full+split: 128, full+full: 12",
+    Rank: "4 ×128, full ×12",
+    Scale: "0.5 ×128, 1 ×12 (rule: file)",
+    Trained: "dim 32, alpha 1",
+    "Base model": "v1-5.safetensors",
+    Algorithm: "algo=lokr factor=8",
+    "Not LoKr": "lora: 3",
+  });
   assert.deepEqual(L.summaryRows(null), []);
-  const one = Object.fromEntries(L.summaryRows({ family: "sdxl", modules: { a: 1, b: 2 }, scales: 1 }).map((r) => [r.label, r.text]));
-  assert.deepEqual(one, { Family: "SDXL", Modules: "2", Scale: "1" });
+  const one = Object.fromEntries(L.summaryRows({ family: "sdxl", module_count: 2, scale_values: { 1: 2 }, dora: 2 })
+    .map((r) => [r.label, r.text]));
+  assert.deepEqual(one, { Family: "SDXL", Modules: "2", Scale: "1", DoRA: "2 modules" });
+  assert.equal(L.formatCount(1234), "1.2k");
+  assert.equal(L.formatCount(12), "12");
+  assert.equal(L.formatTally({ 8: 3 }), "8");
+  assert.equal(L.formatTally(null), "");
 });
 
 test("reportRows: counts, warnings, unmatched names cut", () => {
