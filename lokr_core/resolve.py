@@ -16,9 +16,12 @@ from typing import Any, Iterable, Mapping
 from .errors import LoKrKeyError, LoKrShapeError
 from .factors import LoKrFactors
 from .keymap.blocks import ldm_block_of
-from .keymap.family import FAMILY_LABELS, families_conflict, factor_dims, family_signals, pick_family
+from .keymap.family import (FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
+                            pick_family)
 from .keymap.kohya import split_name
 from .keymap.targets import TargetEntry, TargetIndex, build_index
+
+__all__ = ["ResolveReport", "resolve", "model_family", "target_family", "block_of_entry"]
 
 COMPONENT_LABELS = {"unet": "UNet", "te1": "text encoder 1 (CLIP-L / OpenCLIP-H)", "te2": "text encoder 2 (OpenCLIP-G)"}
 
@@ -186,8 +189,7 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
     names, specs, source = _as_names(weights_or_names, shapes)
     index = build_index(target)
     report = ResolveReport(source=source)
-    factors = {k: v for k, v in specs.items() if isinstance(v, LoKrFactors)}
-    report.family = pick_family(family_signals(names, factors))
+    report.family = pick_family(family_signals(names, specs))
     report.target_family = target_family(index)
     for name in names:
         hint, alias = split_name(name)

@@ -5,19 +5,21 @@
 - :mod:`.kohya`: file module names (every prefix style) -> (component, underscore form);
 - :mod:`.targets`: an index of a target model / state dict under all its names;
 - :mod:`.family`: which SD family names / shapes belong to;
+- :mod:`.families`: reference SD1.5 / SD2.1 / SDXL configs and their key lists;
 - :mod:`.blocks`: LDM block IDs (BASE, IN00.., MID, OUT00..) for block weights.
 """
 from __future__ import annotations
 
 from .blocks import ldm_block_of
 from .clip_text import hf_to_openclip, openclip_weight_to_hf
+from .families import family_target
 from .family import model_family
 from .kohya import kohya_name, split_name, underscore
 from .ldm_unet import (UNetLayout, diffusers_to_ldm, layout_from_config, layout_from_diffusers_keys,
                        layout_from_ldm_keys, ldm_to_diffusers, unet_module_map, unet_rules)
 from .targets import TargetEntry, TargetIndex, build_index
 
-__all__ = ["ldm_block_of", "hf_to_openclip", "openclip_weight_to_hf", "model_family", "kohya_name", "split_name",
+__all__ = ["family_target", "ldm_block_of", "hf_to_openclip", "openclip_weight_to_hf", "model_family", "kohya_name", "split_name",
            "underscore", "UNetLayout", "diffusers_to_ldm", "layout_from_config", "layout_from_diffusers_keys",
            "layout_from_ldm_keys", "ldm_to_diffusers", "unet_module_map", "unet_rules", "TargetEntry",
            "TargetIndex", "build_index"]

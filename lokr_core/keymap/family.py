@@ -34,8 +34,17 @@ def factor_dims(f: LoKrFactors) -> tuple[int, ...]:
     return (out_l * int(f.w2_a.shape[0]), in_m * int(f.w2_b.shape[1]))
 
 
-def family_signals(names: Iterable[str], factors: Mapping[str, LoKrFactors] | None = None) -> set[str]:
-    """Every family the evidence points to: a subset of {"sd1", "sd2", "sdxl", "sd1/sd2"}."""
+def _plain_shape(spec: object) -> tuple[int, ...] | None:
+    if isinstance(spec, (tuple, list)) and all(isinstance(s, int) for s in spec):
+        return tuple(spec)
+    return None
+
+
+def family_signals(names: Iterable[str], factors: Mapping[str, object] | None = None) -> set[str]:
+    """Every family the evidence points to: a subset of {"sd1", "sd2", "sdxl", "sd1/sd2"}.
+
+    ``factors``: optional {name: LoKrFactors or weight shape (out, in, ...)}.
+    """
     out: set[str] = set()
     factors = factors or {}
     for name in names:
@@ -53,8 +62,8 @@ def family_signals(names: Iterable[str], factors: Mapping[str, LoKrFactors] | No
             elif _SD12_STRUCT.search(rest + "_"):
                 out.add(SD12)
         f = factors.get(name)
-        if isinstance(f, LoKrFactors):
-            dims = factor_dims(f)
+        dims = factor_dims(f) if isinstance(f, LoKrFactors) else _plain_shape(f)
+        if dims is not None and len(dims) >= 2:
             if rest.endswith(("attn2_to_k", "attn2_to_v")) and dims[1] in FAMILY_BY_CROSS_DIM:
                 out.add(FAMILY_BY_CROSS_DIM[dims[1]])
             elif _TEXT_PROJ.search(rest) and dims[0] in (1024, 1280):
@@ -70,8 +79,8 @@ def pick_family(signals: set[str]) -> str | None:
     return None
 
 
-def model_family(names: Iterable[str], factors: Mapping[str, LoKrFactors] | None = None) -> str | None:
-    """"sd1" | "sd2" | "sdxl" | None for a LoKr file's module names (and factors, when given).
+def model_family(names: Iterable[str], factors: Mapping[str, object] | None = None) -> str | None:
+    """"sd1" | "sd2" | "sdxl" | None for a LoKr file's module names (and factors or shapes, when given).
 
     None when the evidence cannot tell (e.g. SD1 vs SD2 from names alone: use
     ``family_signals`` to see "sd1/sd2").
