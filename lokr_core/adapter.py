@@ -75,15 +75,17 @@ class LoKrWeights:
     Parameters are normally filled in by the format readers:
     ``shapes``: name -> LoKrFactors whose tensors may be on the ``meta`` device (shapes only) and
     whose ``alpha`` is the stored value; ``load_module``: name -> LoKrFactors with real tensors;
-    ``raw_keys``: name -> the module's own {file key: tensor}; ``peft_r_alpha``: name -> (r, alpha)
-    for PEFT files.
+    ``raw_keys``: name -> the module's own {file key: tensor} (LoKr and other modules);
+    ``peft_r_alpha``: name -> (r, alpha) for PEFT files; ``warnings``: load-time notes shown by
+    :meth:`scale_warnings`.
     """
 
     def __init__(self, shapes: Mapping[str, LoKrFactors], *, load_module: ModuleLoader | None = None,
                  raw_keys: RawLoader | None = None, metadata: Mapping[str, str] | None = None,
                  source: str | None = None, format: str = "lycoris", peft_config: Any = None,
                  other_modules: Mapping[str, str] | None = None,
-                 peft_r_alpha: Callable[[str], tuple[int, float]] | None = None):
+                 peft_r_alpha: Callable[[str], tuple[int, float]] | None = None,
+                 warnings: list[str] | None = None, other_names: list[str] | None = None):
         self._shapes = dict(shapes)
         names = list(self._shapes)
         self.modules: Mapping[str, LoKrFactors] = _LazyModules(
@@ -96,6 +98,7 @@ class LoKrWeights:
         self.other_modules: dict[str, str] = dict(other_modules or {})
         self._raw_keys = raw_keys
         self._peft_r_alpha = peft_r_alpha
+        self._warnings = list(warnings or [])
 
     @classmethod
     def from_factors(cls, modules: Mapping[str, LoKrFactors], **kwargs: Any) -> "LoKrWeights":
@@ -136,7 +139,10 @@ class LoKrWeights:
         return self._peft_r_alpha(name) if self._peft_r_alpha is not None else None
 
     def raw_keys(self, name: str) -> dict[str, torch.Tensor]:
-        """The file's own tensors of one module, keyed as in the file (for handing to ComfyUI)."""
+        """The file's own tensors of one module (LoKr, or one of ``other_modules``), keyed as in the
+        file (for handing to ComfyUI)."""
+        if self._raw_keys is not None and name in self.other_modules:
+            return self._raw_keys(name)
         self._check(name)
         if self._raw_keys is not None:
             return self._raw_keys(name)
@@ -165,15 +171,15 @@ class LoKrWeights:
 
         Empty when no full/full module stores an alpha that differs from ``ss_network_dim``.
         """
+        out = list(self._warnings)
         if self.format == "peft":
-            return []
+            return out
         dim = metadata_dim(self.metadata)
         groups: dict[float, list[str]] = {}
         for name in self.module_names:
             f = self._shapes[name]
             if is_ambiguous(f, dim):
                 groups.setdefault(float(f.alpha), []).append(name)
-        out = []
         for alpha, names in groups.items():
             shown = ", ".join(names[:3]) + (f", ... ({len(names)} modules)" if len(names) > 3 else "")
             out.append(
@@ -186,10 +192,14 @@ class LoKrWeights:
     def natural_shape(self, name: str) -> tuple[int, ...]:
         """The base weight shape the factors imply: (out, in) or (out, in, *kernel).
 
-        A split (non-Tucker) module with a flat ``w2_b`` (r, in_n*k) does not say whether it is a
-        conv: it is taken as Linear, unless its 4-D ``dora_scale`` says conv (then LoKrShapeError asks
-        for ``shape``). Pass ``shape`` for conv modules.
+        A split (non-Tucker) module with a flat ``w2_b`` (r, in_n*k) does not say its kernel: the
+        square kernels 1, 2, 3, 5, 7 are tried, keeping those for which ``factorization`` of the
+        in-dim gives the stored (in_m, in_n) (true of files made with factor -1); one candidate ->
+        its shape (kernel 1 -> (out, in), Linear), none -> (out, in_m * w2_b.shape[1]), several ->
+        LoKrShapeError asking for ``shape``.
         """
+        from .factorization import factorization
+
         f = self.shapes(name)
         out_l, in_m = f.w1_shape
         if f.t2 is not None:
@@ -199,10 +209,17 @@ class LoKrWeights:
         out = out_l * int(f.w2_a.shape[0])
         if f.w2_b.ndim > 2:
             return (out, in_m * int(f.w2_b.shape[1]), *map(int, f.w2_b.shape[2:]))
-        if f.dora_scale is None or f.dora_scale.ndim <= 2:
-            return (out, in_m * int(f.w2_b.shape[1]))
-        raise LoKrShapeError(f"{where(self.source, name)}split conv module: lokr_w2_b {tuple(f.w2_b.shape)} does not "
-                             "say the kernel size; expected shape=(out, in, kh, kw) to be given")
+        flat = int(f.w2_b.shape[1])
+        found = []
+        for k in (1, 2, 3, 5, 7):
+            if flat % (k * k) == 0 and factorization(in_m * flat // (k * k)) == (in_m, flat // (k * k)):
+                found.append((out, in_m * flat // (k * k)) if k == 1 else (out, in_m * flat // (k * k), k, k))
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            return (out, in_m * flat)
+        raise LoKrShapeError(f"{where(self.source, name)}split module: lokr_w2_b {tuple(f.w2_b.shape)} fits kernels "
+                             f"{[s[2:] or (1, 1) for s in found]}; expected shape=(out, in[, kh, kw]) to be given")
 
     def delta(self, name: str, shape: tuple[int, ...] | torch.Size | None = None,
               device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -248,5 +265,8 @@ class LoKrWeights:
 
     def resolve(self, target: Any):
         """Map this file's module names onto ``target``'s weights (lokr_core.resolve.resolve)."""
+        from types import SimpleNamespace
+
         from .resolve import resolve
-        return resolve(self, target)
+        # shapes only: resolving must not read every module's tensors
+        return resolve(SimpleNamespace(modules=self._shapes, source=self.source), target)

@@ -1,0 +1,162 @@
+"""PEFT LoKr adapters: ``adapter_model.safetensors`` + ``adapter_config.json`` (LOKR_SPEC 5).
+
+Keys are ``[<component>.]base_model.model.<dotted module path>.lokr_*`` (component: ``unet``,
+``text_encoder``, ... from diffusers pipeline saves). Module names are kept as in the file
+(``base_model.model.down_blocks.0...to_q``). PEFT stores no alpha: scale = alpha / r from the
+config, with rank_pattern / alpha_pattern applied per module (``LoKrConfig.r_alpha_for``).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..adapter import LoKrWeights
+from ..config import LoKrConfig
+from ..errors import LoKrFormatError, LoKrKeyError, where
+from . import DictSource, SafetensorsSource
+from .lycoris import read_modules
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_NAME = re.compile(r"^(?:(?P<component>[A-Za-z0-9_]+)\.)?base_model\.model\.(?P<path>.+)$")
+
+
+def module_path(name: str) -> tuple[str | None, str]:
+    """(component or None, dotted module path) of a PEFT module name:
+    ``unet.base_model.model.a.b`` -> ("unet", "a.b"); ``base_model.model.a.b`` -> (None, "a.b")."""
+    m = PEFT_NAME.match(name)
+    if not m:
+        return None, name
+    return m.group("component"), m.group("path")
+
+
+def as_config(config: Any, file: str | None = None) -> LoKrConfig | None:
+    """A LoKrConfig from a LoKrConfig, a PEFT config dict, a path to adapter_config.json / its dir, or None."""
+    if config is None or isinstance(config, LoKrConfig):
+        return config
+    if isinstance(config, Mapping):
+        return LoKrConfig.from_peft_dict(config, file=file)
+    if isinstance(config, (str, Path)):
+        return LoKrConfig.from_pretrained(config)
+    raise LoKrFormatError(f"{where(file, None)}config is a {type(config).__name__}; expected a LoKrConfig, a PEFT "
+                          "config dict or the path of an adapter_config.json")
+
+
+def read_config_file(path: Path) -> dict:
+    """adapter_config.json as a dict; LoKrFormatError naming the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LoKrFormatError(f"{where(str(path), None)}cannot read it as JSON ({exc}); expected a PEFT "
+                              f"{CONFIG_NAME}") from None
+
+
+def _canonical(name: str) -> tuple[str, str]:
+    comp, path = module_path(name)
+    return (comp if comp not in (None, "unet") else "unet", path)
+
+
+def read_peft(source: SafetensorsSource | DictSource, config: Any = None) -> LoKrWeights:
+    """Parse PEFT LoKr tensors; ``config`` (LoKrConfig / dict / path / None) gives r and alpha.
+
+    Without a config the scale is 1 for every module, and ``scale_warnings()`` says so.
+    """
+    cfg = as_config(config, source.name)
+    warnings = []
+    if cfg is None:
+        warnings.append("PEFT LoKr weights without adapter_config.json: r and alpha are unknown, so every module "
+                        "is applied at scale 1 (PEFT would use alpha / r); pass config= to fix this.")
+
+    def r_alpha(name: str) -> tuple[int, float]:
+        return cfg.r_alpha_for(module_path(name)[1])
+
+    return read_modules(source, format="peft", name_filter=lambda n: PEFT_NAME.match(n) is not None,
+                        canonical=_canonical, peft_config=cfg, peft_r_alpha=r_alpha if cfg is not None else None,
+                        warnings=warnings)
+
+
+# ------------------------------------------------------------------------------------ writing
+def _lycoris_to_peft_name(name: str, name_map: Mapping[str, str] | None) -> str:
+    if name_map is not None and name in name_map:
+        path = name_map[name]
+    elif PEFT_NAME.match(name):
+        return name
+    else:
+        raise LoKrKeyError(f"module {name!r}: no PEFT module path for this LyCORIS name; expected "
+                           "name_map={file module name: dotted module path} (e.g. from LoKrWeights.resolve or "
+                           "lokr_core.keymap)")
+    comp, _, rest = path.partition(".")
+    if comp in ("unet", "text_encoder", "text_encoder_2", "transformer") and rest:
+        return f"{comp}.base_model.model.{rest}"
+    return f"base_model.model.{path}"
+
+
+def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None, *, base_config: Any = None,
+                shapes: Mapping[str, tuple[int, ...]] | None = None, file: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, adapter_config dict) of a PEFT adapter applying the same ΔW as ``weights``.
+
+    Per module: r = the factor rank (for a full/full module: the largest factor side, which makes
+    PEFT create whole W1 and W2), alpha = scale * r, written as rank_pattern / alpha_pattern
+    entries keyed by the full module path. ``decompose_both`` / ``use_effective_conv2d`` are set
+    from the layouts present, and every module's factor shapes are checked against what PEFT would
+    create from that config (lokr_core.shapes.plan_factors); a file PEFT cannot express (DoRA,
+    mixed Tucker / non-Tucker 3x3 convs, non-PEFT factorisations) raises LoKrFormatError naming
+    the module. ``name_map``: LyCORIS name -> dotted module path (optionally ``unet.`` /
+    ``text_encoder.`` prefixed). ``shapes``: module name -> base weight shape, for modules whose
+    factors do not say their kernel (see ``LoKrWeights.natural_shape``).
+    """
+    from ..shapes import plan_factors
+
+    names = {n: _lycoris_to_peft_name(n, name_map) for n in weights.module_names}
+    dup = {}
+    for n, p in names.items():
+        if p in dup:
+            raise LoKrFormatError(f"{where(file, n)}maps to the same PEFT module {p!r} as {dup[p]!r}; expected distinct modules")
+        dup[p] = n
+    facts = {n: weights.shapes(n) for n in weights.module_names}
+    for n, f in facts.items():
+        if f.dora_scale is not None:
+            raise LoKrFormatError(f"{where(file, n)}has dora_scale (DoRA); PEFT LoKr has no DoRA, expected "
+                                  "format='lycoris' for this file")
+    decompose_both = any(not f.w1_full for f in facts.values())
+    tucker = any(f.tucker for f in facts.values())
+    base = as_config(base_config, file)
+    r_default = base.r if base is not None else 8
+    rank_pattern: dict[str, int] = {}
+    alpha_pattern: dict[str, float] = {}
+    targets: list[str] = []
+    for n, f in facts.items():
+        path = module_path(names[n])[1]
+        shape = tuple(shapes[n]) if shapes and n in shapes else weights.natural_shape(n)
+        out_l, in_m = f.w1_shape
+        r = f.rank if f.rank is not None else max(out_l, in_m, shape[0] // out_l, shape[1] // in_m)
+        factor = -1
+        plan = plan_factors(shape, r, decompose_both=decompose_both, decompose_factor=factor,
+                            use_effective_conv2d=tucker, conv_dims=len(shape) - 2)
+        have = {k: tuple(t.shape) for k, t in f.tensors() if k != "dora_scale"}
+        want = {k: tuple(v) for k, v in plan.shapes.items()}
+        if have != want:
+            raise LoKrFormatError(f"{where(file, n)}factor shapes {have} are not what PEFT creates for this layer with "
+                                  f"r={r}, decompose_both={decompose_both}, use_effective_conv2d={tucker} ({want}); "
+                                  "expected a layout PEFT can express (keep format='lycoris' for this file)")
+        scale = weights.scale(n, "file")
+        rank_pattern[path] = int(r)
+        alpha_pattern[path] = float(scale * r)
+        targets.append(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for n in weights.module_names:
+        f = weights.modules[n]
+        for field, t in f.tensors():
+            tensors[f"{names[n]}.lokr_{field}"] = t
+    cfg = LoKrConfig(r=r_default, alpha=float(base.alpha) if base is not None else float(r_default),
+                     target_modules=targets, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
+                     decompose_both=decompose_both, use_effective_conv2d=tucker,
+                     init_weights=True)
+    d = cfg.to_peft_dict()
+    d["peft_type"] = "LOKR"
+    return tensors, d
+
