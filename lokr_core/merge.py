@@ -109,6 +109,8 @@ class KronUpdate:
     when applied). ``scale`` is the module's own scale (alpha / r, ...), ``strength`` the user's
     multiplier. A module with ``factors.dora_scale`` is applied as DoRA (``dora_mode`` as in
     ``kron.dora_apply``). ``source`` / ``module`` name the file and file module, for messages.
+    ``rows``: (start, stop) when the module adapts a row block of the weight (OpenCLIP's fused
+    q/k/v ``in_proj_weight``: q, k or v), else None (the whole weight).
     """
 
     factors: LoKrFactors
@@ -117,6 +119,14 @@ class KronUpdate:
     source: str | None = None
     module: str | None = None
     dora_mode: str = "interpolate"
+    rows: tuple[int, int] | None = None
+
+    def target_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape this update adds to: ``shape``, or its row block when ``rows`` is set."""
+        shape = tuple(int(s) for s in shape)
+        if self.rows is None:
+            return shape
+        return (self.rows[1] - self.rows[0],) + shape[1:]
 
 
 def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: torch.device | str | None = None,
@@ -132,18 +142,19 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
     out_dtype = dtype or weight.dtype
     if not updates:
         return weight.to(device=device, dtype=out_dtype)
-    work = weight.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
-    kernel = tuple(work.shape[2:])
+    full = weight.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
+    kernel = tuple(full.shape[2:])
     for u in updates:
+        work = full if u.rows is None else full[u.rows[0]:u.rows[1]]  # a row block is a contiguous view
         f = u.factors.map(lambda t: t.to(device=device, dtype=torch.float32))
         factor = float(u.scale) * float(u.strength)
         if f.dora_scale is not None:
             delta = kron.kron_delta(f, work.shape, float(u.scale))
-            work = kron.dora_apply(work, delta, f.dora_scale, float(u.strength), mode=u.dora_mode)
+            work.copy_(kron.dora_apply(work, delta, f.dora_scale, float(u.strength), mode=u.dora_mode))
             del delta
         elif factor != 0.0:
             kron.add_kron_(work, kron.rebuild_w1(f), kron.rebuild_w2(f, kernel), factor)
-    return work.to(dtype=out_dtype)
+    return full.to(dtype=out_dtype)
 
 
 # ------------------------------------------------------------------------ streamed safetensors writer
@@ -269,7 +280,7 @@ def _check_plan(plan: Mapping[str, Sequence[KronUpdate]], shapes: Mapping[str, t
         if key not in shapes:
             raise LoKrKeyError(f"{where(file, None)}tensor {key!r} is not in the checkpoint; expected one of its keys")
         for u in updates:
-            u.factors.check_target(shapes[key], u.source, u.module)
+            u.factors.check_target(u.target_shape(shapes[key]), u.source, u.module)
 
 
 # ------------------------------------------------------------------------------- LoKr file handling
@@ -318,58 +329,48 @@ def _resolve(weights: Any, target: Mapping[str, tuple[int, ...]]) -> Any:
     return resolve(weights, target)
 
 
-def _target_key(name: str, shapes: Mapping[str, Any]) -> str | None:
-    """The checkpoint tensor a resolved name refers to (the name itself, or ``name + '.weight'``)."""
-    if name in shapes:
-        return name
-    if name + ".weight" in shapes:
-        return name + ".weight"
-    return None
-
-
-def plan_merge(lokrs: Sequence[_Lokr], targets: Mapping[str, Mapping[str, tuple[int, ...]]], *,
+def plan_merge(lokrs: Sequence[_Lokr], shapes: Mapping[str, tuple[int, ...]], *,
                scale_rule: str | float = "file", dora_mode: str = "interpolate",
-               ) -> tuple[dict[str, dict[str, list[KronUpdate]]], dict[str, dict[str, str]], dict[str, list[str]]]:
-    """Resolve every LoKr against every target ({component: {key: shape}}) and build the merge plan.
+               ) -> tuple[dict[str, list[KronUpdate]], dict[str, dict[str, str]], dict[str, list[str]]]:
+    """Resolve every LoKr against a checkpoint's {key: shape} and build the merge plan.
 
-    Returns (plan {component: {key: [KronUpdate]}}, matched {lokr label: {module: "component:key"}},
-    unmatched {lokr label: [module]}). Raises before anything is written: LoKrShapeError when a
-    module matched by name but not by shape (and matched nowhere else), LoKrKeyError when a file
-    has no module that resolves in any component (the wrong model).
+    Keys may be LDM, ComfyUI or diffusers state-dict keys (diffusers folders: ``unet.``,
+    ``text_encoder.``, ``text_encoder_2.`` prefixes; see ``lokr_core.resolve``). Returns (plan
+    {key: [KronUpdate]}, matched {lokr label: {module: key}}, unmatched {lokr label: [module]}:
+    names that resolve nowhere, are ambiguous, or belong to a component the checkpoint lacks).
+    Raises before anything is written: LoKrShapeError when a module matched by name but not by
+    shape (the wrong model family), LoKrKeyError when no module of a file resolves.
     """
-    plan: dict[str, dict[str, list[KronUpdate]]] = {c: {} for c in targets}
+    plan: dict[str, list[KronUpdate]] = {}
     matched_all: dict[str, dict[str, str]] = {}
     unmatched_all: dict[str, list[str]] = {}
     for lk in lokrs:
-        names = list(lk.weights.module_names if hasattr(lk.weights, "module_names") else lk.weights.modules)
-        found: dict[str, tuple[str, str]] = {}
-        mismatch: dict[str, tuple[Any, Any]] = {}
-        for comp, shapes in targets.items():
-            report = _resolve(lk.weights, shapes)
-            for mod, tname in report.matched.items():
-                key = _target_key(tname, shapes)
-                if key is not None and mod not in found:
-                    found[mod] = (comp, key)
-            for mod, exp_found in getattr(report, "shape_mismatch", {}).items():
-                mismatch.setdefault(mod, exp_found)
-        bad = {m: v for m, v in mismatch.items() if m not in found}
-        if bad:
-            m, v = next(iter(bad.items()))
+        names = list(getattr(lk.weights, "module_names", None) or list(lk.weights.modules))
+        report = _resolve(lk.weights, shapes)
+        mismatch = dict(getattr(report, "shape_mismatch", {}) or {})
+        if mismatch:
+            m, v = next(iter(mismatch.items()))
+            fam = getattr(report, "family_mismatch", None)
             raise LoKrShapeError(f"{where(lk.label, m)}shape does not fit the checkpoint ({_fmt_mismatch(v)}); "
-                                 f"{len(bad)} module(s) mismatch, first ones: {sorted(bad)[:5]}. Is this LoKr for "
-                                 "another model family? Nothing was written")
+                                 f"{len(mismatch)} module(s) mismatch, first ones: {sorted(mismatch)[:5]}. "
+                                 + (f"{fam[0].upper() + fam[1:]}. " if fam else "Is this LoKr for another model family? ")
+                                 + "Nothing was written")
+        found = {m: k for m, k in report.matched.items() if k in shapes}
         if not found:
+            fam = getattr(report, "family_mismatch", None)
             raise LoKrKeyError(f"{where(lk.label, None)}none of its {len(names)} modules matches a weight of the "
-                               f"checkpoint (first: {names[:3]}); expected a LoKr for this model family. Nothing was written")
-        for mod, (comp, key) in found.items():
+                               f"checkpoint (first: {names[:3]}); expected a LoKr for this model"
+                               + (f" ({fam})" if fam else "") + ". Nothing was written")
+        rows = dict(getattr(report, "rows", {}) or {})
+        for mod, key in found.items():
             f = lk.weights.modules[mod]
             scale = float(lk.weights.scale(mod, scale_rule))
             if not math.isfinite(scale):
                 raise LoKrConfigError(f"{where(lk.label, mod)}scale is {scale} under rule {scale_rule!r}; expected a finite number")
-            f.check_target(targets[comp][key], lk.label, mod)
-            plan[comp].setdefault(key, []).append(
-                KronUpdate(f, scale, lk.strength, lk.label, mod, dora_mode))
-        matched_all[lk.label] = {m: (f"{c}:{k}" if c else k) for m, (c, k) in found.items()}
+            u = KronUpdate(f, scale, lk.strength, lk.label, mod, dora_mode, tuple(rows[mod]) if mod in rows else None)
+            f.check_target(u.target_shape(shapes[key]), lk.label, mod)
+            plan.setdefault(key, []).append(u)
+        matched_all[lk.label] = found
         unmatched_all[lk.label] = sorted(n for n in names if n not in found)
     return plan, matched_all, unmatched_all
 
@@ -399,6 +400,10 @@ class MergeResult:
     dtype: str | None
     metadata: dict[str, str] = field(default_factory=dict)
     state_dict: dict[str, torch.Tensor] | None = None
+
+
+RESOLVED_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+"""Sub-folders of a diffusers model whose weights LoKr files adapt (keys prefixed ``<folder>.``)."""
 
 
 def _components(ckpt: Path) -> dict[str, list[Path]]:
@@ -489,30 +494,36 @@ def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]]
     dt = parse_dtype(dtype)
     dev = default_device(device)
     lokrs = _load_pairs(pairs)
-    targets: dict[str, dict[str, tuple[int, ...]]] = {}
-    owner: dict[tuple[str, str], Path] = {}
-    first_meta: dict[str, str] = {}
+    single = ckpt.is_file()
+    shapes: dict[str, tuple[int, ...]] = {}
+    where_is: dict[str, tuple[Path, str]] = {}  # plan key -> (file, key inside the file)
+    total = 0
     for comp, files in comps.items():
-        shapes: dict[str, tuple[int, ...]] = {}
+        prefix = "" if single else (comp.replace(os.sep, ".") + "." if comp else "")
         for f in files:
-            s, meta = _file_keys_shapes(f)
-            first_meta = first_meta or meta
-            shapes.update(s)
-            owner.update({(comp, k): f for k in s})
-        targets[comp] = shapes
-    plan, matched, unmatched = plan_merge(lokrs, targets, scale_rule=scale_rule, dora_mode=dora_mode)
-    total = sum(len(s) for s in targets.values())
+            s, _ = _file_keys_shapes(f)
+            total += len(s)
+            if not single and comp not in RESOLVED_COMPONENTS:
+                continue  # vae, safety checker, ...: copied unchanged
+            for k, shape in s.items():
+                shapes[prefix + k] = shape
+                where_is[prefix + k] = (f, k)
+    plan, matched, unmatched = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode)
+    by_file: dict[Path, dict[str, list[KronUpdate]]] = {}
+    for key, updates in plan.items():
+        f, k = where_is[key]
+        by_file.setdefault(f, {})[k] = updates
     counter = _Counter(progress, total)
     merged = 0
     record_meta: dict[str, str] = {}
 
-    if "" in comps and ckpt.is_file():
+    if single:
         _, meta = _file_keys_shapes(ckpt)
         record_meta = _merge_metadata(meta, lokrs, scale_rule, dt)
 
         def write(tmp: str) -> None:
             nonlocal merged
-            merged = _stream_file(ckpt, tmp, plan[""], dtype=dt, device=dev, metadata=record_meta,
+            merged = _stream_file(ckpt, tmp, by_file.get(ckpt, {}), dtype=dt, device=dev, metadata=record_meta,
                                   progress=counter.step)
         _atomic_write(out, write, [ckpt])
     else:
@@ -520,21 +531,18 @@ def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]]
         tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
         try:
             for src in sorted(ckpt.rglob("*")):
-                rel = src.relative_to(ckpt)
-                dst = tmpdir / rel
+                dst = tmpdir / src.relative_to(ckpt)
                 if src.is_dir():
                     dst.mkdir(parents=True, exist_ok=True)
-                elif src.suffix.lower() == ".safetensors":
-                    comp = str(rel.parent) if str(rel.parent) != "." else ""
-                    sub = {k: v for k, v in plan.get(comp, {}).items() if owner.get((comp, k)) == src}
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if src.suffix.lower() == ".safetensors":
                     _, meta = _file_keys_shapes(src)
                     meta = _merge_metadata(meta, lokrs, scale_rule, dt)
                     record_meta = record_meta or meta
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    merged += _stream_file(src, str(dst), sub, dtype=dt, device=dev, metadata=meta,
+                    merged += _stream_file(src, str(dst), by_file.get(src, {}), dtype=dt, device=dev, metadata=meta,
                                            progress=counter.step)
                 else:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, dst)
             if out.exists():
                 out.rmdir()  # empty (checked above)
@@ -564,12 +572,12 @@ def merge_into_state_dict(state_dict: Mapping[str, torch.Tensor], pairs: Sequenc
     dt = parse_dtype(dtype)
     lokrs = _load_pairs(pairs)
     shapes = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    plan, matched, unmatched = plan_merge(lokrs, {"": shapes}, scale_rule=scale_rule, dora_mode=dora_mode)
+    plan, matched, unmatched = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode)
     dev = torch.device(device) if device is not None else None
     counter = _Counter(progress, len(state_dict))
     new: dict[str, torch.Tensor] = {}
     for key, t in state_dict.items():
-        updates = plan[""].get(key)
+        updates = plan.get(key)
         if isinstance(t, torch.Tensor):
             out_dtype = dt if (dt is not None and t.is_floating_point()) else t.dtype
             if updates:
@@ -578,7 +586,7 @@ def merge_into_state_dict(state_dict: Mapping[str, torch.Tensor], pairs: Sequenc
                 t = t.to(out_dtype)
         new[key] = t
         counter.step()
-    return MergeResult(out=None, matched=matched, unmatched=unmatched, merged_tensors=sum(map(bool, plan[""].values())),
+    return MergeResult(out=None, matched=matched, unmatched=unmatched, merged_tensors=len(plan),
                        tensors=len(state_dict), seconds=time.perf_counter() - t0,
                        device=str(dev) if dev else "input", dtype=str(dt).replace("torch.", "") if dt else None,
                        state_dict=new)

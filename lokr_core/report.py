@@ -58,7 +58,7 @@ def block_of(name: str) -> str:
 
 def _family(names: list[str]) -> str | None:
     try:
-        from .resolve import model_family
+        from .keymap.family import model_family
     except ImportError:
         model_family = None
     if model_family is not None:
