@@ -195,8 +195,8 @@ class LoKrWeights:
         A split (non-Tucker) module with a flat ``w2_b`` (r, in_n*k) does not say its kernel: the
         square kernels 1, 2, 3, 5, 7 are tried, keeping those for which ``factorization`` of the
         in-dim gives the stored (in_m, in_n) (true of files made with factor -1); one candidate ->
-        its shape (kernel 1 -> (out, in), Linear), none -> (out, in_m * w2_b.shape[1]), several ->
-        LoKrShapeError asking for ``shape``.
+        its shape (kernel 1 -> (out, in), Linear, unless a 4-D ``dora_scale`` says conv), none ->
+        (out, in_m * w2_b.shape[1]) (conv: error), several -> LoKrShapeError asking for ``shape``.
         """
         from .factorization import factorization
 
@@ -210,13 +210,14 @@ class LoKrWeights:
         if f.w2_b.ndim > 2:
             return (out, in_m * int(f.w2_b.shape[1]), *map(int, f.w2_b.shape[2:]))
         flat = int(f.w2_b.shape[1])
+        conv = f.dora_scale is not None and f.dora_scale.ndim > 2
         found = []
         for k in (1, 2, 3, 5, 7):
             if flat % (k * k) == 0 and factorization(in_m * flat // (k * k)) == (in_m, flat // (k * k)):
-                found.append((out, in_m * flat // (k * k)) if k == 1 else (out, in_m * flat // (k * k), k, k))
+                found.append((out, in_m * flat // (k * k), k, k) if (k > 1 or conv) else (out, in_m * flat))
         if len(found) == 1:
             return found[0]
-        if not found:
+        if not found and not conv:
             return (out, in_m * flat)
         raise LoKrShapeError(f"{where(self.source, name)}split module: lokr_w2_b {tuple(f.w2_b.shape)} fits kernels "
                              f"{[s[2:] or (1, 1) for s in found]}; expected shape=(out, in[, kh, kw]) to be given")
