@@ -165,7 +165,12 @@ def _nearest(alias: str, comps: Iterable[str], index: TargetIndex, n: int = 3) -
 def _as_names(weights_or_names: Any, shapes: Mapping[str, Any] | None) -> tuple[list[str], dict[str, Any], str | None]:
     mods = getattr(weights_or_names, "modules", None)
     if isinstance(mods, Mapping):
-        return list(mods), dict(mods), getattr(weights_or_names, "source", None)
+        names = list(getattr(weights_or_names, "module_names", None) or mods)
+        shape_of = getattr(weights_or_names, "shapes", None)
+        # LoKrWeights.shapes(name) gives the factors without reading tensor data (lazy files)
+        specs = {n: shape_of(n) for n in names} if callable(shape_of) else dict(mods)
+        specs.update(shapes or {})
+        return names, specs, getattr(weights_or_names, "source", None)
     if isinstance(weights_or_names, (str, bytes)) or not isinstance(weights_or_names, Iterable):
         raise LoKrKeyError(f"resolve: expected a LoKrWeights or an iterable of module names, got "
                            f"{type(weights_or_names).__name__}")
