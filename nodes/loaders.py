@@ -173,7 +173,7 @@ def plan_patches(weights: Any, model: Any = None, clip: Any = None, *, scale_rul
             mult = float(multiplier(key)) if multiplier is not None else 1.0
             plan.multipliers[name] = mult
             out[key] = make_patch(weights.modules[name], weights.scale(name, scale_rule), mult,
-                                  module=name, dora_mode=dora_mode)
+                                  module=name, dora_mode=dora_mode, source=os.path.basename(str(source or "")))
     # 3. non-LoKr modules: ComfyUI's own loader
     others = list(getattr(weights, "other_modules", {}) or {})
     if others:
@@ -236,6 +236,14 @@ def _add(target: Any, patches: Mapping[Any, Any], strength: float) -> set:
         if k not in plain:
             added |= set(target.add_patches({k: p[1]}, strength * p[0]))
     return added
+
+
+def plan_report(plan: PatchPlan, lokr_name: str = "") -> dict:
+    """The JSON-able run report shown on the node (``ui.lokr_report``): matched / unmatched / other."""
+    return {"file": lokr_name, "matched": len(plan.matched), "total": len(plan.matched) + len(plan.unmatched),
+            "unmatched": list(plan.unmatched), "unet_weights": len(plan.unet), "clip_weights": len(plan.clip),
+            "other_applied": len(plan.other_unet) + len(plan.other_clip), "other_skipped": list(plan.other_skipped),
+            "shape_mismatch": {}}
 
 
 def apply_plan(plan: PatchPlan, model: Any, clip: Any, strength_model: float,
@@ -303,10 +311,10 @@ class LoKrLoader:
         return validate_common(lokr_name, strength_model=strength_model, strength_clip=strength_clip)
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
-             scale_rule: str = "file", dora_mode: str = "interpolate") -> tuple[Any, Any]:
-        new_model, new_clip, _ = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
-                                                scale_rule, dora_mode)
-        return (new_model, new_clip)
+             scale_rule: str = "file", dora_mode: str = "interpolate") -> dict:
+        new_model, new_clip, plan = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
+                                                   scale_rule, dora_mode)
+        return {"ui": {"lokr_report": [plan_report(plan, lokr_name)]}, "result": (new_model, new_clip)}
 
 
 class LoKrLoaderModelOnly:
@@ -339,9 +347,10 @@ class LoKrLoaderModelOnly:
         return validate_common(lokr_name, strength_model=strength_model)
 
     def load(self, model: Any, lokr_name: str, strength_model: float, scale_rule: str = "file",
-             dora_mode: str = "interpolate") -> tuple[Any]:
-        new_model, _, _ = load_and_apply(self._cache, model, None, lokr_name, strength_model, 0.0, scale_rule, dora_mode)
-        return (new_model,)
+             dora_mode: str = "interpolate") -> dict:
+        new_model, _, plan = load_and_apply(self._cache, model, None, lokr_name, strength_model, 0.0, scale_rule,
+                                            dora_mode)
+        return {"ui": {"lokr_report": [plan_report(plan, lokr_name)]}, "result": (new_model,)}
 
 
 NODES = {

@@ -54,14 +54,16 @@ class LoKrPatchMixin:
 
     Attributes: ``factors`` (LoKrFactors, any device / dtype), ``scale`` (the file's alpha/rank
     rule, a float), ``multiplier`` (block weight, 1.0 by default), ``dora_mode``
-    (``"interpolate"`` or ``"lycoris"``, LOKR_SPEC 4), ``module`` (the file's module name).
+    (``"interpolate"`` or ``"lycoris"``, LOKR_SPEC 4), ``module`` (the file's module name),
+    ``source`` (the file's base name).
     """
 
     name = "lokr_core"
 
     def __init__(self, factors: LoKrFactors, scale: float, multiplier: float = 1.0, *,
-                 module: str = "", dora_mode: str = "interpolate") -> None:
+                 module: str = "", dora_mode: str = "interpolate", source: str = "") -> None:
         self.factors = factors
+        self.source = source
         self.scale = float(scale)
         self.multiplier = float(multiplier)
         self.module = module
@@ -77,7 +79,8 @@ class LoKrPatchMixin:
 
     def with_multiplier(self, multiplier: float) -> "LoKrPatchMixin":
         """A new patch of the same factors with ``multiplier`` (patches are shared by clones: never mutate)."""
-        return type(self)(self.factors, self.scale, multiplier, module=self.module, dora_mode=self.dora_mode)
+        return type(self)(self.factors, self.scale, multiplier, module=self.module, dora_mode=self.dora_mode,
+                          source=self.source)
 
     def calculate_weight(self, weight: torch.Tensor, key: str, strength: float, strength_model: float,
                          offset: Any, function: Callable | None,
@@ -137,6 +140,9 @@ def lokr_patch_class() -> type:
 
 
 def make_patch(factors: LoKrFactors, scale: float, multiplier: float = 1.0, *, module: str = "",
-               dora_mode: str = "interpolate") -> LoKrPatchMixin:
-    """One patch object of the right class for this process (see :func:`lokr_patch_class`)."""
-    return lokr_patch_class()(factors, scale, multiplier, module=module, dora_mode=dora_mode)
+               dora_mode: str = "interpolate", source: str = "") -> LoKrPatchMixin:
+    """One patch object of the right class for this process (see :func:`lokr_patch_class`).
+
+    ``module``: the file's module name; ``source``: the file's base name (both for reports / metadata).
+    """
+    return lokr_patch_class()(factors, scale, multiplier, module=module, dora_mode=dora_mode, source=source)

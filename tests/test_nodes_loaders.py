@@ -61,50 +61,38 @@ def env(tmp_path, monkeypatch):
     return dict(loras=loras, out=out, model=model, clip=clip_obj, mods=mods, refs=refs_src)
 
 
+class _Unwrap:
+    """A node instance whose ``load`` returns the plain result tuple (the ``ui`` part checked elsewhere)."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def load(self, *a, **kw):
+        out = self.node.load(*a, **kw)
+        assert out["ui"]["lokr_report"][0]["matched"] >= 1
+        return out["result"]
+
+
+class _L:
+    def __init__(self, mod):
+        self.mod = mod
+
+    def __getattr__(self, name):
+        obj = getattr(self.mod, name)
+        if name in ("LoKrLoader", "LoKrLoaderModelOnly"):
+            cls = obj
+
+            class Wrapped:
+                VALIDATE_INPUTS = cls.VALIDATE_INPUTS
+
+                def __new__(_c):
+                    return _Unwrap(cls())
+            return Wrapped
+        return obj
+
+
 def _loader_module():
-    return importlib.import_module("nodes.loaders")
-
-
-@pytest.fixture(autouse=True)
-def _io_available(monkeypatch):
-    """Use lokr_core.io.load_lokr; until it exists, a test-local reader building LoKrWeights."""
-    try:
-        importlib.import_module("lokr_core.io")
-        return
-    except ImportError:
-        pass
-    from safetensors import safe_open
-
-    from lokr_core.adapter import LoKrWeights
-    from lokr_core.errors import LoKrFormatError
-    from lokr_core.factors import LoKrFactors
-
-    def read(path):
-        try:
-            with safe_open(path, framework="pt") as fh:
-                sd = {k: fh.get_tensor(k) for k in fh.keys()}
-                meta = fh.metadata() or {}
-        except Exception as e:
-            raise LoKrFormatError(f"file {path!r}: not a readable safetensors file ({e})") from None
-        mods: dict[str, dict] = {}
-        other = {}
-        for k, v in sd.items():
-            name, param = k.split(".lora_")[0] if ".lora_" in k else k.rsplit(".", 1)[0], k.rsplit(".", 1)[1]
-            mods.setdefault(name, {})[param] = v
-        out = {}
-        for name, params in mods.items():
-            if not any(p.startswith("lokr_") for p in params):
-                other[name] = "lora"
-                continue
-            f = LoKrFactors(**{p[5:]: t for p, t in params.items() if p.startswith("lokr_")},
-                            alpha=float(params["alpha"]) if "alpha" in params else None,
-                            dora_scale=params.get("dora_scale"))
-            out[name] = f
-        return LoKrWeights.from_factors(out, source=path, metadata=meta, other_modules=other)
-
-    io = type(sys)("lokr_core.io")
-    io.load_lokr = read
-    monkeypatch.setitem(sys.modules, "lokr_core.io", io)
+    return _L(importlib.import_module("nodes.loaders"))
 
 
 def _check_against_lycoris(env, patcher, names, strength):
@@ -205,21 +193,43 @@ def test_dora_module_matches_lycoris(env, tmp_path):
     assert torch.equal(m0.patched_state_dict()[key + ".weight"], w0)
 
 
-def test_peft_and_lycoris_names_resolve(env):
+def test_lycoris_and_transformers5_names_resolve(env):
     L = _loader_module()
-    name, key, kw = SPECS[0]
-    mod = env["mods"][name]
-    sd = {k.replace(name, "base_model.model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"): v
-          for k, v in state_dict_of({name: mod}).items()}
-    sd.update({k.replace(SPECS[1][0], "lycoris_middle_block_1_proj_out"): v
-               for k, v in state_dict_of({SPECS[1][0]: env["mods"][SPECS[1][0]]}).items()})
+    sd = {k.replace(SPECS[1][0], "lycoris_middle_block_1_proj_out"): v
+          for k, v in state_dict_of({SPECS[1][0]: env["mods"][SPECS[1][0]]}).items()}
     sd.update({k.replace(SPECS[4][0], "lora_te_encoder_layers_0_mlp_fc1"): v  # transformers-5 name
                for k, v in state_dict_of({SPECS[4][0]: env["mods"][SPECS[4][0]]}).items()})
     save_file(sd, str(env["loras"] / "names.safetensors"))
     m, c = L.LoKrLoader().load(env["model"], env["clip"], "names.safetensors", 1.0, 1.0)
-    assert set(m.patches) == {key + ".weight", SPECS[1][1] + ".weight"}
+    assert set(m.patches) == {SPECS[1][1] + ".weight"}
     assert set(c.patcher.patches) == {SPECS[4][1] + ".weight"}
-    _check_against_lycoris(env, m, [name, SPECS[1][0]], 1.0)
+    _check_against_lycoris(env, m, [SPECS[1][0]], 1.0)
+    _check_against_lycoris(env, c.patcher, [SPECS[4][0]], 1.0)
+
+
+def test_peft_adapter_matches_peft(env):
+    """A PEFT LoKr adapter (base_model.model.* names, alpha/r from adapter_config.json) equals peft's ΔW."""
+    from peft import LoKrConfig, get_peft_model
+
+    L = _loader_module()
+    targets = ["diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q",
+               "diffusion_model.output_blocks.3.0.in_layers.2"]
+    base = copy.deepcopy(env["model"].model)
+    peft_model = get_peft_model(base, LoKrConfig(r=2, alpha=3.0, target_modules=targets, init_weights=False,
+                                                 use_effective_conv2d=True))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if ".lokr_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    peft_model.save_pretrained(str(env["loras"] / "peft"))
+    (m,) = L.LoKrLoaderModelOnly().load(env["model"], "peft/adapter_model.safetensors", 1.0)
+    sd = m.patched_state_dict()
+    w = env["model"].model.state_dict()
+    for t in targets:
+        with torch.no_grad():
+            delta = peft_model.base_model.model.get_submodule(t).get_delta_weight("default")
+        torch.testing.assert_close(sd[t + ".weight"], w[t + ".weight"] + delta, rtol=1e-5, atol=1e-6)
 
 
 def test_keys_helpers():

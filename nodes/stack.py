@@ -1,0 +1,174 @@
+"""LoKr Stack and Apply LoKr Stack: several files with strengths, as the community ``LORA_STACK``.
+
+``LORA_STACK`` is a list of ``(file name, strength_model, strength_clip)`` tuples (names relative to
+the ``loras`` folders), the type other packs' stackers emit and accept, so the nodes chain with
+them. Apply: every entry is checked first (file present, strengths finite); then each file that
+holds LoKr modules goes through the LoKr loader, and a file without LoKr modules (a plain LoRA from
+another stacker) through ComfyUI's own ``comfy.sd.load_lora_for_models``. Inputs are never changed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .loaders import (CATEGORY, SCALE_RULES, STRENGTH, TIP_FILE, TIP_SCALE, LoKrFormatError, WeightsCache,
+                      apply_plan, check_strength, lokr_files, lokr_path, other_state_dict_from_file, plan_patches,
+                      plan_report)
+
+SLOTS = 3
+NONE = "None"
+
+
+def stack_entries(lora_stack: Any = None, **slots: Any) -> list[tuple[str, float, float]]:
+    """The incoming stack (copied, never mutated) + the filled slots ``lokr_i`` / ``strength_*_i``."""
+    out = [tuple(e) for e in (lora_stack or [])]
+    for i in range(1, SLOTS + 1):
+        name = slots.get(f"lokr_{i}", NONE)
+        if name and name != NONE:
+            out.append((name, float(slots.get(f"strength_model_{i}", 1.0)), float(slots.get(f"strength_clip_{i}", 1.0))))
+    return out
+
+
+def check_stack(stack: Any) -> None:
+    """Raise LoKrFormatError naming the entry when the stack is malformed, a file is missing or a strength NaN."""
+    if not isinstance(stack, (list, tuple)):
+        raise LoKrFormatError(f"LORA_STACK is a {type(stack).__name__}; expected a list of (file, strength_model, strength_clip)")
+    for i, entry in enumerate(stack):
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise LoKrFormatError(f"LORA_STACK entry {i} is {entry!r}; expected (file, strength_model, strength_clip)")
+        name, sm, sc = entry
+        for label, v in (("strength_model", sm), ("strength_clip", sc)):
+            msg = check_strength(label, v)
+            if msg:
+                raise LoKrFormatError(f"LORA_STACK entry {i} ({name!r}): {msg}")
+        lokr_path(name)
+
+
+def _is_lokr(weights: Any) -> bool:
+    return len(list(weights.module_names)) > 0
+
+
+def apply_stack(model: Any, clip: Any, stack: Any, *, scale_rule: str = "file",
+                caches: dict[str, WeightsCache] | None = None) -> tuple[Any, Any, list[dict]]:
+    """Apply every stack entry in order to clones of ``model`` / ``clip``; returns (model, clip, reports)."""
+    check_stack(stack)
+    caches = caches if caches is not None else {}
+    loaded = []
+    for name, sm, sc in stack:  # load + plan everything first: a bad file fails before anything is applied
+        path = lokr_path(name)
+        cache = caches.setdefault(path, WeightsCache())
+        try:
+            weights = cache.get(path)
+        except LoKrFormatError:
+            weights = None
+        if weights is not None and _is_lokr(weights):
+            plan = plan_patches(weights, model, clip, scale_rule=scale_rule,
+                                other_state_dict=other_state_dict_from_file(path))
+            loaded.append((name, float(sm), float(sc), plan, path))
+        else:
+            loaded.append((name, float(sm), float(sc), None, path))
+    reports = []
+    cur_model, cur_clip = model, clip
+    for name, sm, sc, plan, path in loaded:
+        if plan is not None:
+            cur_model, cur_clip = apply_plan(plan, cur_model, cur_clip, sm, sc)
+            reports.append(plan_report(plan, name))
+        else:
+            cur_model, cur_clip = _core_lora(cur_model, cur_clip, path, name, sm, sc)
+            reports.append({"file": name, "handled_by": "ComfyUI LoraLoader"})
+    return cur_model, cur_clip, reports
+
+
+def _core_lora(model: Any, clip: Any, path: str, name: str, sm: float, sc: float) -> tuple[Any, Any]:
+    """A non-LoKr file through ComfyUI's own loader (what LoraLoader does)."""
+    try:
+        import comfy.sd  # type: ignore[import-not-found]
+        import comfy.utils  # type: ignore[import-not-found]
+    except Exception:
+        raise LoKrFormatError(f"file {name!r}: holds no LoKr module and ComfyUI's LoRA loader is not available; "
+                              "expected a LoKr file") from None
+    if sm == 0 and sc == 0:
+        return model, clip
+    lora = comfy.utils.load_torch_file(path, safe_load=True)
+    return comfy.sd.load_lora_for_models(model, clip, lora, sm, sc)
+
+
+def _slot_inputs() -> dict:
+    files = [NONE] + lokr_files()
+    out = {}
+    for i in range(1, SLOTS + 1):
+        out[f"lokr_{i}"] = (files, {"default": NONE, "tooltip": f"Slot {i}: {TIP_FILE} 'None' leaves the slot empty."})
+        out[f"strength_model_{i}"] = ("FLOAT", dict(STRENGTH, tooltip=f"Slot {i}: strength on the diffusion model."))
+        out[f"strength_clip_{i}"] = ("FLOAT", dict(STRENGTH, tooltip=f"Slot {i}: strength on the text encoder."))
+    return out
+
+
+class LoKrStack:
+    """LoKr Stack: up to three files + strengths appended to an optional incoming LORA_STACK."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Builds a LORA_STACK list of (file, strength_model, strength_clip): chain several stack nodes, "
+                   "or mix with other packs' LoRA stackers, then apply it with 'Apply LoKr Stack'.")
+    RETURN_TYPES = ("LORA_STACK",)
+    RETURN_NAMES = ("lora_stack",)
+    OUTPUT_TOOLTIPS = ("The incoming stack with this node's filled slots appended.",)
+    FUNCTION = "stack"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": _slot_inputs(),
+                "optional": {"lora_stack": ("LORA_STACK", {"tooltip": "A stack to extend (from another stacker node)."})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **kwargs: Any) -> bool | str:
+        for i in range(1, SLOTS + 1):
+            for label in (f"strength_model_{i}", f"strength_clip_{i}"):
+                if label in kwargs:
+                    msg = check_strength(label, kwargs[label])
+                    if msg:
+                        return msg
+            name = kwargs.get(f"lokr_{i}")
+            if name and name != NONE:
+                try:
+                    lokr_path(name)
+                except Exception as e:
+                    return str(e)
+        return True
+
+    def stack(self, lora_stack: Any = None, **slots: Any) -> tuple[list]:
+        out = stack_entries(lora_stack, **slots)
+        check_stack(out)
+        return (out,)
+
+
+class ApplyLoKrStack:
+    """Apply LoKr Stack: MODEL + CLIP + LORA_STACK -> patched clones (LoKr ours, plain LoRA ComfyUI's)."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Applies every (file, strength_model, strength_clip) of a LORA_STACK in order. LoKr files use the "
+                   "exact LoKr patch; files without LoKr modules go to ComfyUI's own LoRA loader.")
+    RETURN_TYPES = ("MODEL", "CLIP")
+    RETURN_NAMES = ("MODEL", "CLIP")
+    OUTPUT_TOOLTIPS = ("The diffusion model with the stack applied.", "The text encoder with the stack applied.")
+    FUNCTION = "apply"
+
+    def __init__(self) -> None:
+        self._caches: dict[str, WeightsCache] = {}
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The diffusion model (cloned, never changed)."}),
+            "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed)."}),
+            "lora_stack": ("LORA_STACK", {"tooltip": "List of (file, strength_model, strength_clip), e.g. from LoKr Stack."}),
+            "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
+        }}
+
+    def apply(self, model: Any, clip: Any, lora_stack: Any, scale_rule: str = "file") -> dict:
+        new_model, new_clip, reports = apply_stack(model, clip, lora_stack, scale_rule=scale_rule, caches=self._caches)
+        return {"ui": {"lokr_report": reports}, "result": (new_model, new_clip)}
+
+
+NODES = {
+    "LoKrStack": (LoKrStack, "LoKr Stack"),
+    "ApplyLoKrStack": (ApplyLoKrStack, "Apply LoKr Stack"),
+}
