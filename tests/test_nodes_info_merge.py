@@ -1,0 +1,95 @@
+"""LoKr Info and LoKr Merge Checkpoint against ComfyUI stand-ins (merged numbers vs lycoris-lora)."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+import comfy_standins as cs
+from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
+from test_nodes_loaders import SPECS, _assert_untouched, env  # noqa: F401  (env is a fixture)
+
+
+def test_info_reports_file_and_match(env):
+    I = importlib.import_module("nodes.info")
+    out = I.LoKrInfo().info("test.safetensors", "file", env["model"], env["clip"])
+    text = out["result"][0]
+    assert out["ui"]["text"] == [text]
+    assert "test.safetensors" in text and "tucker" in text and "full" in text
+    assert "Against the connected model: 5/5 modules match (4 diffusion model, 1 text encoder)" in text
+    assert out["ui"]["lokr_report"][0]["matched"] == 5
+    (bare,) = I.LoKrInfo().info("test.safetensors")["result"]
+    assert "Against the connected model" not in bare
+    assert I.LoKrInfo.VALIDATE_INPUTS(lokr_name="nope.safetensors") != True  # noqa: E712
+
+
+def test_info_lists_mismatch_and_unmatched_without_raising(env):
+    I = importlib.import_module("nodes.info")
+    bad = lycoris_module("lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", nn.Linear(48, 32), dim=2)
+    stray = lycoris_module("lora_unet_down_blocks_9_zz", nn.Linear(32, 32), dim=2)
+    save_file(state_dict_of({"lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": bad,
+                             "lora_unet_down_blocks_9_zz": stray}), str(env["loras"] / "bad.safetensors"))
+    snap = cs.snapshot(env["model"])
+    text = I.LoKrInfo().info("bad.safetensors", "file", env["model"], None)["result"][0]
+    assert "SHAPE MISMATCH" in text and "attn2.to_k" in text and "unmatched: lora_unet_down_blocks_9_zz" in text
+    assert "0/2 modules match" in text
+    assert cs.unchanged(env["model"], snap)
+
+
+class _VAE:
+    def __init__(self):
+        self.first_stage_model = nn.Conv2d(4, 3, 1)
+
+    def get_sd(self):
+        return self.first_stage_model.state_dict()
+
+
+def _files(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+
+
+def test_merge_checkpoint_writes_merged_weights(env):
+    L = importlib.import_module("nodes.loaders")
+    M = importlib.import_module("nodes.merge")
+    m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
+    snap = cs.snapshot(m)
+    out = M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/merged", "fp32")
+    (path,) = out["result"]
+    assert path.endswith("merged_00001_.safetensors") and os.path.isfile(path)
+    assert _files(env["out"]) == ["checkpoints/merged_00001_.safetensors"]  # no temp file left
+    assert cs.unchanged(m, snap)
+    with safe_open(path, "pt") as fh:
+        meta = fh.metadata()
+        sd = {k: fh.get_tensor(k) for k in fh.keys()}
+    merged = json.loads(meta["lokr_merged"])
+    assert {(r["file"], r["strength"]) for r in merged} == {("test.safetensors", 0.5), ("test.safetensors", 1.0)}
+    assert meta["lokr_merge_dtype"] == "fp32"
+    for name, key, _ in SPECS:
+        k, w0 = env["refs"][name]
+        prefix = "model." if key.startswith("diffusion_model") else "cond_stage_model."
+        strength = 0.5 if key.startswith("diffusion_model") else 1.0
+        torch.testing.assert_close(sd[prefix + k], merged_reference(env["mods"][name], w0, strength),
+                                   rtol=1e-5, atol=1e-6)
+    assert "first_stage_model.weight" in sd
+    # fp16 output, numbered next to the first
+    (p2,) = M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/merged", "fp16")["result"]
+    assert p2.endswith("merged_00002_.safetensors")
+    with safe_open(p2, "pt") as fh:
+        assert fh.get_tensor("model." + SPECS[0][1] + ".weight").dtype == torch.float16
+
+
+def test_merge_bad_input_writes_nothing(env):
+    from lokr_core.errors import LoKrError
+
+    M = importlib.import_module("nodes.merge")
+    with pytest.raises(LoKrError, match="dtype 'int3'"):
+        M.LoKrMergeCheckpoint().merge(env["model"], env["clip"], _VAE(), "x", "int3")
+    with pytest.raises(LoKrError, match="leaves the output folder"):
+        M.LoKrMergeCheckpoint().merge(env["model"], env["clip"], _VAE(), "../escape", "fp16")
+    assert _files(env["out"]) == []
