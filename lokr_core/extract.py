@@ -366,26 +366,20 @@ def _check_out(out: str | os.PathLike, inputs: Iterable[Any]) -> None:
 
 def save_extracted(weights: Any, out: str | os.PathLike, dtype: torch.dtype | str | None = torch.float16,
                    inputs: Iterable[Any] = ()) -> Path:
-    """Write LoKrWeights as a LyCORIS / kohya safetensors file at ``out``, atomically.
+    """Write LoKrWeights as a LyCORIS / kohya safetensors file at ``out`` through ``io.save_lokr``.
 
     Factors are cast to ``dtype`` (None keeps them); alpha is a float32 scalar per module. Refuses a
-    path that is one of ``inputs``.
+    path that is one of ``inputs`` or inside an input folder; the write is atomic.
     """
-    from .atomic import atomic_save_file
+    from .adapter import LoKrWeights
+    from .io import save_lokr
     from .merge import parse_dtype
 
     _check_out(out, inputs)
     dt = parse_dtype(dtype) if dtype is not None else None
-    tensors: dict[str, torch.Tensor] = {}
-    for name in weights.module_names:
-        f = weights.modules[name]
-        for k, t in f.tensors():
-            key = f"{name}.dora_scale" if k == "dora_scale" else f"{name}.lokr_{k}"
-            tensors[key] = t.to(dt) if dt is not None else t
-        if f.alpha is not None:
-            tensors[f"{name}.alpha"] = torch.tensor(float(f.alpha), dtype=torch.float32)
-    paths = [p for p in inputs if not isinstance(p, Mapping)]
-    return atomic_save_file(tensors, out, weights.metadata, inputs=paths)
+    cast = {name: weights.modules[name].map(lambda t: t.to(dt) if dt is not None and t.is_floating_point() else t)
+            for name in weights.module_names}
+    return save_lokr(LoKrWeights.from_factors(cast, metadata=weights.metadata), out, format="lycoris")
 
 
 # --------------------------------------------------------------------------------- report
@@ -430,7 +424,7 @@ def resize_lokr(weights: Any, rank: int, progress: Progress | None = None) -> tu
 
     W2 (and W1 when split) is re-fitted by truncated SVD (Tucker: HOSVD), the best rank-``rank``
     choice with the other factor fixed; full factors are untouched; alpha becomes
-    alpha * rank / old_rank so the LyCORIS scale is unchanged. Modules already at or below ``rank``
+    scale * rank so the LyCORIS scale is unchanged (PEFT sources are re-expressed for LyCORIS' rule). Modules already at or below ``rank``
     and full/full modules are copied as they are. Returns (new LoKrWeights, report) with per module
     name, old_rank, rank, params before / after and rel_error = ||ΔW - ΔW'|| / ||ΔW||.
     """
@@ -448,16 +442,16 @@ def resize_lokr(weights: Any, rank: int, progress: Progress | None = None) -> tu
     names = list(weights.module_names)
     for i, name in enumerate(names):
         f = weights.modules[name]
-        shape = weights.natural_shape(name) if f.tucker or f.w2 is not None or f.w2_b.ndim > 2 else None
-        if shape is None:
-            shape = _split_shape(f)
-        g, err = resize_factors(f, rank, shape)
-        new[name] = g
+        scale = weights.scale(name, "file")
+        shape = weights.natural_shape(name) if f.tucker or f.w2 is not None or f.w2_b.ndim > 2 else _split_shape(f)
+        g, err = resize_factors(f, rank, shape, scale)
         if g is f:
             skipped[name] = "full/full" if f.rank is None else f"rank {f.rank} <= {rank}"
+            g = _as_lycoris(f, scale)
         else:
             rows.append(dict(name=name, layout=g.layout, old_rank=f.rank, rank=rank, params_before=f.num_params(),
                              params=g.num_params(), rel_error=err))
+        new[name] = g
         if progress is not None:
             progress(i + 1, len(names))
     meta = dict(weights.metadata)
@@ -470,6 +464,20 @@ def resize_lokr(weights: Any, rank: int, progress: Progress | None = None) -> tu
                          "params": sum(r["params"] for r in rows),
                          "rel_error": max((r["rel_error"] for r in rows), default=0.0)}}
     return out, report
+
+
+def _as_lycoris(f: LoKrFactors, scale: float) -> LoKrFactors:
+    """``f`` unchanged when the LyCORIS rule already gives ``scale``; else re-expressed for it
+    (split: alpha = scale * rank; full/full: scale folded into W1) - for PEFT sources."""
+    from dataclasses import replace
+
+    from .extract_math import lycoris_scale
+
+    if abs(lycoris_scale(f) - scale) <= 1e-12 * max(1.0, abs(scale)):
+        return f
+    if f.full_full:
+        return replace(f, w1=(f.w1.float() * scale).to(f.w1.dtype))
+    return replace(f, alpha=scale * f.rank)
 
 
 def _split_shape(f: LoKrFactors) -> tuple[int, ...]:

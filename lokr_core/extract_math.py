@@ -230,24 +230,26 @@ def factors_from_delta(delta: torch.Tensor, layout: Layout) -> tuple[LoKrFactors
 
 
 # ----------------------------------------------------------------------------- resize
-def resize_factors(f: LoKrFactors, rank: int, shape: Sequence[int]) -> tuple[LoKrFactors, float]:
+def resize_factors(f: LoKrFactors, rank: int, shape: Sequence[int], scale: float | None = None
+                   ) -> tuple[LoKrFactors, float]:
     """Lower the rank of the split parts of ``f`` to ``rank``, keeping ΔW best; (new factors, rel_error).
 
-    ``shape`` is the module's weight shape (out, in[, k...]). W2 (and W1 when split) is rebuilt with
-    kron.rebuild_w1 / rebuild_w2 and truncated by SVD (Tucker: HOSVD); with W1 fixed this is the
-    best rank-``rank`` W2. Full factors are kept as they are. The LyCORIS scale alpha / rank is kept
-    by setting alpha' = alpha * rank' / rank (a missing alpha stays missing: scale 1 either way).
-    rel_error = ||ΔW - ΔW'|| / ||ΔW|| at the file's scale. A module whose rank is already <= ``rank``,
-    or a full/full module, is returned unchanged (error 0).
+    ``shape`` is the module's weight shape (out, in[, k...]); ``scale`` the module's current scale
+    (default: the LyCORIS rule on ``f``). W2 (and W1 when split) is rebuilt with kron.rebuild_w1 /
+    rebuild_w2 and truncated by SVD (Tucker: HOSVD); with W1 fixed this is the best rank-``rank``
+    W2. Full factors are kept as they are. The new alpha is ``scale * rank``, so the LyCORIS rule
+    (alpha / rank) gives the same scale. rel_error = ||ΔW - ΔW'|| / ||ΔW||. A module whose rank is
+    already <= ``rank``, or a full/full module, is returned unchanged (error 0).
     """
     old = f.rank
     shape = tuple(int(s) for s in shape)
     if old is None or old <= rank or rank < 1:
         return f, 0.0
+    s_old = lycoris_scale(f) if scale is None else float(scale)
     kernel = shape[2:]
     out_k = (int(f.w2_a.shape[1]) if f.t2 is not None else
              int(f.w2.shape[0]) if f.w2 is not None else int(f.w2_a.shape[0]))
-    g = LoKrFactors(dora_scale=f.dora_scale)
+    g = LoKrFactors(dora_scale=f.dora_scale, alpha=s_old * rank)
     if f.w1 is not None:
         g.w1 = f.w1
     else:
@@ -260,29 +262,15 @@ def resize_factors(f: LoKrFactors, rank: int, shape: Sequence[int]) -> tuple[LoK
             g.t2, g.w2_a, g.w2_b = tucker2(w2, rank)
         else:
             g.w2_a, g.w2_b = lowrank_split(w2.reshape(out_k, -1), rank)
-    if f.alpha is not None and f.alpha != 0:
-        g.alpha = float(f.alpha) * rank / old
     dtype = f.dtype
     g = g.map(lambda t: t.to(dtype) if t.is_floating_point() else t)
-    g.alpha = g.alpha if g.alpha is None else float(g.alpha)
-    s_old = _file_scale(f)
     before = kron_delta(f.map(lambda t: t.float()), shape, s_old)
-    after = kron_delta(g.map(lambda t: t.float()), shape, _file_scale(g))
+    after = kron_delta(g.map(lambda t: t.float()), shape, lycoris_scale(g))
     return g, relative_error(before, after)
 
 
-def _file_scale(f: LoKrFactors) -> float:
-    """The LyCORIS scale rule (LOKR_SPEC 3) for factors we produced or resized.
-
-    Local helper until lokr_core.scale.module_scale is available: full/full -> 1; missing or zero
-    alpha -> 1; else alpha / rank.
-    """
-    try:
-        from .scale import module_scale  # the files engineer's rule, when present
-    except ImportError:
-        module_scale = None
-    if module_scale is not None:
-        return float(module_scale(f, "file"))
+def lycoris_scale(f: LoKrFactors) -> float:
+    """The LyCORIS scale rule (LOKR_SPEC 3): full/full -> 1; missing or zero alpha -> 1; else alpha / rank."""
     if f.full_full or f.alpha is None or f.alpha == 0:
         return 1.0
     return float(f.alpha) / float(f.rank)
