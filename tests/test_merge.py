@@ -203,3 +203,234 @@ def test_file_sha256(tmp_path):
     p = tmp_path / "f.bin"
     p.write_bytes(b"abc" * 1000)
     assert M.file_sha256(p) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+# ------------------------------------------------------------------------------ checkpoint merges
+import hashlib  # noqa: E402
+
+import lokr_fixtures as FX  # noqa: E402
+import models  # noqa: E402
+
+
+def _ldm_unet_sd(unet) -> dict[str, torch.Tensor]:
+    """The diffusers UNet's state dict under LDM keys (model.diffusion_model.*), via lokr_core.keymap."""
+    from lokr_core.keymap import ldm_unet
+
+    rules = ldm_unet.unet_rules(ldm_unet.layout_from_config(unet.config))
+    out = {}
+    for k, v in unet.state_dict().items():
+        ldm = ldm_unet.diffusers_to_ldm(k, rules)
+        assert ldm is not None, k
+        out["model.diffusion_model." + ldm] = v.detach().clone()
+    return out
+
+
+def _openclip_sd(clip, prefix: str) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text model's weights as OpenCLIP keys (fused q/k/v in_proj_weight)."""
+    from lokr_core.keymap import clip_text
+
+    sd = clip.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    fused: dict[str, dict[int, torch.Tensor]] = {}
+    for k, v in sd.items():
+        path, _, param = k.rpartition(".")
+        oc = clip_text.hf_to_openclip(clip_text.canonical_text_path(path))
+        if oc is None:
+            continue
+        mpath, block = oc
+        if block is None:
+            out[f"{prefix}{mpath}.{param}"] = v.detach().clone()
+        else:
+            fused.setdefault(f"{prefix}{mpath}_{param}", {})[block] = v.detach().clone()
+    for key, parts in fused.items():
+        out[key] = torch.cat([parts[0], parts[1], parts[2]], 0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lokrs")
+    return {"unet": FX.make_lycoris_file(d, filename="unet.safetensors"),
+            "clip": FX.make_lycoris_file(d, FX.CLIP_LAYOUTS, filename="clip.safetensors"),
+            "te2": FX.make_lycoris_file(d, FX.CLIP_LAYOUTS, filename="te2.safetensors", te_prefix="lora_te2_text_model_",
+                                        seed=3)}
+
+
+def _ldm_ckpt(path, dtype=torch.float16):
+    """A tiny SD-style LDM single-file checkpoint: UNet + CLIP text encoder + a VAE tensor."""
+    sd = _ldm_unet_sd(models.tiny_unet(0))
+    sd.update({"cond_stage_model.transformer.text_model." + k: v.detach().clone()
+               for k, v in models.tiny_clip(0).state_dict().items()})
+    sd["first_stage_model.encoder.conv_in.weight"] = torch.randn(8, 3, 3, 3)
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+    save_file(sd, str(path), metadata={"format": "pt"})
+    return sd
+
+
+def _fp16_close(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert torch.allclose(got.float(), want, rtol=2 ** -10, atol=2 ** -20), (got.float() - want).abs().max()
+
+
+def _ldm_key_of(sd: dict, lf, name: str) -> str:
+    from lokr_core.keymap import ldm_unet
+
+    rules = ldm_unet.unet_rules(ldm_unet.layout_from_config(models.tiny_unet(0).config))
+    return "model.diffusion_model." + ldm_unet.diffusers_to_ldm(lf.paths[name], rules) + ".weight"
+
+
+def test_merge_checkpoint_ldm_matches_lycoris(tmp_path, files):
+    ckpt, out = tmp_path / "sd.safetensors", tmp_path / "merged.safetensors"
+    base = _ldm_ckpt(ckpt)
+    before = ckpt.read_bytes()
+    calls = []
+    res = M.merge_checkpoint(ckpt, [(files["unet"].path, 0.8), (str(files["clip"].path) , -1.0)], out, device="cpu",
+                             progress=lambda d, t: calls.append((d, t)))
+    got = load_file(str(out))
+    assert set(got) == set(base) and ckpt.read_bytes() == before
+    uf, cf = files["unet"], files["clip"]
+    changed = set()
+    for name in uf.reference:
+        key = _ldm_key_of(base, uf, name)
+        changed.add(key)
+        assert res.matched[str(uf.path)][name] == key
+        if name in uf.merged:  # DoRA of an fp16 base: compare against lycoris' merged weight with slack
+            want = base[key].float() + 0.8 * (uf.merged[name] - uf.weights[name])
+            assert torch.allclose(got[key].float(), want, rtol=1e-2, atol=1e-3)
+        else:
+            _fp16_close(got[key], base[key].float() + 0.8 * uf.reference[name])
+    for name, path in cf.paths.items():
+        key = f"cond_stage_model.transformer.text_model.{path}.weight"
+        changed.add(key)
+        _fp16_close(got[key], base[key].float() - cf.reference[name])
+    assert res.merged_tensors == len(changed) and res.tensors == len(base)
+    for k in set(base) - changed:
+        assert torch.equal(got[k], base[k]), k
+    assert got["model.diffusion_model.input_blocks.0.0.weight"].dtype == torch.float16
+    assert calls[-1] == (len(base), len(base))
+    with safe_open(str(out), "pt") as fh:
+        meta = fh.metadata()
+    rec = json.loads(meta["lokr_merge"])[-1]
+    assert meta["format"] == "pt" and rec["scale_rule"] == "file" and rec["dtype"] == "unchanged"
+    assert [(x["file"], x["strength"]) for x in rec["lokrs"]] == [("unet.safetensors", 0.8), ("clip.safetensors", -1.0)]
+    assert rec["lokrs"][0]["sha256"] == hashlib.sha256(uf.path.read_bytes()).hexdigest()
+    assert rec["tool"].startswith("comfyui-lokr ")
+    assert sorted(os.listdir(tmp_path)) == ["merged.safetensors", "sd.safetensors"]
+
+
+def test_merge_checkpoint_dtype_and_state_dict(tmp_path, files):
+    ckpt, out = tmp_path / "sd.safetensors", tmp_path / "m32.safetensors"
+    base = _ldm_ckpt(ckpt, dtype=torch.float32)
+    M.merge_checkpoint(ckpt, [(files["clip"].path, 0.5)], out, dtype="bf16", device="cpu")
+    got = load_file(str(out))
+    cf = files["clip"]
+    name, path = next(iter(cf.paths.items()))
+    key = f"cond_stage_model.transformer.text_model.{path}.weight"
+    assert got[key].dtype == torch.bfloat16
+    assert torch.equal(got[key], (base[key] + 0.5 * cf.reference[name]).bfloat16()) or torch.allclose(
+        got[key].float(), base[key] + 0.5 * cf.reference[name], rtol=2 ** -7)
+    # in memory: same numbers, the caller's dict untouched
+    snap = {k: v.clone() for k, v in base.items()}
+    res = M.merge_into_state_dict(base, [(cf.path, 0.5)])
+    _close(res.state_dict[key], base[key] + 0.5 * cf.reference[name])
+    assert all(torch.equal(base[k], snap[k]) for k in base)
+    assert res.state_dict["first_stage_model.encoder.conv_in.weight"] is base["first_stage_model.encoder.conv_in.weight"]
+    assert res.merged_tensors == len(cf.reference) and res.out is None
+
+
+def test_merge_checkpoint_sdxl_fused_openclip_rows(tmp_path, files):
+    """lora_te2 q_proj lands in rows [0:d] of OpenCLIP's fused in_proj_weight (SDXL LDM checkpoints)."""
+    ckpt, out = tmp_path / "xl.safetensors", tmp_path / "o.safetensors"
+    clip = models.tiny_clip(0)
+    base = _openclip_sd(clip, "conditioner.embedders.1.model.")
+    base.update({"conditioner.embedders.0.transformer.text_model." + k: v.detach().clone()
+                 for k, v in clip.state_dict().items()})
+    save_file(base, str(ckpt))
+    tf = files["te2"]
+    res = M.merge_checkpoint(ckpt, [(tf.path, 1.0)], out, device="cpu")
+    got = load_file(str(out))
+    d = 32
+    q = "lora_te2_text_model_encoder_layers_0_self_attn_q_proj"
+    fused = "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"
+    assert res.matched[str(tf.path)][q] == fused
+    _close(got[fused][:d], base[fused][:d] + tf.reference[q])
+    assert torch.equal(got[fused][d:], base[fused][d:])
+    fc1 = "lora_te2_text_model_encoder_layers_1_mlp_fc1"
+    key = "conditioner.embedders.1.model.transformer.resblocks.1.mlp.c_fc.weight"
+    _close(got[key], base[key] + tf.reference[fc1])
+    te1 = "conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(got[te1], base[te1])  # te2 modules never touch te1
+
+
+def test_merge_checkpoint_diffusers_folder(tmp_path, files):
+    src, out = tmp_path / "pipe", tmp_path / "pipe_merged"
+    unet, clip = models.tiny_unet(0), models.tiny_clip(0)
+    (src / "unet").mkdir(parents=True)
+    (src / "text_encoder").mkdir()
+    (src / "vae").mkdir()
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(src / "unet" / "diffusion_pytorch_model.safetensors"))
+    save_file(dict(clip.state_dict()), str(src / "text_encoder" / "model.safetensors"))
+    save_file({"encoder.conv_in.weight": torch.randn(8, 3, 3, 3)}, str(src / "vae" / "diffusion_pytorch_model.safetensors"))
+    (src / "unet" / "config.json").write_text('{"x": 1}')
+    (src / "model_index.json").write_text("{}")
+    uf, cf = files["unet"], files["clip"]
+    res = M.merge_checkpoint(src, [(uf.path, 1.0), (cf.path, 1.0)], out, device="cpu")
+    assert (out / "unet" / "config.json").read_text() == '{"x": 1}' and (out / "model_index.json").exists()
+    gu = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    gt = load_file(str(out / "text_encoder" / "model.safetensors"))
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    _close(gu[lyco_key := uf.paths[name] + ".weight"], unet.state_dict()[lyco_key] + uf.reference[name])
+    for name, path in cf.paths.items():
+        _close(gt[path + ".weight"], clip.state_dict()[path + ".weight"] + cf.reference[name])
+    assert torch.equal(load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))["encoder.conv_in.weight"],
+                       load_file(str(src / "vae" / "diffusion_pytorch_model.safetensors"))["encoder.conv_in.weight"])
+    assert res.matched[str(cf.path)][next(iter(cf.paths))].startswith("text_encoder.")
+    assert sorted(os.listdir(tmp_path)) == ["pipe", "pipe_merged"]
+    with pytest.raises(LoKrFormatError, match="already exists and is not an empty folder"):
+        M.merge_checkpoint(src, [(uf.path, 1.0)], out)
+    with pytest.raises(LoKrFormatError, match="overlaps the input folder"):
+        M.merge_checkpoint(src, [(uf.path, 1.0)], src / "sub")
+
+
+def test_merge_checkpoint_bad_inputs_write_nothing(tmp_path, files):
+    ckpt = tmp_path / "sd.safetensors"
+    _ldm_ckpt(ckpt)
+    before = ckpt.read_bytes()
+    out = tmp_path / "o.safetensors"
+    good = [(files["unet"].path, 1.0)]
+    link, hard = tmp_path / "link.safetensors", tmp_path / "hard.safetensors"
+    link.symlink_to(ckpt)
+    os.link(ckpt, hard)
+    for target in (ckpt, link, hard):
+        with pytest.raises(LoKrFormatError, match="output path is also an input"):
+            M.merge_checkpoint(ckpt, good, target)
+    unet_only = tmp_path / "unet_only.safetensors"
+    save_file({k: v.half() for k, v in _ldm_unet_sd(models.tiny_unet(0)).items()}, str(unet_only))
+    with pytest.raises(LoKrKeyError, match=r"clip\.safetensors'?: none of its 2 modules matches.*Nothing was written"):
+        M.merge_checkpoint(unet_only, [(files["clip"].path, 1.0)], out)
+    big = tmp_path / "big.safetensors"
+    save_file(_ldm_unet_sd(models.unet(dict(models.TINY_UNET, block_out_channels=(64, 128), cross_attention_dim=48))),
+              str(big))
+    with pytest.raises(LoKrShapeError, match=r"unet\.safetensors', module 'lora_unet_.*Nothing was written"):
+        M.merge_checkpoint(big, good, out)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(LoKrError, match="corrupt.safetensors"):
+        M.merge_checkpoint(ckpt, [(corrupt, 1.0)], out)
+    with pytest.raises(LoKrConfigError, match="strength is nan"):
+        M.merge_checkpoint(ckpt, [(files["unet"].path, float("nan"))], out)
+    with pytest.raises(LoKrFormatError, match="missing.safetensors'?: file does not exist"):
+        M.merge_checkpoint(ckpt, [(tmp_path / "missing.safetensors", 1.0)], out)
+    pickled = tmp_path / "model.ckpt"
+    pickled.write_bytes(b"PK")
+    with pytest.raises(LoKrFormatError, match="is not a .safetensors file"):
+        M.merge_checkpoint(pickled, good, out)
+    with pytest.raises(LoKrFormatError, match="folder .* does not exist; expected an existing folder"):
+        M.merge_checkpoint(ckpt, good, tmp_path / "x" / "o.safetensors")
+    with pytest.raises(LoKrFormatError, match="does not exist; expected a checkpoint"):
+        M.merge_checkpoint(tmp_path / "nope.safetensors", good, out)
+    with pytest.raises(LoKrConfigError, match="no LoKr files given"):
+        M.merge_checkpoint(ckpt, [], out)
+    assert ckpt.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == sorted(["sd.safetensors", "link.safetensors", "hard.safetensors",
+                                                   "unet_only.safetensors", "big.safetensors", "corrupt.safetensors",
+                                                   "model.ckpt"])
