@@ -2,6 +2,9 @@
 full-size SD1.5 / SDXL UNets and CLIP-L / OpenCLIP-G text encoders built on the meta device."""
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 from torch import nn
 
@@ -24,6 +27,17 @@ BUILDERS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def pristine(name: str) -> nn.Module:
+    """One untouched model per builder for the whole file (find_targets never changes a model;
+    the error tests check that); peft gets deep copies."""
+    return BUILDERS[name]()
+
+
+def fresh(name: str) -> nn.Module:
+    return copy.deepcopy(pristine(name))
+
+
 def peft_wrapped(model: nn.Module, **config) -> dict[str, tuple[int, float]]:
     """{name: (r, alpha)} of every module peft wraps for ``config`` (injected in place)."""
     peft.inject_adapter_in_model(peft.LoKrConfig(**config), model, low_cpu_mem_usage=True)
@@ -40,7 +54,7 @@ def ours(model: nn.Module, **config) -> dict[str, tuple[int, float]]:
     return {t.name: (t.r, t.alpha) for t in targets}
 
 
-Q_G = [f"encoder.layers.{i}.self_attn.q_proj" for i in range(32)]
+Q_G = [f"text_model.encoder.layers.{i}.self_attn.q_proj" for i in range(32)]  # full names
 
 CASES = [
     ("tiny_unet", dict(target_modules=["to_q", "to_v"])),
@@ -55,11 +69,13 @@ CASES = [
                        layers_pattern=["resnets", "attentions"])),
     ("tiny_unet", dict(target_modules=["to_q", "conv_out", "conv_in"], modules_to_save=["conv_out"])),
     ("tiny_unet", dict(target_modules="all-linear", layers_to_transform=[0])),  # < 20 names: exact, no filter
+    ("tiny_unet", dict(target_modules=r".*to_q", layers_to_transform=[1])),  # regex: layers ignored
+    ("tiny_unet", dict(target_modules=["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "to_k"],
+                       layers_to_transform=[5])),  # exact name kept, suffix match filtered out
     ("tiny_clip", dict(target_modules=["q_proj", "fc2"], layers_to_transform=[1], layers_pattern="layers",
                        rank_pattern={"fc2": 2}, alpha_pattern={r"layers\.1\.self_attn\.q_proj": 3})),
     ("sd15", dict(target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv1", "conv2",
                                   "conv_in"], rank_pattern={"conv\\d": 4}, alpha_pattern={"to_out.0": 2})),
-    ("sd15", dict(target_modules="all-linear", exclude_modules=r".*(time_emb|time_embedding).*")),
     ("sdxl", dict(target_modules="all-linear")),
     ("sdxl", dict(target_modules=["to_q", "to_k", "ff.net.0.proj"], layers_to_transform=[0, 9],
                   layers_pattern="transformer_blocks")),
@@ -72,18 +88,18 @@ CASES = [
 
 @pytest.mark.parametrize("model, config", CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CASES)])
 def test_find_targets_equals_peft(model, config):
-    expected = peft_wrapped(BUILDERS[model](), **config)
-    got = ours(BUILDERS[model](), **config)
+    expected = peft_wrapped(fresh(model), **config)
+    got = ours(pristine(model), **config)
     assert got == expected
     assert got  # every case adapts something
 
 
 def test_quirks_visible_in_counts():
     """The PEFT rules our matching reproduces, spelled out (the equality above checks them vs peft)."""
-    g = clip_text(OPENCLIP_G, "meta")
+    g = pristine("openclip_g")
     assert len(find_targets(g, LoKrConfig(target_modules=Q_G, layers_to_transform=[1, 2]))) == 2
     assert len(find_targets(g, LoKrConfig(target_modules=Q_G[:19], layers_to_transform=[1, 2]))) == 19
-    with_proj = find_targets(clip_text(OPENCLIP_G, "meta", with_projection=True), LoKrConfig(target_modules="all-linear"))
+    with_proj = find_targets(g, LoKrConfig(target_modules="all-linear"))
     assert "text_projection" in {t.name for t in with_proj} and len(with_proj) == 32 * 6 + 1
 
 
