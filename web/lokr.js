@@ -40,6 +40,7 @@ function el(tag, cls, text) {
 }
 
 const CSS = `
+.lokr-host{width:100%;height:100%;overflow:hidden;box-sizing:border-box}
 .lokr-panel{font:11px/1.35 system-ui,sans-serif;color:var(--input-text,#ddd);background:var(--comfy-input-bg,#222);
   border-radius:6px;padding:6px 8px;box-sizing:border-box;overflow:hidden;width:100%;}
 .lokr-panel .lokr-head{display:flex;gap:6px;align-items:center;margin-bottom:3px;flex-wrap:wrap}
@@ -101,13 +102,25 @@ async function getJSON(api, path) {
 }
 
 function resizeNode(app, node) {
-  try {
-    if (typeof node.computeSize === "function" && typeof node.setSize === "function") {
-      const [w, h] = node.computeSize();
-      node.setSize([Math.max(node.size?.[0] ?? w, w), Math.max(h, node.size?.[1] ?? 0)]);
-    }
-    app?.graph?.setDirtyCanvas?.(true, true);
-  } catch (_) { /* size is cosmetic */ }
+  const fit = () => {
+    try {
+      if (typeof node.computeSize === "function" && typeof node.setSize === "function") {
+        const [w, h] = node.computeSize();
+        node.setSize([Math.max(node.size?.[0] ?? w, w), h]);
+      }
+      app?.graph?.setDirtyCanvas?.(true, true);
+    } catch (_) { /* size is cosmetic */ }
+  };
+  fit();
+  // once more after the browser laid the new content out (text wraps change the height)
+  if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => requestAnimationFrame(fit));
+  setTimeout(fit, 80);
+}
+
+/** Height a DOM widget needs for `card` (its natural height, unconstrained by the host) plus margins. */
+function contentHeight(card, widget) {
+  const margin = Number(widget?.margin ?? 10);
+  return Math.max(30, Math.ceil(card.offsetHeight || 0) + 2 * margin + 2);
 }
 
 /** Checkpoint name upstream of the node's "model" input (follows MODEL links, at most 12 hops). */
@@ -130,15 +143,18 @@ function upstreamCheckpoint(app, node) {
 function setupPanel(app, api, node, fileInput) {
   const fileWidget = node.widgets?.find((w) => w.name === fileInput);
   if (!fileWidget || typeof node.addDOMWidget !== "function") return;
+  const host = el("div", "lokr-host");
   const root = el("div", "lokr-panel");
   root.dataset.lokr = "panel";
+  host.appendChild(root);
   const state = { file: null, summary: null, error: null, report: null, modelFamily: null, seq: 0, lastCheck: 0 };
 
-  const widget = node.addDOMWidget("lokr_panel", "lokr_panel", root, {
+  let widget = null;
+  widget = node.addDOMWidget("lokr_panel", "lokr_panel", host, {
     serialize: false,
     hideOnZoom: false,
-    getMinHeight: () => Math.max(40, root.scrollHeight + 4),
-    getMaxHeight: () => Math.max(40, root.scrollHeight + 4),
+    getMinHeight: () => contentHeight(root, widget),
+    getMaxHeight: () => contentHeight(root, widget),
   });
   if (widget) widget.serialize = false;
 
@@ -154,7 +170,8 @@ function setupPanel(app, api, node, fileInput) {
     head.appendChild(el("span", "lokr-fam", L.familyLabel(fam)));
     const mismatch = L.familyMismatch(fam, state.report?.model_family ?? state.modelFamily);
     if (mismatch) {
-      const badge = el("span", "lokr-badge lokr-bad", "⚠ family mismatch");
+      const modelFam = state.report?.model_family ?? state.modelFamily;
+      const badge = el("span", "lokr-badge lokr-bad", `⚠ family mismatch: model is ${L.familyLabel(modelFam)}`);
       badge.title = mismatch;
       badge.dataset.lokr = "mismatch";
       head.appendChild(badge);
@@ -250,8 +267,10 @@ const LAYOUTS = [["sd1", 17], ["sd1", 26], ["sdxl", 12], ["sdxl", 20]];
 function setupEditor(app, api, node, vectorInput) {
   const textWidget = node.widgets?.find((w) => w.name === vectorInput);
   if (!textWidget || typeof node.addDOMWidget !== "function") return;
+  const host = el("div", "lokr-host");
   const root = el("div", "lokr-bw");
   root.dataset.lokr = "block-editor";
+  host.appendChild(root);
   const top = el("div", "lokr-bw-top");
   const layoutSel = el("select");
   layoutSel.title = "Vector layout (model family and number of values)";
@@ -268,10 +287,12 @@ function setupEditor(app, api, node, vectorInput) {
   root.append(top, grid, err);
   const state = { layout: 0, values: [], presets: {}, inputs: [], writing: false };
 
-  const widget = node.addDOMWidget("lokr_block_editor", "lokr_block_editor", root, {
+  let widget = null;
+  widget = node.addDOMWidget("lokr_block_editor", "lokr_block_editor", host, {
     serialize: false,
     hideOnZoom: false,
-    getMinHeight: () => Math.max(60, root.scrollHeight + 4),
+    getMinHeight: () => contentHeight(root, widget),
+    getMaxHeight: () => contentHeight(root, widget),
   });
   if (widget) widget.serialize = false;
 

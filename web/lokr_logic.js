@@ -20,7 +20,7 @@ export const BLOCK_IDS = Object.freeze({
   sdxl: Object.freeze({ 12: XL_12, 20: XL_20 }),
 });
 
-export const FAMILY_LABELS = Object.freeze({ sd1: "SD 1.x", sd2: "SD 2.x", sdxl: "SDXL" });
+export const FAMILY_LABELS = Object.freeze({ sd1: "SD 1.x", sd2: "SD 2.x", sdxl: "SDXL", "sd1/sd2": "SD 1.x/2.x" });
 
 /** Human label of a family id ("sd1" -> "SD 1.x"); unknown / empty -> "unknown". */
 export function familyLabel(family) {
@@ -40,41 +40,100 @@ export function familiesForLength(length) {
 }
 
 const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+const PCT_ITEM = /^(default|base|in|mid|out)(\d+)?(?:-(\d+))?=(.+)$/;
+
+function finiteNumber(text, what) {
+  const t = String(text).trim();
+  if (!NUMBER.test(t)) throw new Error(`block weight ${what} '${t}' is not a number, A, a, B, b, R or U`);
+  const v = Number(t);
+  if (!Number.isFinite(v)) throw new Error(`block weight ${what} '${t}' is not finite`);
+  return v;
+}
 
 /**
  * Parse one token: a number, A / a (= A/2), B / b (= B/2), or R / U (random, drawn server-side
  * from the seed: returned as null). Throws Error naming the token otherwise.
  */
-export function parseToken(token, { A = 1, B = 1 } = {}) {
+export function parseToken(token, { A = 4, B = 1 } = {}) {
   const t = String(token).trim();
-  if (NUMBER.test(t)) return Number(t);
   switch (t) {
     case "A": return Number(A);
     case "a": return Number(A) / 2;
     case "B": return Number(B);
     case "b": return Number(B) / 2;
-    case "R": case "U": return null;
-    default:
-      throw new Error(`block weight token '${t}' is not a number, A, a, B, b, R or U`);
+    case "R": case "r": case "U": case "u": return null;
+    default: return finiteNumber(t, "token");
   }
 }
 
 /**
- * Parse a block-weight vector ("1,0,0.5,..." or a preset name) for `family` (sd1 | sd2 | sdxl, or
- * null to infer it from the length). Returns {family, ids, tokens, values, blocks} where values[i]
- * is the number for ids[i] (null for R/U) and blocks maps ID -> value. Throws Error listing the
- * expected IDs when the length fits no layout of the family.
+ * Parse a `%` spec ("%default=1,base=0,in=0.5,out3-5=0,mid=0") into {block ID: value} over the
+ * family's full layout (26 blocks for SD1/2, 20 for SDXL), as lokr_core.block_weights does.
  */
-export function parseBlockVector(text, { family = null, A = 1, B = 1, presets = {} } = {}) {
+export function parsePercentSpec(text, family) {
+  const ids = BLOCK_IDS[family]?.[family === "sdxl" ? 20 : 26];
+  if (!ids) throw new Error(`a '%' block weight spec needs a model family (sd1, sd2 or sdxl), got '${family}'`);
+  const items = String(text).trim().slice(1).split(",").map((x) => x.trim()).filter(Boolean);
+  const parsed = items.map((item) => {
+    const m = PCT_ITEM.exec(item.replace(/ /g, ""));
+    if (!m) throw new Error(`block weight item '${item}' is not understood; expected default=V, base=V, in=V, mid=V, out=V, inN=V, outN=V or inN-M=V / outN-M=V`);
+    return m.slice(1);
+  });
+  const dflt = parsed.find(([g]) => g === "default");
+  const values = Object.fromEntries(ids.map((id) => [id, dflt ? finiteNumber(dflt[3], "default") : 1]));
+  for (const [g, , , v] of parsed) if (g === "base") values.BASE = finiteNumber(v, "base");
+  for (const [g, lo, hi, v] of parsed) {
+    if (g === "default" || g === "base") continue;
+    const name = `${g}${lo ?? ""}${hi ? "-" + hi : ""}`;
+    const value = finiteNumber(v, name);
+    if (g === "mid") {
+      if (lo !== undefined) throw new Error(`block weight item '${name}': the middle block has no number; write mid=V`);
+      values.MID = value;
+      continue;
+    }
+    const head = g === "in" ? "IN" : "OUT";
+    if (lo === undefined) {
+      for (const id of ids) if (id.startsWith(head)) values[id] = value;
+      continue;
+    }
+    for (let n = Number(lo); n <= Number(hi ?? lo); n++) {
+      const id = head + String(n).padStart(2, "0");
+      if (!(id in values)) throw new Error(`block weight item '${name}' names ${id}, which a ${familyLabel(family)} UNet does not have`);
+      values[id] = value;
+    }
+  }
+  return values;
+}
+
+/**
+ * Parse a block-weight vector ("1,0,0.5,...", a preset name, "NAME:vector" or a `%` spec) for
+ * `family` (sd1 | sd2 | sdxl, or null to infer it from the length). Returns {family, ids, tokens,
+ * values, blocks}: values[i] is the number for ids[i] (null for R/U, drawn server-side from the
+ * seed) and blocks maps ID -> value. Throws Error listing the expected IDs when the length fits no
+ * layout. Agrees with lokr_core.block_weights.parse_block_weights on the blocks it lists
+ * (tests/web/block_vectors.json).
+ */
+export function parseBlockVector(text, { family = null, A = 4, B = 1, presets = {} } = {}) {
+  const has = (k) => Object.prototype.hasOwnProperty.call(presets, k);
   let source = String(text ?? "").trim();
-  if (Object.prototype.hasOwnProperty.call(presets, source)) source = String(presets[source]).trim();
+  if (has(source)) source = String(presets[source]).trim();
+  if (!source.startsWith("%") && source.includes(":")) {
+    source = source.slice(source.indexOf(":") + 1).trim();
+    if (has(source)) source = String(presets[source]).trim();
+  }
   if (!source) throw new Error("block weight vector is empty");
-  const tokens = source.split(",").map((t) => t.trim());
-  const n = tokens.length;
-  const families = family ? [family] : familiesForLength(n);
   if (family && !BLOCK_IDS[family]) {
     throw new Error(`unknown model family '${family}'; expected one of ${Object.keys(BLOCK_IDS).join(", ")}`);
   }
+  if (source.startsWith("%")) {
+    const blocks = parsePercentSpec(source, family);
+    const ids = Object.keys(blocks);
+    return { family, ids, tokens: ids.map((id) => String(blocks[id])), values: ids.map((id) => blocks[id]), blocks };
+  }
+  const tokens = source.split(",").map((t) => t.trim());
+  if (tokens.length && tokens[tokens.length - 1] === "") tokens.pop();
+  const n = tokens.length;
+  const families = family ? [family] : familiesForLength(n);
   const ids = families.length ? blockIds(families[0], n) : null;
   if (!ids) throw new Error(lengthMessage(n, family));
   const values = tokens.map((t) => parseToken(t, { A, B }));
@@ -150,10 +209,13 @@ export function familyFromCheckpointName(name) {
 
 /**
  * Warning text when the file's family and the model's family differ, else null. sd1 and sd2 share
- * the UNet layout but not the text encoder, so they are still reported.
+ * the UNet layout but not the text encoder, so they are still reported; "sd1/sd2" (undecided)
+ * conflicts only with sdxl.
  */
 export function familyMismatch(fileFamily, modelFamily) {
   if (!fileFamily || !modelFamily || fileFamily === modelFamily) return null;
+  const both = "sd1/sd2";
+  if ((fileFamily === both && modelFamily !== "sdxl") || (modelFamily === both && fileFamily !== "sdxl")) return null;
   return `This LoKr looks like ${familyLabel(fileFamily)}, the model like ${familyLabel(modelFamily)}`;
 }
 

@@ -23,7 +23,7 @@ test("block IDs: lengths and order per family (LOKR_SPEC section 7)", () => {
 
 for (const [i, c] of shared.cases.entries()) {
   test(`shared vector case ${i}: ${JSON.stringify(c.vector).slice(0, 40)} (${c.family})`, () => {
-    const opts = { family: c.family, A: c.A ?? 1, B: c.B ?? 1 };
+    const opts = { family: c.family, A: c.A ?? 4, B: c.B ?? 1 };
     if (c.error) {
       assert.throws(() => L.parseBlockVector(c.vector, opts), (e) => e.message.includes(c.error));
       return;
@@ -53,6 +53,8 @@ test("parseToken", () => {
   assert.equal(L.parseToken("b", { B: 1 }), 0.5);
   assert.equal(L.parseToken("R"), null);
   assert.throws(() => L.parseToken("1.2.3"), /'1.2.3' is not a number/);
+  assert.equal(L.parseToken("A"), 4);  // lokr_core's default A=4, B=1
+  assert.equal(L.parseToken("r"), null);
   assert.throws(() => L.parseToken("Infinity"), /not a number/);
 });
 
@@ -88,6 +90,10 @@ test("family labels, checkpoint-name guesses and mismatch text", () => {
   assert.equal(L.familyMismatch("sd1", "sd1"), null);
   assert.equal(L.familyMismatch(null, "sd1"), null);
   assert.equal(L.familyMismatch("sdxl", null), null);
+  assert.equal(L.familyMismatch("sd1/sd2", "sd2"), null);
+  assert.equal(L.familyMismatch("sd1", "sd1/sd2"), null);
+  assert.equal(L.familyMismatch("sd1/sd2", "sdxl"), "This LoKr looks like SD 1.x/2.x, the model like SDXL");
+  assert.equal(L.familyLabel("sd1/sd2"), "SD 1.x/2.x");
 });
 
 test("triggerWords: explicit list, else top tags, else tag frequency totals", () => {
