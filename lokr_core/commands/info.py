@@ -1,0 +1,59 @@
+"""``lokr info FILE [--json] [--against CKPT]``: what a LoKr file holds (``lokr_core.report``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import add_scale_rule
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("info", help="show what a LoKr file holds",
+                              description="Show modules per block, layouts, ranks, scales, DoRA, training "
+                                          "metadata and warnings of a LoKr file; with --against, which modules "
+                                          "match a checkpoint.")
+    p.add_argument("file", help="LoKr file (.safetensors, kohya/LyCORIS) or PEFT adapter folder")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--against", metavar="CKPT", help="checkpoint (.safetensors) or diffusers folder to resolve against")
+    p.add_argument("--top-tags", type=int, default=20, metavar="N", help="training tags to show (default 20)")
+    add_scale_rule(p)
+    p.set_defaults(run=run)
+    return p
+
+
+def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a safetensors checkpoint, or of the unet / text_encoder / text_encoder_2 files
+    of a diffusers folder (keys prefixed with their sub-folder: ``unet.down_blocks...``)."""
+    from ..merge import RESOLVED_COMPONENTS, _components, _file_keys_shapes
+
+    root = Path(path)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for comp, files in _components(root).items():
+        if root.is_dir() and comp not in RESOLVED_COMPONENTS:
+            continue
+        for f in files:
+            s, _ = _file_keys_shapes(f)
+            prefix = comp.replace("/", ".") + "." if comp else ""
+            shapes.update({prefix + k: v for k, v in s.items()})
+    return shapes
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io import load_lokr
+    from ..report import format_report, summarize
+
+    weights = load_lokr(args.file)
+    target = checkpoint_shapes(args.against) if args.against else None
+    summary = summarize(weights, target, scale_rule=args.scale_rule, top_n=args.top_tags)
+    if args.json:
+        from ..report import jsonable
+
+        print(json.dumps(jsonable(summary), indent=2))
+    else:
+        print(format_report(summary))
+    if summary.get("warnings"):
+        print(f"lokr info: {len(summary['warnings'])} warning(s), see above", file=sys.stderr)
+    return 0

@@ -1,0 +1,58 @@
+"""``lokr merge CKPT LOKR[:STRENGTH]... -o OUT``: bake LoKr files into a checkpoint (streamed)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from . import add_scale_rule, tqdm_progress
+
+
+def parse_lokr_arg(text: str) -> tuple[str, float | str]:
+    """``path[:strength]`` -> (path, strength). The strength is the part after the last ``:`` when it
+    parses as a number (so ``C:\\x.safetensors`` stays a path); default 1.0. A non-finite strength
+    is returned as is and refused by the merge (exit code 2)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("merge", help="merge LoKr files into a checkpoint",
+                              description="Merge one or more LoKr files into a Stable Diffusion checkpoint "
+                                          "(LDM single-file .safetensors or diffusers folder), tensor by tensor, "
+                                          "and write a new file atomically. Nothing is written if any LoKr does "
+                                          "not fit the checkpoint.")
+    p.add_argument("checkpoint", help="input checkpoint (.safetensors) or diffusers folder")
+    p.add_argument("lokrs", nargs="+", metavar="LOKR[:STRENGTH]", help="LoKr file, optionally with :strength (default 1)")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors (or new folder for diffusers input)")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="output dtype of float tensors (default: keep)")
+    p.add_argument("--device", help="where to compute (default: cuda if available, else cpu)")
+    p.add_argument("--dora-mode", choices=["interpolate", "lycoris"], default="interpolate",
+                   help="DoRA strength rule (default interpolate: 0 -> W, 1 -> W_dora)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_scale_rule(p)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..merge import merge_checkpoint
+
+    pairs = [parse_lokr_arg(s) for s in args.lokrs]
+    with tqdm_progress("merging", enabled=not args.no_progress) as progress:
+        result = merge_checkpoint(args.checkpoint, pairs, args.output, dtype=args.dtype, device=args.device,
+                                  progress=progress, scale_rule=args.scale_rule, dora_mode=args.dora_mode)
+    for label, matched in result.matched.items():
+        skipped = result.unmatched.get(label, [])
+        print(f"{label}: {len(matched)} modules merged" + (f", {len(skipped)} unmatched (skipped)" if skipped else ""),
+              file=sys.stderr)
+        for name in skipped[:10]:
+            print(f"  unmatched: {name}", file=sys.stderr)
+    print(f"wrote {result.out} ({result.merged_tensors} of {result.tensors} tensors changed, device {result.device}, "
+          f"{result.seconds:.1f} s)")
+    return 0
