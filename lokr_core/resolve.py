@@ -38,6 +38,7 @@ class ResolveReport:
     - ``shape_mismatch``: name -> (target weight shape, shape the factors give: (out, in[, k...]) or
       (out, in*k) for a split conv W2);
     - ``skipped``: name -> component ("unet", "te1", "te2") the target does not hold;
+    - ``notes``: unmatched name -> why it cannot map onto this target (when known);
     - ``blocks``: matched name -> LDM block ID (``BASE``, ``IN00``.., ``MID``, ``OUT00``..);
     - ``family`` / ``target_family``: "sd1" | "sd2" | "sdxl" | "sd1/sd2" | None.
     """
@@ -52,6 +53,7 @@ class ResolveReport:
     skipped: dict[str, str] = field(default_factory=dict)
     blocks: dict[str, str] = field(default_factory=dict)
     source: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,7 @@ class ResolveReport:
                 "family": self.family, "target_family": self.target_family,
                 "family_mismatch": self.family_mismatch, "rows": {k: list(v) for k, v in self.rows.items()},
                 "ambiguous": {k: list(v) for k, v in self.ambiguous.items()}, "skipped": dict(self.skipped),
-                "blocks": dict(self.blocks), "source": self.source, "ok": self.ok}
+                "blocks": dict(self.blocks), "source": self.source, "notes": dict(self.notes), "ok": self.ok}
 
     def format(self, limit: int = 20) -> str:
         """Human-readable summary, at most ``limit`` lines per section."""
@@ -92,7 +94,9 @@ class ResolveReport:
                 if len(items) > limit:
                     lines.append(f"  ... and {len(items) - limit} more")
 
-        section("unmatched", [f"{n} -> nearest: {', '.join(c) if c else '(none)'}" for n, c in self.unmatched.items()])
+        section("unmatched", [f"{n} -> " + (self.notes[n] if n in self.notes else
+                                            f"nearest: {', '.join(c) if c else '(none)'}")
+                              for n, c in self.unmatched.items()])
         section("shape mismatch", [f"{n}: target weight {a}, the factors give {b}"
                                    for n, (a, b) in self.shape_mismatch.items()])
         section("ambiguous", [f"{n} -> could be {', '.join(c)}" for n, c in self.ambiguous.items()])
@@ -151,9 +155,17 @@ def _nearest(alias: str, comps: Iterable[str], index: TargetIndex, n: int = 3) -
         if matcher.real_quick_ratio() >= 0.4 and matcher.quick_ratio() >= 0.4:
             r = matcher.ratio()
             if r >= 0.4:
-                scored.append((-r, a))
+                scored.append((r, a))
+    # token ratios tie often (to_q vs to_k against to_qq): re-rank the best ones by characters too
+    scored = sorted(scored, key=lambda x: -x[0])[:4 * n]
+    chars = difflib.SequenceMatcher(autojunk=False)
+    chars.set_seq2(alias)
+    ranked = []
+    for r, a in scored:
+        chars.set_seq1(a)
+        ranked.append((-(r + chars.ratio()), a))
     out: list[str] = []
-    for _, a in sorted(scored):
+    for _, a in sorted(ranked):
         for e in pool[a]:
             if e.key not in out:
                 out.append(e.key)
@@ -209,6 +221,9 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
             entries = fitting or entries
         if not entries:
             report.unmatched[name] = _nearest(alias, comps, index)
+            why = next((index.unsupported[c][alias] for c in comps if alias in index.unsupported.get(c, {})), None)
+            if why:
+                report.notes[name] = why
             continue
         if len(entries) > 1:
             report.ambiguous[name] = [e.key for e in entries]

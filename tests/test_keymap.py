@@ -278,3 +278,10 @@ def test_build_index_rejects_unknown_targets():
         build_index({"vae": torch.nn.Linear(2, 2)})
     with pytest.raises(LoKrKeyError, match="tensor or a shape"):
         build_index({"model.diffusion_model.out.2.weight": "x"})
+
+
+def test_family_target_openclip_bare_parameters():
+    xl = family_target("sdxl")
+    assert xl["conditioner.embedders.1.model.text_projection"] == (1280, 1280)
+    assert xl["conditioner.embedders.1.model.positional_embedding"] == (77, 1280)
+    assert "cond_stage_model.model.text_projection" not in family_target("sd2")  # CLIPTextModel: no projection

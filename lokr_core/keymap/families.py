@@ -48,6 +48,7 @@ FAMILIES: dict[str, dict] = {
              "te2": (OPENCLIP_G, "openclip", "conditioner.embedders.1.model.")},
 }
 """family -> UNet config and text encoders (config, LDM layout, LDM prefix)."""
+_BARE_PARAMS = {"text_projection": "text_projection", "embeddings.position_embedding": "positional_embedding"}
 _DIFFUSERS_PREFIX = {"te1": "text_encoder.", "te2": "text_encoder_2."}
 
 
@@ -56,6 +57,9 @@ def _openclip_shapes(hf: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, 
     out: dict[str, tuple[int, ...]] = {}
     for key, shape in hf.items():
         path, _, param = canonical_text_path(key).rpartition(".")
+        if path in _BARE_PARAMS and param == "weight":  # bare parameters; text_projection transposed
+            out[_BARE_PARAMS[path]] = tuple(reversed(shape)) if path == "text_projection" else shape
+            continue
         oc = hf_to_openclip(path)
         if oc is None:
             continue

@@ -65,6 +65,8 @@ class TargetIndex:
     entries: list[TargetEntry] = field(default_factory=list)
     by_alias: dict[str, dict[str, list[TargetEntry]]] = field(default_factory=dict)
     unet_layout: ldm_unet.UNetLayout | None = None
+    unsupported: dict[str, dict[str, str]] = field(default_factory=dict)
+    """component -> underscore name -> why a module of that name cannot be targeted here."""
 
     @property
     def components(self) -> frozenset[str]:
@@ -220,6 +222,12 @@ def add_state_dict(index: TargetIndex, state: Mapping[str, Any]) -> None:
                     index.add(_text_entry(comp, rest[: -len(".weight")], k, _shape_of(state[k], k)))
         else:  # openclip
             for k, rest in zip(gkeys, rests):
+                if rest == "text_projection":
+                    why = (f"the checkpoint stores it as the bare transposed parameter {k!r} (OpenCLIP layout); "
+                           "a LoKr on text_projection is not applied there")
+                    table = index.unsupported.setdefault(comp, {})
+                    table["text_projection"] = table["text_model_text_projection"] = why
+                    continue
                 shape = _shape_of(state[k], k)
                 for path, block in clip_text.openclip_weight_to_hf(rest):
                     if block is None:
