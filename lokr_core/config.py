@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Callable, Iterable, Literal, Mapping, Union
 
 from .errors import LoKrConfigError, LoKrError, LoKrFormatError, where
 
@@ -32,14 +32,35 @@ PEFT_BASE_KEYS: dict[str, Any] = {
 _IGNORED_KEYS = frozenset(PEFT_BASE_KEYS) | {"peft_version", "runtime_config"}
 
 
-def pattern_key(pattern_keys, module_name: str) -> str | None:
+def _tail_matcher(key: str) -> Callable[[str], bool]:
+    """A test equivalent to ``re.match(rf"(.*\\.)?({key})$", name)`` (PEFT's get_pattern_key rule).
+
+    Keys made of word characters and dots only (module paths, the common case) are fixed-length
+    patterns whose dots match any character: compare the name's tail directly (fast when a
+    config carries one key per module). Other keys are compiled once.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.]+", key):
+        rx = re.compile(rf"(.*\.)?({key})$")
+        return lambda name: rx.match(name) is not None
+    n = len(key)
+    last = key.rsplit(".", 1)[-1]
+
+    def match(name: str) -> bool:
+        if len(name) < n or not name.endswith(last) or (len(name) > n and name[-n - 1] != "."):
+            return False
+        tail = name[-n:]
+        return tail == key or all(k == c or (k == "." and c != "\n") for k, c in zip(key, tail))
+    return match
+
+
+def pattern_key(pattern_keys: Iterable[str], module_name: str) -> str | None:
     """The first key of ``pattern_keys`` that matches ``module_name`` as PEFT's ``get_pattern_key`` does.
 
     A key matches when ``re.match(rf"(.*\\.)?({key})$", module_name)`` succeeds: the key is a regex
     that must match the whole name or a dot-separated tail of it. Returns None when none matches.
     """
     for key in pattern_keys:
-        if re.match(rf"(.*\.)?({key})$", module_name):
+        if _tail_matcher(key)(module_name):
             return key
     return None
 
@@ -189,10 +210,19 @@ class LoKrConfig:
         Each dict is searched in insertion order for the first key ``k`` with
         ``re.match(rf"(.*\\.)?({k})$", module_name)`` (PEFT's get_pattern_key); no match -> r / alpha.
         """
-        rk = pattern_key(self.rank_pattern, module_name)
-        ak = pattern_key(self.alpha_pattern, module_name)
+        rk = self._first_key("rank_pattern", module_name)
+        ak = self._first_key("alpha_pattern", module_name)
         return (self.r if rk is None else self.rank_pattern[rk],
                 self.alpha if ak is None else self.alpha_pattern[ak])
+
+    def _first_key(self, field_name: str, module_name: str) -> str | None:
+        """pattern_key over one pattern dict, with its matchers built once per set of keys."""
+        keys = tuple(getattr(self, field_name))
+        cache = self.__dict__.setdefault("_matchers", {})  # per instance, not a dataclass field
+        entry = cache.get(field_name)
+        if entry is None or entry[0] != keys:
+            entry = cache[field_name] = (keys, [(k, _tail_matcher(k)) for k in keys])
+        return next((k for k, match in entry[1] if match(module_name)), None)
 
     # ----------------------------------------------------------------- PEFT dicts and files
     def to_peft_dict(self) -> dict[str, Any]:

@@ -196,6 +196,25 @@ def test_r_alpha_for_equals_peft(rank_pattern, alpha_pattern):
     assert seen == 13
 
 
+def test_pattern_key_equals_peft_get_pattern_key():
+    from peft.utils.other import get_pattern_key
+
+    keys = ["to_q", "attn1.to_k", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v", "1.fc1", ".to_out.0",
+            "blocks.1", r"up_blocks\.\d.*", "ff.net.2", "a.b.", "proj", "conv.", "^mid.*"]
+    names = ["to_q", "x.to_q", "xto_q", "a.attn1.to_k", "a.attn1Xto_k", "attn1.to_k", "b.attn11.to_k",
+             "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v", "z.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v",
+             "zdown_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v", "layers.1.fc1", "layers.11.fc1", "x.to_out.0",
+             "x..to_out.0", "up_blocks.1.resnets.0.conv1", "down_blocks.1", "mid_block.proj", "ff.net.2", "ffxnetx2",
+             "a.b.c", "q.a.b.", "conv1", "mid.conv2", ""]
+    for i in range(len(keys)):
+        order = keys[i:] + keys[:i]
+        for name in names:
+            expected = get_pattern_key(order, name)
+            assert pattern_key(order, name) == (None if expected == name and name not in order else expected), name
+            cfg = LoKrConfig(rank_pattern={k: j + 1 for j, k in enumerate(order)})
+            assert cfg.r_alpha_for(name)[0] == cfg.rank_pattern.get(expected, 8), (order, name)
+
+
 def test_pattern_key_rule():
     assert pattern_key(["to_q", "to_k"], "a.b.to_k") == "to_k"
     assert pattern_key(["to_q"], "a.b.xto_q") is None
