@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Union
@@ -237,8 +238,9 @@ class LoKrConfig:
     def from_peft_dict(cls, d: Mapping[str, Any], *, file: str | None = None) -> "LoKrConfig":
         """Build a config from a PEFT config dict (an adapter_config.json's content).
 
-        PEFT's base keys (``base_model_name_or_path``, ``task_type``, ``peft_version``, ...) and unknown
-        keys from newer PEFT versions are ignored; ``peft_type``, when present, must be ``"LOKR"``.
+        PEFT's base keys (``base_model_name_or_path``, ``task_type``, ``peft_version``, ...) are ignored;
+        unknown keys (from newer PEFT versions) are ignored with a warning, as PEFT does; ``peft_type``,
+        when present, must be ``"LOKR"``.
         Raises LoKrConfigError naming ``file`` and the field.
         """
         at = where(file, None)
@@ -250,6 +252,9 @@ class LoKrConfig:
             raise LoKrConfigError(f"{at}peft_type is {peft_type!r}; expected 'LOKR' (this is not a LoKr adapter)")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
+        unknown = sorted(str(k) for k in d if k not in known and k not in _IGNORED_KEYS)
+        if unknown:  # as PEFT does for configs written by a newer version
+            warnings.warn(f"{at}ignoring PEFT config keys this version does not know: {unknown}", stacklevel=2)
         for k in ("rank_pattern", "alpha_pattern"):
             if kwargs.get(k) is None:
                 kwargs.pop(k, None)

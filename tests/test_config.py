@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 
 import pytest
 from torch import nn
@@ -123,8 +124,14 @@ def test_to_and_from_peft_dict():
     d = ours.to_peft_dict()
     assert d["peft_type"] == "LOKR" and d["target_modules"] == ["to_q", "to_v"]
     assert peft.LoKrConfig(**{k: v for k, v in d.items() if k != "peft_type"}).r == 4
-    d.update(base_model_name_or_path="x", peft_version="0.99.0", task_type=None, some_future_key=1)
-    assert LoKrConfig.from_peft_dict(d) == ours
+    d.update(base_model_name_or_path="x", peft_version="0.99.0", task_type=None, revision="main")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PEFT's own keys pass silently
+        assert LoKrConfig.from_peft_dict(d) == ours
+    d["some_future_key"] = 1
+    with pytest.warns(UserWarning, match="some_future_key"):
+        assert LoKrConfig.from_peft_dict(d) == ours
+    del d["some_future_key"]
     d["rank_pattern"] = None  # older PEFT files may hold null patterns
     assert LoKrConfig.from_peft_dict(d).rank_pattern == {}
 
