@@ -1,0 +1,252 @@
+"""Benchmark: merging a full-coverage LoKr into an SD1.5-size UNet, lokr_core vs PEFT.
+
+A random SD1.5 UNet (tests/models.SD15_UNET) gets a PEFT LoKr adapter on every Linear and Conv2d
+(random factors); the same adapter directory is then merged three ways, each in a fresh
+subprocess so memory numbers do not mix:
+
+- ``peft``:   ``PeftModel.from_pretrained(unet, adapter).merge_and_unload()`` (the reference);
+- ``apply``:  ``lokr_core.apply_lokr(unet, load_lokr(adapter), mode="merge")`` on the same in-memory UNet;
+- ``stream``: ``lokr_core.merge_checkpoint(unet.safetensors, [(adapter, 1.0)], out.safetensors)``:
+  file to file, tensor by tensor (includes reading and writing the checkpoint).
+
+Per method: wall time of the merge alone, and peak extra memory during it (resident set size
+sampled every 2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA), as absolute numbers and
+as ratios to PEFT. The merged weights of every method are compared with PEFT's (max relative error).
+
+    .venv/bin/python benchmarks/bench_merge.py                # CPU, SD1.5 size
+    .venv/bin/python benchmarks/bench_merge.py --device cuda  # where a GPU exists
+    .venv/bin/python benchmarks/bench_merge.py --config tiny  # quick smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("LYCORIS_KERNEL_BACKEND", "torch")
+
+METHODS = ("peft", "apply", "stream")
+
+
+# ------------------------------------------------------------------------------------ measurement
+def _rss_bytes() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Context manager: peak extra memory (bytes) during the block. CPU: RSS sampled every 2 ms
+    (the sampler thread adds no allocations of note); CUDA: max_memory_allocated."""
+
+    def __init__(self, device: str):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def __enter__(self) -> "PeakMemory":
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._base = _rss_bytes()
+            self._max = self._base
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._max = max(self._max, _rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self._max, _rss_bytes()) - self._base
+
+
+# ------------------------------------------------------------------------------------------- setup
+def _config(name: str) -> dict:
+    import models
+
+    return {"sd15": models.SD15_UNET, "tiny": models.TINY_UNET}[name]
+
+
+def _targets(unet) -> list[str]:
+    from torch import nn
+
+    return [n for n, m in unet.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def prepare(work: Path, config: str, rank: int, seed: int) -> dict:
+    """Write the base UNet (safetensors, fp32) and a PEFT LoKr adapter on every Linear/Conv2d."""
+    import torch
+    from peft import LoKrConfig, get_peft_model
+    from safetensors.torch import save_file
+
+    import models
+
+    unet = models.unet(_config(config), seed=seed)
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(work / "unet.safetensors"))
+    n_params = sum(v.numel() for v in unet.state_dict().values())
+    targets = _targets(unet)
+    cfg = LoKrConfig(r=rank, alpha=rank, target_modules=targets, init_weights=False, use_effective_conv2d=True)
+    model = get_peft_model(unet, cfg)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lokr_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    model.save_pretrained(str(work / "adapter"))
+    return {"modules": len(targets), "base_params": n_params}
+
+
+def _load_unet(work: Path, config: str, device: str):
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**_config(config))
+    unet.load_state_dict(load_file(str(work / "unet.safetensors"), device=device), assign=True)
+    return unet.eval()
+
+
+def _check_keys(state: dict, keys: list[str]) -> dict:
+    return {k: state[k].detach().float().cpu() for k in keys}
+
+
+# ------------------------------------------------------------------------------------------ worker
+def worker(method: str, work: Path, config: str, device: str, out_json: Path) -> None:
+    """Run one method in this (fresh) process and write {seconds, peak_bytes} to ``out_json``."""
+    import torch
+
+    torch.set_grad_enabled(False)
+    check = json.loads((work / "check_keys.json").read_text())
+    if method == "peft":
+        from peft import PeftModel
+
+        unet = _load_unet(work, config, device)
+        model = PeftModel.from_pretrained(unet, str(work / "adapter")).to(device)
+        with PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            merged = model.merge_and_unload()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+        state = merged.state_dict()
+    elif method == "apply":
+        from lokr_core.apply import apply_lokr
+        from lokr_core.io import load_lokr
+
+        unet = _load_unet(work, config, device)
+        weights = load_lokr(work / "adapter")
+        weights.validate_all()  # read the factors before timing (PEFT has them in memory too)
+        with PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            apply_lokr(unet, weights, mode="merge")
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+        state = unet.state_dict()
+    elif method == "stream":
+        from safetensors.torch import load_file
+
+        from lokr_core.merge import merge_checkpoint
+
+        out = work / "merged.safetensors"
+        with PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            merge_checkpoint(work / "unet.safetensors", [(work / "adapter", 1.0)], out, device=device)
+            seconds = time.perf_counter() - t0
+        state = load_file(str(out))
+        out.unlink()
+    else:
+        raise SystemExit(f"unknown method {method!r}")
+    torch.save(_check_keys(state, check), work / f"check_{method}.pt")
+    out_json.write_text(json.dumps({"seconds": seconds, "peak_bytes": int(mem.peak)}))
+
+
+# ------------------------------------------------------------------------------------------ driver
+def _run_worker(method: str, work: Path, config: str, device: str) -> dict:
+    out_json = work / f"result_{method}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--work", str(work),
+           "--config", config, "--device", device]
+    subprocess.run(cmd, check=True)
+    return json.loads(out_json.read_text())
+
+
+def _max_rel_err(a: dict, b: dict) -> float:
+    err = 0.0
+    for k in b:
+        scale = max(float(b[k].abs().max()), 1e-12)
+        err = max(err, float((a[k] - b[k]).abs().max()) / scale)
+    return err
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--config", default="sd15", choices=["sd15", "tiny"])
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of peft, apply, stream")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args.worker, Path(args.work), args.config, args.device, Path(args.work) / f"result_{args.worker}.json")
+        return 0
+
+    import torch
+
+    methods = [m for m in args.methods.split(",") if m]
+    with tempfile.TemporaryDirectory(prefix="bench_merge_") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        info = prepare(work, args.config, args.rank, args.seed)
+        from safetensors import safe_open
+
+        with safe_open(str(work / "unet.safetensors"), "pt") as fh:
+            keys = [k for k in fh.keys() if k.endswith(".weight") and len(fh.get_slice(k).get_shape()) >= 2]
+        check = keys[:: max(1, len(keys) // 24)]
+        (work / "check_keys.json").write_text(json.dumps(check))
+        print(f"# setup {time.perf_counter() - t0:.1f} s: {args.config} UNet, {info['modules']} LoKr modules "
+              f"(every Linear + Conv2d), r={args.rank}, device {args.device}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads", flush=True)
+        results = {m: _run_worker(m, work, args.config, args.device) for m in methods}
+        ref = torch.load(work / "check_peft.pt") if "peft" in results else None
+        base = results.get("peft")
+        print(f"\n| method | merge time (s) | time / PEFT | peak extra memory (MiB) | memory / PEFT | max rel. err vs PEFT |")
+        print("|---|---|---|---|---|---|")
+        for m, r in results.items():
+            err = _max_rel_err(torch.load(work / f"check_{m}.pt"), ref) if ref is not None else float("nan")
+            tr = r["seconds"] / base["seconds"] if base else float("nan")
+            mr = r["peak_bytes"] / base["peak_bytes"] if base and base["peak_bytes"] > 0 else float("nan")
+            print(f"| {m} | {r['seconds']:.2f} | {tr:.2f} | {r['peak_bytes'] / 2**20:.0f} | {mr:.2f} | {err:.1e} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
