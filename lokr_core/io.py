@@ -52,7 +52,8 @@ def load_lokr(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]
 
 def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lycoris", *,
               name_map: Mapping[str, str] | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
-              metadata: Mapping[str, str] | None = None, keep_other: bool = True) -> Path:
+              metadata: Mapping[str, str] | None = None, keep_other: bool = True,
+              model: torch.nn.Module | None = None) -> Path:
     """Write ``weights`` to ``path`` as ``format`` and return the written path.
 
     - ``"lycoris"``: one safetensors file (module names kept; ``name_map`` renames: file name ->
@@ -61,8 +62,10 @@ def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lyco
       ``keep_other``: copy non-LoKr modules of a LyCORIS source too.
     - ``"peft"``: a directory with adapter_model.safetensors + adapter_config.json (r / alpha per
       module in rank_pattern / alpha_pattern so that PEFT's alpha / r reproduces ΔW). LyCORIS
-      sources need ``name_map`` (file module name -> dotted module path in the model). ``shapes``:
-      base weight shapes for modules whose factors do not say their kernel.
+      sources need ``name_map`` (file module name -> dotted module path in the model) or ``model``
+      (the nn.Module the file adapts: names resolved with ``weights.resolve(model)``, which must
+      match every module). ``shapes``: base weight shapes for modules whose factors do not say
+      their kernel (taken from ``model`` when given).
     Metadata of the source is kept (``metadata`` entries added / overriding). Writes are atomic;
     the source file is never overwritten. Nothing is written when any module cannot be converted.
     """
@@ -92,6 +95,8 @@ def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lyco
             raise LoKrFormatError(f"{where(str(target), None)}format='peft' writes a directory; expected a directory "
                                   "path, not a file")
         meta.setdefault("format", "pt")
+        if model is not None and weights.format != "peft":
+            name_map, shapes = _names_from_model(weights, model, name_map, shapes)
         tensors, cfg = peft_export(weights, name_map, base_config=weights.peft_config, shapes=shapes,
                                    file=weights.source)
         for name in (WEIGHTS_NAME, CONFIG_NAME):
@@ -107,3 +112,23 @@ def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lyco
             raise
         return target
     raise LoKrFormatError(f"{where(str(target), None)}unknown format {format!r}; expected 'lycoris' or 'peft'")
+
+
+def _names_from_model(weights: LoKrWeights, model: torch.nn.Module, name_map: Mapping[str, str] | None,
+                      shapes: Mapping[str, tuple[int, ...]] | None) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """name_map and shapes for a PEFT export, from resolving ``weights`` against ``model``."""
+    from .errors import LoKrKeyError
+
+    names = dict(name_map or {})
+    todo = [n for n in weights.module_names if n not in names]
+    if todo:
+        report = weights.resolve(model)
+        missing = [n for n in todo if n not in report.matched]
+        if missing:
+            raise LoKrKeyError(f"{where(weights.source, missing[0])}does not resolve to a module of the given model "
+                               f"({len(missing)} such modules); expected name_map entries for them")
+        names.update({n: report.matched[n] for n in todo})
+    named = dict(model.named_modules())
+    found = {n: tuple(named[p].weight.shape) for n, p in names.items() if p in named and hasattr(named[p], "weight")}
+    found.update(shapes or {})
+    return names, found

@@ -177,3 +177,19 @@ def test_save_lycoris_roundtrip_keeps_delta_metadata_and_dtype(tmp_path):
         assert rel(w2.merged_weight("x_" + name, lf.weights[name]), merged) < 1e-5
     sd = load_file(out)
     assert all(t.dtype == torch.bfloat16 for k, t in sd.items() if ".lokr_" in k)
+
+
+def test_save_peft_with_model_resolves_names(tmp_path):
+    from peft import PeftModel
+
+    lf = F.make_lycoris_file(tmp_path, ["split_w2_linear", "split_conv1x1", "full_conv3x3"])
+    w = load_lokr(lf.path)
+    out = save_lokr(w, tmp_path / "p", format="peft", model=lf.model)
+    peft_model = PeftModel.from_pretrained(F.build_model("unet"), str(out))
+    mods = dict(peft_model.named_modules())
+    for name, ref in lf.reference.items():
+        assert rel(mods["base_model.model." + lf.paths[name]].get_delta_weight("default").float(), ref) < 1e-5
+    other = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(Exception, match="does not resolve"):
+        save_lokr(w, tmp_path / "q", format="peft", model=other)
+    assert not (tmp_path / "q").exists()
