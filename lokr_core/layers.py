@@ -466,5 +466,5 @@ def wrap_layer(base: nn.Module, adapter_name: str = "default", r: int = 8, alpha
         if isinstance(base, base_cls):
             layer = cls(base, peft_conv1d_compat=peft_conv1d_compat, forward_mode=forward_mode)
             layer.update_layer(adapter_name, r, alpha, config, **overrides)
-            return layer
+            return layer.train(base.training)  # an eval model stays in eval (no dropout)
     raise LoKrConfigError(f"wrap_layer: LoKr supports nn.Linear, nn.Conv1d and nn.Conv2d; got a {type(base).__name__}")
