@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from lokr_core.demo import TINY_CLIP_CONFIG, TINY_UNET_CONFIG
+
 SD15_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
@@ -21,21 +23,14 @@ SDXL_UNET = dict(
     use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
     projection_class_embeddings_input_dim=2816,
 )
-TINY_UNET = dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-    block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-)
 CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
               projection_dim=768, vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu")
 OPENCLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
                   projection_dim=1280, vocab_size=49408, max_position_embeddings=77, hidden_act="gelu")
 OPENCLIP_H = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
                   projection_dim=1024, vocab_size=49408, max_position_embeddings=77, hidden_act="gelu")
-TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 projection_dim=32, vocab_size=1000, max_position_embeddings=77)
+TINY_UNET = TINY_UNET_CONFIG
+TINY_CLIP = TINY_CLIP_CONFIG
 
 
 def unet(config: dict, device: str = "cpu", seed: int = 0):
