@@ -23,7 +23,6 @@ other_modules : dict[str, str]
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
