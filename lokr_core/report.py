@@ -233,16 +233,20 @@ def _resolve_summary(weights: Any, target: Any, names: list[str]) -> dict[str, A
         if isinstance(unmatched, Mapping) else list(unmatched),
         "shape_mismatch": {str(k): [list(x) if isinstance(x, (tuple, list)) else x for x in v]
                            if isinstance(v, (tuple, list)) else str(v) for k, v in mismatch.items()},
-        "family": getattr(report, "model_family", None) or getattr(report, "family", None),
+        "family": getattr(report, "family", None),
+        "target_family": getattr(report, "target_family", None),
+        "family_mismatch": getattr(report, "family_mismatch", None),
+        "skipped": len(getattr(report, "skipped", {}) or {}),
     }
 
 
 def family_report(weights: Any, family: str) -> dict[str, Any]:
     """The resolve part of ``summarize`` against a model family's key list (``sd1 | sd2 | sdxl``).
 
-    Uses ``lokr_core.keymap.family_target(family)``; for the web route ``/lokr/report``.
+    Uses ``lokr_core.keymap.families.family_target(family)`` (a full-size model's {LDM key: shape},
+    built on the ``meta`` device); for the web route ``/lokr/report``.
     """
-    from .keymap import family_target
+    from .keymap.families import family_target
 
     names = list(getattr(weights, "module_names", None) or list(weights.modules))
     return _resolve_summary(weights, family_target(family), names)
@@ -284,7 +288,11 @@ def format_report(summary: Mapping[str, Any], *, max_unmatched: int = 20) -> str
     res = summary.get("resolve")
     if res:
         add(f"Against target: {res['matched']}/{res['total']} modules matched"
-            + (f" (target family: {res['family']})" if res.get("family") else ""))
+            + (f" (target family: {res['target_family']})" if res.get("target_family") else ""))
+        if res.get("family_mismatch"):
+            add(f"  WRONG MODEL: {res['family_mismatch']}")
+        if res.get("skipped"):
+            add(f"  {res['skipped']} modules are for a component the target does not hold (e.g. a text encoder)")
         unmatched = res.get("unmatched") or {}
         items = list(unmatched.items()) if isinstance(unmatched, Mapping) else [(u, None) for u in unmatched]
         for name, near in items[:max_unmatched]:

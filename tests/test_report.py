@@ -114,11 +114,34 @@ def test_format_report(weights_and_mods):
     assert "WARNING:" in text and "lora 1 (not LoKr; not applied)" in text
     fake = {"file": None, "module_count": 1, "params": 3, "warnings": [],
             "resolve": {"matched": 1, "total": 3, "unmatched": {"a": ["x", "y"], "b": []},
-                        "shape_mismatch": {"c": [[4, 4], [8, 8]]}, "family": "sd1"}}
+                        "shape_mismatch": {"c": [[4, 4], [8, 8]]}, "target_family": "sd1",
+                        "family_mismatch": "this file is for SDXL, the model is SD1.x", "skipped": 2}}
     text = R.format_report(fake, max_unmatched=1)
     assert "1/3 modules matched (target family: sd1)" in text
     assert "unmatched: a  (closest: x, y)" in text and "1 more unmatched" in text
-    assert "SHAPE MISMATCH: c" in text
+    assert "SHAPE MISMATCH: c" in text and "WRONG MODEL: this file is for SDXL" in text
+    assert "2 modules are for a component the target does not hold" in text
+
+
+def test_summarize_with_target_and_family_report():
+    """Against a full-size SD1.5 key list (meta device): a proj_in LoKr matches, a wrong-size one does not."""
+    torch.manual_seed(0)
+    ok = LoKrFactors(w1=torch.randn(16, 16), w2_a=torch.randn(20, 2), w2_b=torch.randn(2, 20), alpha=1.0)
+    bad = LoKrFactors(w1=torch.randn(8, 8), w2=torch.randn(8, 8), alpha=1.0)
+    w = LoKrWeights.from_factors({"lora_unet_down_blocks_0_attentions_0_proj_in": ok,
+                                  "lora_unet_down_blocks_0_attentions_0_proj_out": bad,
+                                  "lora_unet_no_such_layer": ok})
+    rep = R.family_report(w, "sd1")
+    assert rep["matched"] == 1 and rep["total"] == 3
+    assert list(rep["shape_mismatch"]) == ["lora_unet_down_blocks_0_attentions_0_proj_out"]
+    assert rep["shape_mismatch"]["lora_unet_down_blocks_0_attentions_0_proj_out"][0] == [320, 320, 1, 1]
+    assert "lora_unet_no_such_layer" in rep["unmatched"]
+    from lokr_core.keymap.families import family_target
+
+    s = R.summarize(w, family_target("sd1"))
+    assert s["resolve"] == rep
+    json.dumps(s, allow_nan=False)
+    assert "Against target: 1/3 modules matched" in R.format_report(s)
 
 
 @pytest.mark.parametrize("name,block", [
