@@ -1,7 +1,8 @@
 """LoKr fixtures for the node tests, made with the real lycoris-lora ``LokrModule`` per layer.
 
-Each entry: file module name -> (LokrModule with random non-zero factors, ComfyUI key). The
-module's ``get_merged_weight(multiplier)`` is the oracle (LyCORIS scale applied once).
+The oracle is ``LokrModule.get_weight(shape)`` (the LyCORIS scale applied once; lycoris' own
+``get_diff_weight`` / ``get_merged_weight`` apply it twice, LOKR_SPEC 3) and, for DoRA modules,
+lycoris' ``apply_weight_decompose`` on W + ΔW.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 os.environ.setdefault("LYCORIS_KERNEL_BACKEND", "torch")
 
 
-def lycoris_module(name: str, layer: nn.Module, *, dim: int = 4, alpha: float = 2.0, factor: int = 4,
+def lycoris_module(name: str, layer: nn.Module, *, dim: int = 4, alpha: float = 3.0, factor: int = 4,
                    seed: int = 0, **kw) -> nn.Module:
     """A LokrModule for ``layer`` with every factor filled with N(0, 0.1) (its init zeroes W2)."""
     from lycoris.modules.lokr import LokrModule
@@ -39,8 +40,15 @@ def state_dict_of(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
 
 
 def merged_reference(mod: nn.Module, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    """lycoris-lora's merged weight for ``weight`` at ``strength`` (fp32)."""
+    """W + strength * ΔW with ΔW = lycoris' ``get_weight`` (fp32).
+
+    DoRA modules: lycoris' ``apply_weight_decompose(W + ΔW)`` at strength 1, W at 0, and the
+    interpolation W + m * (W_dora - W) in between (LOKR_SPEC 4's default).
+    """
+    w = weight.detach().float().clone()
     with torch.no_grad():
-        mod.org_weight = weight.detach().float().clone()
-        out, _ = mod.get_merged_weight(multiplier=strength, shape=tuple(weight.shape))
-    return out.detach()
+        delta = mod.get_weight(tuple(w.shape)).detach().float()
+        if getattr(mod, "wd", False):
+            w_dora = mod.apply_weight_decompose(w + delta, 1.0).detach().float()
+            return w + strength * (w_dora - w)
+    return w + strength * delta
