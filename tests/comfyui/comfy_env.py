@@ -1,0 +1,145 @@
+"""Helpers for tests and benchmarks that run inside a real ComfyUI (``COMFYUI_PATH``).
+
+- :func:`setup_comfy`: put ComfyUI first on ``sys.path`` (its top-level ``nodes.py`` must win over
+  this repo's ``nodes`` package), force CPU and fp32 text encoders, import ``comfy``.
+- :func:`load_pack`: import this repository the way ComfyUI imports a custom node folder (a
+  package named after the folder, relative imports), so the pack's nodes see the real ComfyUI.
+- :func:`make_tiny_sd15`: a small SD1.5-shaped checkpoint (320 base channels, 2 levels, 1 block
+  per level: ComfyUI detects it as SD15) with random weights: UNet, full CLIP-L, full VAE.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK_NAME = "comfyui_lokr_pack"
+
+TINY_UNET = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
+                 adm_in_channels=None, in_channels=4, model_channels=320, num_res_blocks=[1, 1],
+                 transformer_depth=[1, 1], channel_mult=[1, 2], transformer_depth_middle=1,
+                 use_linear_in_transformer=False, context_dim=768, num_heads=8, transformer_depth_output=[1, 1, 1, 1],
+                 use_temporal_attention=False, use_temporal_resblock=False, num_head_channels=-1)
+VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def comfy_path() -> str | None:
+    p = os.environ.get("COMFYUI_PATH")
+    return p if p and os.path.isfile(os.path.join(p, "main.py")) else None
+
+
+def setup_comfy() -> Any:
+    """Make ``comfy`` importable from COMFYUI_PATH (CPU, fp32 text encoder); returns ``comfy``."""
+    path = comfy_path()
+    if path is None:
+        raise RuntimeError("COMFYUI_PATH is not set to a ComfyUI folder")
+    mod = sys.modules.get("nodes")
+    if mod is not None and not str(getattr(mod, "__file__", "")).startswith(path):
+        for k in [k for k in sys.modules if k == "nodes" or k.startswith("nodes.")]:
+            del sys.modules[k]
+    if path not in sys.path[:1]:
+        sys.path.insert(0, path)
+    from comfy.cli_args import args  # noqa: E402
+
+    args.cpu = True
+    args.fp32_text_enc = True
+    import comfy.model_management  # noqa: F401
+    import comfy.sd  # noqa: F401
+    import comfy.utils  # noqa: F401
+    import comfy
+
+    return comfy
+
+
+def load_pack() -> Any:
+    """Import the repository as ComfyUI does with ``custom_nodes/<folder>/__init__.py``."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(PACK_NAME, str(ROOT / "__init__.py"),
+                                                  submodule_search_locations=[str(ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = pack
+    spec.loader.exec_module(pack)
+    return pack
+
+
+def _fill_(module: Any, seed: int) -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if not p.is_floating_point():
+                continue
+            if p.ndim == 1 and ("norm" in name or name.endswith("ln_1.weight") or name.endswith("ln_2.weight")):
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            elif p.ndim <= 1:
+                p.zero_()
+            else:
+                fan_in = max(1, p[0].numel())
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+
+
+def make_tiny_sd15(path: str | os.PathLike, dtype: Any = None, seed: int = 0) -> str:
+    """Write a tiny SD1.5-shaped checkpoint (LDM keys, random weights) to ``path``; returns it."""
+    import torch
+    from safetensors.torch import save_file
+
+    setup_comfy()
+    import comfy.ops
+    import comfy.sd1_clip
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    dtype = dtype or torch.float16
+    unet = UNetModel(**TINY_UNET, operations=comfy.ops.manual_cast)
+    _fill_(unet, seed)
+    clip = comfy.sd1_clip.SDClipModel(device="cpu")
+    _fill_(clip, seed + 1)
+    vae = AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=4)
+    _fill_(vae, seed + 2)
+    sd = {}
+    for prefix, m in (("model.diffusion_model.", unet), ("cond_stage_model.", clip), ("first_stage_model.", vae)):
+        for k, v in m.state_dict().items():
+            if k == "logit_scale" or "position_ids" in k:
+                continue
+            sd[prefix + k] = v.detach().to(dtype) if v.is_floating_point() else v.detach()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return str(path)
+
+
+def cached_tiny_sd15(fallback_dir: str | os.PathLike) -> str:
+    """The tiny checkpoint, made once per bench (``$COMFYUI_PATH/../ref/``) when that folder is writable."""
+    ref = Path(comfy_path() or ".").parent / "ref"
+    folder = ref if ref.is_dir() and os.access(ref, os.W_OK) else Path(fallback_dir)
+    path = folder / "lokr_tiny_sd15_v1.safetensors"
+    if not path.is_file():
+        tmp = folder / f".lokr_tiny_sd15_{os.getpid()}.safetensors"
+        make_tiny_sd15(tmp)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def load_checkpoint(path: str) -> tuple[Any, Any, Any]:
+    """(MODEL, CLIP, VAE) through ComfyUI's own checkpoint loader."""
+    import comfy.sd
+
+    out = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True, embedding_directory=None)
+    return out[0], out[1], out[2]
+
+
+def patched_weights(patcher: Any, keys: list[str]) -> dict[str, Any]:
+    """The weights ``keys`` of a ModelPatcher after ComfyUI patches them (patch_model), copied; then unpatched."""
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    patcher.patch_model()
+    try:
+        sd = patcher.model.state_dict()
+        return {k: sd[k].detach().float().clone() for k in keys}
+    finally:
+        patcher.unpatch_model(patcher.offload_device)
