@@ -137,6 +137,21 @@ def test_loading_reads_no_factor_data(tmp_path, monkeypatch):
     assert reads.count("lora_unet_big.lokr_w2") == 1  # cached
 
 
+def test_info_on_many_modules_is_fast(tmp_path):
+    sd = {}
+    for i in range(700):
+        sd[f"lora_unet_m{i}.lokr_w1"] = torch.randn(4, 4)
+        sd[f"lora_unet_m{i}.lokr_w2_a"] = torch.randn(80, 4)
+        sd[f"lora_unet_m{i}.lokr_w2_b"] = torch.randn(4, 80)
+        sd[f"lora_unet_m{i}.alpha"] = torch.tensor(2.0)
+    path = _write(tmp_path, sd)
+    t = time.perf_counter()
+    w = load_lokr(path)
+    took = time.perf_counter() - t
+    assert len(w) == 700 and w.scale("lora_unet_m5") == 0.5
+    assert took < 3.0, took
+
+
 def test_save_refuses_input_path_and_leaves_nothing(tmp_path):
     lf = F.make_lycoris_file(tmp_path, ["split_w2_linear", "dora_in_linear"])
     w = load_lokr(lf.path)

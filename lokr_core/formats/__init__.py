@@ -32,6 +32,7 @@ class SafetensorsSource:
         from safetensors import safe_open
 
         self.name = str(path)
+        self._fh = None
         try:
             with safe_open(self.name, framework="pt") as fh:
                 self.keys: list[str] = list(fh.keys())
@@ -56,24 +57,23 @@ class SafetensorsSource:
     def dtype(self, key: str) -> torch.dtype:
         return self._dtypes[key]
 
+    def _handle(self):
+        """The open safe_open handle (opened once: parsing a big header on every read is slow)."""
+        if self._fh is None:
+            from safetensors import safe_open
+
+            self._fh = safe_open(self.name, framework="pt")
+        return self._fh
+
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor (CPU)."""
-        from safetensors import safe_open
-
-        try:
-            with safe_open(self.name, framework="pt") as fh:
-                return fh.get_tensor(key)
-        except Exception as exc:
-            raise LoKrFormatError(f"{where(self.name, None)}cannot read tensor {key!r} ({exc}); expected a "
-                                  "complete safetensors file") from None
+        return self.get_many([key])[key]
 
     def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
-        """Read several tensors with one open."""
-        from safetensors import safe_open
-
+        """Read several tensors (CPU)."""
         try:
-            with safe_open(self.name, framework="pt") as fh:
-                return {k: fh.get_tensor(k) for k in keys}
+            fh = self._handle()
+            return {k: fh.get_tensor(k) for k in keys}
         except Exception as exc:
             raise LoKrFormatError(f"{where(self.name, None)}cannot read tensors {keys[:3]} ({exc}); expected a "
                                   "complete safetensors file") from None

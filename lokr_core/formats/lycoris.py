@@ -37,11 +37,16 @@ def canonical_name(name: str) -> tuple[str, str]:
     return "", name
 
 
-def read_alpha(source: Source, key: str, module: str) -> float:
-    """The scalar stored under ``key`` as a float; LoKrFormatError unless it has exactly one element."""
-    if math.prod(source.shape(key)) != 1:
-        raise LoKrFormatError(f"{where(source.name, module)}alpha has shape {source.shape(key)}; expected a scalar")
-    return float(source.get(key).reshape(-1)[0].item())
+def read_alphas(source: Source, keys: Mapping[str, str]) -> dict[str, float]:
+    """module -> its alpha scalar as a float, read in one pass (``keys``: module -> file key).
+
+    LoKrFormatError naming the module unless each alpha has exactly one element.
+    """
+    for module, key in keys.items():
+        if math.prod(source.shape(key)) != 1:
+            raise LoKrFormatError(f"{where(source.name, module)}alpha has shape {source.shape(key)}; expected a scalar")
+    tensors = source.get_many(list(keys.values())) if keys else {}
+    return {module: float(tensors[key].reshape(-1)[0].item()) for module, key in keys.items()}
 
 
 def _factor_kwargs(params: Mapping[str, str], make: Callable[[str], torch.Tensor]) -> dict[str, Any]:
@@ -97,9 +102,10 @@ def read_modules(source: Source, *, format: str, name_filter: Callable[[str], bo
         raise LoKrFormatError(f"{where(source.name, None)}holds no LoKr modules (no lokr_w1/lokr_w2 keys; found "
                               f"{len(other)} other modules of kind {kinds}); expected a LoKr file")
     shapes: dict[str, LoKrFactors] = {}
+    alphas = read_alphas(source, {m: p["alpha"] for m, p in lokr.items() if "alpha" in p})
     for module, params in lokr.items():
         _check_float(source, module, params)
-        alpha = read_alpha(source, params["alpha"], module) if "alpha" in params else None
+        alpha = alphas.get(module)
         f = LoKrFactors(**_factor_kwargs(params, lambda k: torch.empty(source.shape(k), dtype=source.dtype(k),
                                                                        device="meta")), alpha=alpha)
         f.validate(source.name, module)
