@@ -215,7 +215,10 @@ def report_payload(name: str | None, family: str | None, folder_paths: Any, back
         raise RouteError(400, f"query parameter 'family' is {family!r}; expected one of {', '.join(FAMILIES)}")
     path = lora_path(name, folder_paths)
     weights = _load_lokr(path, name, backend)
-    report = dict(backend.get("report")(weights, family))
+    try:
+        report = dict(backend.get("report")(weights, family))
+    except ImportError as exc:  # the family key lists are built with diffusers / transformers
+        raise RouteError(501, f"the match report needs diffusers and transformers here ({exc})") from None
     report.pop("path", None)
     report["file"], report["target_family"] = name, family
     return jsonable(report)

@@ -296,3 +296,48 @@ def test_real_lokr_core_backend(tree):
     assert status == 422 and SECRET not in text
     status, body, text = info(tree.fp, "garbage.safetensors", routes.Backend())
     assert status == 422 and SECRET not in text
+
+
+def test_real_report_and_presets(tree, monkeypatch):
+    """/lokr/report and /lokr/presets through lokr_core (family_report + resolve, block_weights.PRESETS).
+
+    The family key list is a small stand-in (lokr_core builds the real one from a meta-device
+    diffusers model, ~30 s here; its own tests cover it)."""
+    pytest.importorskip("lokr_core.report")
+    bw = pytest.importorskip("lokr_core.block_weights")
+    keymap = pytest.importorskip("lokr_core.keymap.families")
+    key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+    asked = []
+    monkeypatch.setattr(keymap, "family_target", lambda fam, *a, **k: asked.append(fam) or {key: (320, 320)})
+    status, body, text = call(tree.fp, "/lokr/report?file=good.safetensors&family=sd1", routes.Backend())
+    assert status == 200, text
+    assert asked == ["sd1"]
+    assert body["matched"] == 1 and body["total"] == 1 and body["target_family"] == "sd1"
+    monkeypatch.setattr(keymap, "family_target", lambda fam, *a, **k: {key.replace("to_q", "to_k"): (320, 320)})
+    status, body, text = call(tree.fp, "/lokr/report?file=good.safetensors&family=sdxl", routes.Backend())
+    assert status == 200, text
+    assert body["matched"] == 0 and list(body["unmatched"]) == [
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"]
+    status, body, _ = call(tree.fp, "/lokr/presets", routes.Backend())
+    assert status == 200 and body["presets"] == dict(bw.PRESETS)
+
+
+def test_real_family_guess_uses_shapes(tree):
+    """The names-only guess cannot tell SD1 from SD2; the route adds the factor shapes."""
+    pytest.importorskip("lokr_core.io")
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    save_file({f"{name}.lokr_w1": torch.randn(8, 8), f"{name}.lokr_w2_a": torch.randn(40, 2),
+               f"{name}.lokr_w2_b": torch.randn(2, 128), f"{name}.alpha": torch.tensor(2.0)},
+              str(tree.root / "sd2.safetensors"))  # attn2.to_k reads 1024 channels: SD2
+    status, body, text = info(tree.fp, "sd2.safetensors", routes.Backend())
+    assert status == 200, text
+    assert body["family"] == "sd2"
+
+
+def test_report_backend_import_error_is_501(tree):
+    def report(weights, family):
+        raise ImportError("No module named 'diffusers'")
+
+    backend = routes.Backend(load=stand_in_load, report=report)
+    status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors&family=sd1", backend)
+    assert status == 501 and "diffusers" in body["error"]

@@ -48,10 +48,11 @@ const CSS = `
 .lokr-panel .lokr-badge{padding:1px 6px;border-radius:9px;background:#8a5a00;color:#fff}
 .lokr-panel .lokr-badge.lokr-bad{background:#9b2c2c}
 .lokr-panel table{border-collapse:collapse;width:100%}
-.lokr-panel td{padding:0 4px 0 0;vertical-align:top}
+.lokr-panel td{padding:0 4px 0 0;vertical-align:top;overflow-wrap:anywhere}
 .lokr-panel td.lokr-k{opacity:.65;white-space:nowrap;width:1%}
 .lokr-panel td.lokr-warn{color:#f6ad55}
-.lokr-panel .lokr-tags{display:flex;flex-wrap:wrap;gap:3px;margin-top:3px}
+.lokr-panel .lokr-tags{display:flex;flex-wrap:wrap;gap:3px;margin-top:3px;align-items:center}
+.lokr-panel .lokr-tags-label{opacity:.65;margin-right:2px}
 .lokr-panel .lokr-tag{cursor:pointer;padding:0 5px;border-radius:4px;background:#3a3a3a;border:1px solid #555}
 .lokr-panel .lokr-tag:hover{background:#4a5a6a}
 .lokr-panel .lokr-tag.lokr-copied{background:#2f6b3a}
@@ -64,7 +65,7 @@ const CSS = `
 .lokr-bw select{flex:1;min-width:0;font-size:11px;background:#333;color:inherit;border:1px solid #555;border-radius:4px}
 .lokr-bw .lokr-bw-grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));column-gap:10px;row-gap:1px}
 .lokr-bw .lokr-bw-row{display:grid;grid-template-columns:40px 1fr 34px;align-items:center;gap:4px}
-.lokr-bw .lokr-bw-row input{width:100%;margin:0;height:12px}
+.lokr-bw .lokr-bw-row input{width:100%;margin:0;height:12px;accent-color:#5b8fd6}
 .lokr-bw .lokr-bw-id{opacity:.75;font-family:ui-monospace,monospace;font-size:10px}
 .lokr-bw .lokr-bw-val{text-align:right;font-family:ui-monospace,monospace;font-size:10px}
 .lokr-bw .lokr-bw-err{color:#fc8181;margin-top:3px}
@@ -192,7 +193,9 @@ function setupPanel(app, api, node, fileInput) {
     const words = L.triggerWords(s);
     if (words.length) {
       const tags = el("div", "lokr-tags");
-      tags.title = "Trigger words: click to copy";
+      const explicit = (s.metadata?.trigger_words ?? s.trigger_words ?? []).length > 0;
+      tags.title = "Click a word to copy it";
+      tags.appendChild(el("span", "lokr-tags-label", explicit ? "Trigger words" : "Top tags"));
       for (const w of words) {
         const t = el("span", "lokr-tag", w);
         t.addEventListener("click", async (ev) => {
@@ -275,7 +278,7 @@ function setupEditor(app, api, node, vectorInput) {
   const layoutSel = el("select");
   layoutSel.title = "Vector layout (model family and number of values)";
   LAYOUTS.forEach(([f, n], i) => {
-    const o = el("option", null, `${L.familyLabel(f)} · ${n}`);
+    const o = el("option", null, `${f === "sd1" ? "SD 1.x/2.x" : L.familyLabel(f)} · ${n} values`);
     o.value = String(i);
     layoutSel.appendChild(o);
   });
@@ -317,8 +320,12 @@ function setupEditor(app, api, node, vectorInput) {
     const [fam, n] = LAYOUTS[state.layout];
     const ids = L.blockIds(fam, n);
     grid.replaceChildren();
+    const rowIn = { left: 0, right: 0 };
     state.inputs = ids.map((id, i) => {
       const row = el("div", "lokr-bw-row");
+      const side = id.startsWith("OUT") ? "right" : "left";  // inputs + middle left, outputs right
+      row.style.gridColumn = side === "left" ? "1" : "2";
+      row.style.gridRow = String(++rowIn[side]);
       const label = el("span", "lokr-bw-id", id);
       const input = el("input");
       Object.assign(input, { type: "range", min: L.SLIDER.min, max: L.SLIDER.max, step: L.SLIDER.step });
@@ -344,21 +351,34 @@ function setupEditor(app, api, node, vectorInput) {
     });
   }
 
+  const presetWidget = node.widgets?.find((w) => w.name === "preset");
+  const familyWidget = node.widgets?.find((w) => w.name === "family");
+
   function writeBack() {
     const text = L.formatVector(state.values);
-    textWidget.value = text;
     state.writing = true;
-    try { textWidget.callback?.(text); } finally { state.writing = false; }
+    try {
+      textWidget.value = text;
+      textWidget.callback?.(text);
+      // the sliders now hold a custom vector: make the node use the text, not a named preset
+      if (presetWidget && presetWidget.value !== "custom" && (presetWidget.options?.values ?? []).includes?.("custom")) {
+        presetWidget.value = "custom";
+        presetWidget.callback?.("custom");
+      }
+    } finally { state.writing = false; }
     app?.graph?.setDirtyCanvas?.(true, true);
   }
 
   function readText() {
-    const text = String(textWidget.value ?? "").trim();
+    const preset = presetWidget?.value;
+    const text = String(preset && preset !== "custom" ? preset : (textWidget.value ?? "")).trim();
     err.textContent = "";
     if (!text) return;
     const [fam0] = LAYOUTS[state.layout];
+    const famW = familyWidget?.value;
+    const family = famW && famW !== "auto" && L.BLOCK_IDS[famW] ? famW : (text.startsWith("%") ? fam0 : null);
     try {
-      const parsed = L.parseBlockVector(text, { family: null, A: num("A", 1), B: num("B", 1), presets: state.presets });
+      const parsed = L.parseBlockVector(text, { family, A: num("A", 4), B: num("B", 1), presets: state.presets });
       const fam = parsed.family === "sd2" ? "sd1" : parsed.family;
       const idx = LAYOUTS.findIndex(([f, n]) => f === (fam ?? fam0) && n === parsed.ids.length);
       if (idx >= 0 && idx !== state.layout) { state.layout = idx; layoutSel.value = String(idx); buildSliders(); fillPresets(); }
@@ -367,6 +387,7 @@ function setupEditor(app, api, node, vectorInput) {
     } catch (e) {
       err.textContent = String(e?.message ?? e);
     }
+    resizeNode(app, node);
   }
 
   layoutSel.addEventListener("change", () => {
@@ -386,6 +407,9 @@ function setupEditor(app, api, node, vectorInput) {
   for (const sel of [layoutSel, presetSel]) sel.addEventListener("pointerdown", (e) => e.stopPropagation());
 
   chain(textWidget, "callback", () => { if (!state.writing) readText(); });
+  for (const w of [presetWidget, familyWidget, ...(node.widgets ?? []).filter((x) => x.name === "A" || x.name === "B")]) {
+    if (w) chain(w, "callback", () => { if (!state.writing) readText(); });
+  }
   chain(node, "onConfigure", () => setTimeout(readText, 0));
 
   buildSliders(); fillPresets();
@@ -395,6 +419,7 @@ function setupEditor(app, api, node, vectorInput) {
   getJSON(api, "/lokr/presets").then((body) => {
     state.presets = body?.presets ?? {};
     fillPresets();
+    readText();
   }).catch(() => { /* no presets: sliders still work */ });
   node.lokrEditor = { state, element: root, readText };
 }
