@@ -223,19 +223,21 @@ class LoKrWeights:
 
     def delta(self, name: str, shape: tuple[int, ...] | torch.Size | None = None,
               device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-              scale_rule: ScaleRule = "file") -> torch.Tensor:
+              scale_rule: ScaleRule = "file", *, peft_conv1d: bool = False) -> torch.Tensor:
         """ΔW of ``name`` = scale * kron(W1, W2) shaped like the base weight.
 
         ``shape``: the base weight shape (out, in[, k...]); default: :meth:`natural_shape`. Checked
         against the factors (LoKrShapeError naming file and module). Computed on ``device`` in
-        ``dtype`` (default fp32, whatever the file stores).
+        ``dtype`` (default fp32, whatever the file stores). ``peft_conv1d``: reproduce PEFT's
+        (non-Kronecker) product for Conv1d modules with a full 3-D ``lokr_w2`` (LOKR_SPEC 2), for
+        adapters trained through PEFT; default is the true Kronecker product.
         """
         self._check(name)
         f = self.modules[name]
         shape = tuple(int(s) for s in shape) if shape is not None else self.natural_shape(name)
         f.check_target(shape, self.source, name)
         return kron.kron_delta(f, shape, self.scale(name, scale_rule), device=device,
-                               dtype=dtype if dtype is not None else torch.float32)
+                               dtype=dtype if dtype is not None else torch.float32, peft_conv1d=peft_conv1d)
 
     def merged_weight(self, name: str, weight: torch.Tensor, strength: float = 1.0,
                       scale_rule: ScaleRule = "file", dora_mode: str = "interpolate") -> torch.Tensor:

@@ -9,7 +9,7 @@ import lokr_fixtures as F
 from lokr_core.adapter import LoKrWeights
 from lokr_core.errors import LoKrFormatError, LoKrKeyError, LoKrShapeError
 from lokr_core.factors import LoKrFactors
-from lokr_core.io import load_lokr
+from lokr_core.io import load_lokr, save_lokr
 
 
 def rel(a, b):
@@ -164,3 +164,38 @@ def test_resolve_delegates_with_shapes_only(lyco):
     report = w.resolve(lyco.model)
     assert len(report.matched) == len(w)
     assert w.modules.loaded() == []  # resolving read no tensors
+
+
+def test_peft_conv1d_full_w2_compat_option(tmp_path):
+    from peft import LoKrConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Conv1d(8, 8, 3))
+    model = get_peft_model(base, LoKrConfig(r=8, alpha=4, target_modules=["0"], init_weights=False))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lokr_" in n:
+                p.copy_(torch.randn(p.shape))
+    model.save_pretrained(str(tmp_path / "c1"))
+    layer = dict(model.named_modules())["base_model.model.0"]
+    ref = layer.get_delta_weight("default").float()
+    w = load_lokr(tmp_path / "c1")
+    name = "base_model.model.0"
+    assert w.shapes(name).w2.ndim == 3
+    assert rel(w.delta(name, ref.shape, peft_conv1d=True), ref) < 1e-5
+    # default: the true Kronecker product of the layer (PEFT's layout differs, LOKR_SPEC 2)
+    f = w.modules[name]
+    true = 0.5 * torch.kron(f.w1[:, :, None], f.w2)
+    assert rel(w.delta(name, ref.shape), true) < 1e-5
+    assert rel(w.delta(name, ref.shape), ref) > 0.1
+
+
+def test_peft_to_peft_roundtrip_loads_in_peft(peftdir, tmp_path):
+    from peft import PeftModel
+
+    w = load_lokr(peftdir.path)
+    out = save_lokr(w, tmp_path / "again", format="peft")
+    model = PeftModel.from_pretrained(F.build_model("unet"), str(out))
+    mods = dict(model.named_modules())
+    for name, ref in peftdir.reference.items():
+        assert rel(mods[name].get_delta_weight("default").float(), ref) < 1e-5, name
