@@ -85,7 +85,7 @@ class LoKrBlockWeights:
         }, "optional": {
             "A": ("FLOAT", {"default": 4.0, "min": -100.0, "max": 100.0, "step": 0.01, "tooltip": "Value of token A (a = A/2)."}),
             "B": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01, "tooltip": "Value of token B (b = B/2)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Seed for the R and U tokens."}),
+            "rng_seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Seed for the random R and U tokens."}),
             "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
             "dora_mode": (DORA_MODES, {"default": "interpolate", "tooltip": TIP_DORA}),
         }}
@@ -97,10 +97,10 @@ class LoKrBlockWeights:
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
              preset: str = CUSTOM, block_vector: str = "", family: str = "auto", A: float = 4.0, B: float = 1.0,
-             seed: int = 0, scale_rule: str = "file", dora_mode: str = "interpolate") -> dict:
+             rng_seed: int = 0, scale_rule: str = "file", dora_mode: str = "interpolate") -> dict:
         fam = detect_family(model) if family == "auto" else family
         try:
-            values = parse_vector(block_vector, preset, fam, A, B, seed)  # a bad vector fails before any work
+            values = parse_vector(block_vector, preset, fam, A, B, rng_seed)  # a bad vector fails before any work
         except Exception as e:
             raise LoKrFormatError(f"LoKr Block Weights ({lokr_name!r}): {e}") from None
         new_model, new_clip, plan = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
