@@ -218,7 +218,8 @@ PEFT_TARGETS = ["to_q", "to_k", "ff.net.0.proj", "proj_in", "conv1", "conv_short
 class PeftDir:
     """A PEFT adapter dir written by :func:`make_peft_dir`: ``path`` (the dir), ``reference``: file
     module name (``base_model.model.<path>``) -> ΔW from peft's ``get_delta_weight``, ``model``:
-    the PeftModel, ``base``: a fresh copy of the base model (same seed), ``config``: the LoKrConfig."""
+    the PeftModel (a fresh base: ``build_model("unet", seed)``), ``config``: peft's LoKrConfig,
+    ``r_alpha``: module name -> (r, alpha) peft used."""
 
     path: Path
     reference: dict[str, torch.Tensor]
@@ -258,8 +259,8 @@ def make_peft_dir(folder: str | os.PathLike, *, r: int = 4, alpha: float = 8.0,
     model.save_pretrained(str(path))
     ref, r_alpha = {}, {}
     for name, mod in model.named_modules():
-        if hasattr(mod, "get_delta_weight") and "default" in getattr(mod, "lokr_w1", {}) or (
-                hasattr(mod, "get_delta_weight") and "default" in getattr(mod, "lokr_w1_a", {})):
+        if hasattr(mod, "get_delta_weight") and ("default" in getattr(mod, "lokr_w1", {})
+                                                 or "default" in getattr(mod, "lokr_w1_a", {})):
             with torch.no_grad():
                 ref[name] = mod.get_delta_weight("default").detach().float().clone()
             r_alpha[name] = (int(mod.r["default"]), float(mod.alpha["default"]))
