@@ -204,3 +204,22 @@ def test_duplicate_modules_are_errors(tmp_path):
            "base_model.model.a.lokr_w1": t, "base_model.model.a.lokr_w2": t}
     with pytest.raises(LoKrFormatError, match=r"module 'base_model.model.a'.*same module as 'unet.base_model.model.a'"):
         load_lokr(sd2)
+
+
+def test_peft_with_decompose_factor_roundtrips_to_peft(tmp_path):
+    from peft import LoKrConfig, PeftModel, get_peft_model
+
+    cfg = LoKrConfig(r=2, alpha=3, target_modules=["ff.net.0.proj", "to_q"], decompose_factor=4, init_weights=False)
+    model = get_peft_model(_fresh_unet(), cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lokr_" in n:
+                p.copy_(torch.randn(p.shape))
+    model.save_pretrained(str(tmp_path / "a"))
+    ref = {n: m.get_delta_weight("default").float() for n, m in model.named_modules()
+           if hasattr(m, "get_delta_weight") and "default" in getattr(m, "lokr_w1", {})}
+    out = save_lokr(load_lokr(tmp_path / "a"), tmp_path / "b", format="peft")
+    assert json.loads((out / "adapter_config.json").read_text())["decompose_factor"] == 4
+    again = dict(PeftModel.from_pretrained(_fresh_unet(), str(out)).named_modules())
+    for n, r in ref.items():
+        assert rel(again[n].get_delta_weight("default").float(), r) < 1e-5, n

@@ -106,7 +106,8 @@ def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None,
     create from that config (lokr_core.shapes.plan_factors); a file PEFT cannot express (DoRA,
     mixed Tucker / non-Tucker 3x3 convs, non-PEFT factorisations) raises LoKrFormatError naming
     the module. ``name_map``: LyCORIS name -> dotted module path (optionally ``unet.`` /
-    ``text_encoder.`` prefixed). ``shapes``: module name -> base weight shape, for modules whose
+    ``text_encoder.`` prefixed). ``decompose_factor`` comes from ``base_config`` (the source's PEFT
+    config) or is -1. ``shapes``: module name -> base weight shape, for modules whose
     factors do not say their kernel (see ``LoKrWeights.natural_shape``).
     """
     from ..shapes import plan_factors
@@ -126,6 +127,7 @@ def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None,
     tucker = any(f.tucker for f in facts.values())
     base = as_config(base_config, file)
     r_default = base.r if base is not None else 8
+    factor = base.decompose_factor if base is not None else -1
     rank_pattern: dict[str, int] = {}
     alpha_pattern: dict[str, float] = {}
     targets: list[str] = []
@@ -134,14 +136,14 @@ def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None,
         shape = tuple(shapes[n]) if shapes and n in shapes else weights.natural_shape(n)
         out_l, in_m = f.w1_shape
         r = f.rank if f.rank is not None else max(out_l, in_m, shape[0] // out_l, shape[1] // in_m)
-        factor = -1
         plan = plan_factors(shape, r, decompose_both=decompose_both, decompose_factor=factor,
                             use_effective_conv2d=tucker, conv_dims=len(shape) - 2)
         have = {k: tuple(t.shape) for k, t in f.tensors() if k != "dora_scale"}
         want = {k: tuple(v) for k, v in plan.shapes.items()}
         if have != want:
             raise LoKrFormatError(f"{where(file, n)}factor shapes {have} are not what PEFT creates for this layer with "
-                                  f"r={r}, decompose_both={decompose_both}, use_effective_conv2d={tucker} ({want}); "
+                                  f"r={r}, decompose_both={decompose_both}, use_effective_conv2d={tucker}, "
+                                  f"decompose_factor={factor} ({want}); "
                                   "expected a layout PEFT can express (keep format='lycoris' for this file)")
         scale = weights.scale(n, "file")
         rank_pattern[path] = int(r)
@@ -154,7 +156,7 @@ def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None,
             tensors[f"{names[n]}.lokr_{field}"] = t
     cfg = LoKrConfig(r=r_default, alpha=float(base.alpha) if base is not None else float(r_default),
                      target_modules=targets, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
-                     decompose_both=decompose_both, use_effective_conv2d=tucker,
+                     decompose_both=decompose_both, use_effective_conv2d=tucker, decompose_factor=factor,
                      init_weights=True)
     d = cfg.to_peft_dict()
     d["peft_type"] = "LOKR"
