@@ -83,7 +83,7 @@ def _variant_filter(files: list[Path]) -> list[Path]:
 def _open_source(src: Any, stack: contextlib.ExitStack, label: str) -> _Source:
     if isinstance(src, Mapping):
         shapes = {k: tuple(v.shape) for k, v in src.items() if isinstance(v, torch.Tensor)}
-        return _Source(label, shapes, lambda k: src[k], "state_dict", None)
+        return _Source(label, shapes, lambda k: src[k], "ldm", None)  # a state dict of LDM keys
     from safetensors import safe_open
 
     path = Path(src)
@@ -271,7 +271,7 @@ def extract_lokr(base: Any, tuned: Any, rank: int, factor: int = -1, decompose_b
     modules: dict[str, LoKrFactors] = {}
     rows: list[dict] = []
     skipped: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack, torch.no_grad():
         src_a = _open_source(base, stack, "base")
         src_b = _open_source(tuned, stack, "tuned")
         plan = plan_targets(src_a, src_b, targets)

@@ -241,7 +241,8 @@ def test_lora_error_at_params_vs_svd():
     d = torch.randn(40, 8, 3, 3)
     r, err = lora_error_at_params(d, 3 * (40 + 72) + 5)
     s = torch.linalg.svdvals(d.reshape(40, -1).double())
-    assert r == 3 and abs(err - math.sqrt(float((s[3:] ** 2).sum() / (s ** 2).sum()))) < 1e-6
+    assert r == 3 and abs(err - math.sqrt(float((s[3:] ** 2).sum() / (s ** 2).sum()))) < 1e-5
+    assert lora_error_at_params(d, 40 + 71) == (0, 1.0)  # no rank-1 LoRA fits the budget
 
 
 def test_openclip_in_proj_split_into_qkv():
@@ -383,3 +384,29 @@ def test_resize_lokr_weights_and_report(tmp_path):
         resize_lokr(w, 0)
     out = save_extracted(new, tmp_path / "r.safetensors")
     assert os.path.getsize(out) > 0
+
+
+def test_diffusers_sdxl_names_and_mixed_inputs(tmp_path):
+    """diffusers folders: unet / text_encoder (te1 when text_encoder_2 exists) / text_encoder_2 names in kohya
+    form (transformers 5 keys get the text_model level back); an LDM file and a state dict can be paired."""
+    parts = {"unet": {"down_blocks.0.attentions.0.proj_in.weight": torch.randn(16, 16)},
+             "text_encoder": {"encoder.layers.0.mlp.fc1.weight": torch.randn(16, 8)},
+             "text_encoder_2": {"text_model.encoder.layers.0.self_attn.v_proj.weight": torch.randn(8, 8)}}
+    for side, noise in (("base", 0.0), ("tuned", 0.1)):
+        for sub, sd in parts.items():
+            (tmp_path / side / sub).mkdir(parents=True)
+            torch.manual_seed(1)
+            save_file({k: v + noise * torch.randn_like(v) for k, v in sd.items()},
+                      str(tmp_path / side / sub / ("model.safetensors" if sub != "unet" else
+                                                   "diffusion_pytorch_model.safetensors")))
+    weights, _ = extract_lokr(tmp_path / "base", tmp_path / "tuned", 2, hash_sources=False)
+    assert sorted(weights.module_names) == ["lora_te1_text_model_encoder_layers_0_mlp_fc1",
+                                            "lora_te2_text_model_encoder_layers_0_self_attn_v_proj",
+                                            "lora_unet_down_blocks_0_attentions_0_proj_in"]
+    base, tuned = _ldm_pair(0.1)
+    path = tmp_path / "b.safetensors"
+    save_file(base, str(path))
+    weights, _ = extract_lokr(path, tuned, 4, hash_sources=False)
+    assert len(weights.module_names) == 3
+    with pytest.raises(LoKrFormatError, match="same layout"):
+        extract_lokr(tmp_path / "base", tuned, 2)
