@@ -23,6 +23,10 @@ from .keymap.targets import TargetEntry, TargetIndex, build_index
 
 __all__ = ["ResolveReport", "resolve", "model_family", "target_family", "block_of_entry"]
 
+NEAREST_LIMIT = 200
+"""Nearest candidates are searched for the first NEAREST_LIMIT unmatched names only (a file for
+another model family leaves hundreds unmatched; the family message says what is wrong)."""
+
 COMPONENT_LABELS = {"unet": "UNet", "te1": "text encoder 1 (CLIP-L / OpenCLIP-H)", "te2": "text encoder 2 (OpenCLIP-G)"}
 
 
@@ -33,7 +37,8 @@ class ResolveReport:
     - ``matched``: file module name -> target key (only names whose shapes fit, when shapes are known);
     - ``rows``: for matched names whose target is one block of a fused weight (OpenCLIP
       ``attn.in_proj_weight`` holds q, k, v stacked): name -> (start, stop) rows of that key's tensor;
-    - ``unmatched``: name -> up to 3 nearest target keys (difflib);
+    - ``unmatched``: name -> up to 3 nearest target keys (difflib; searched for the first
+      ``NEAREST_LIMIT`` unmatched names, [] after that);
     - ``ambiguous``: name -> the several target keys it could mean (shapes could not decide);
     - ``shape_mismatch``: name -> (target weight shape, shape the factors give: (out, in[, k...]) or
       (out, in*k) for a split conv W2);
@@ -95,8 +100,8 @@ class ResolveReport:
                     lines.append(f"  ... and {len(items) - limit} more")
 
         section("unmatched", [f"{n} -> " + (self.notes[n] if n in self.notes else
-                                            f"nearest: {', '.join(c) if c else '(none)'}")
-                              for n, c in self.unmatched.items()])
+                                            f"nearest: {', '.join(c) if c else '(not searched)' if i >= NEAREST_LIMIT else '(none)'}")
+                              for i, (n, c) in enumerate(self.unmatched.items())])
         section("shape mismatch", [f"{n}: target weight {a}, the factors give {b}"
                                    for n, (a, b) in self.shape_mismatch.items()])
         section("ambiguous", [f"{n} -> could be {', '.join(c)}" for n, c in self.ambiguous.items()])
@@ -132,38 +137,51 @@ def _fits(entry: TargetEntry, spec: Any, source: str | None, name: str) -> tuple
     return shape == tuple(entry.shape), shape
 
 
-def _nearest(alias: str, comps: Iterable[str], index: TargetIndex, n: int = 3) -> list[str]:
+def _features(name: str) -> frozenset:
+    """Tokens and token bigrams of an underscore name (for a cheap first similarity pass)."""
+    t = name.split("_")
+    return frozenset(t) | frozenset(zip(t, t[1:]))
+
+
+def _nearest(alias: str, comps: Iterable[str], index: TargetIndex, n: int = 3,
+             cache: dict | None = None) -> list[str]:
     """Up to ``n`` target keys whose names are closest to ``alias``.
 
-    Similarity is difflib's ratio on the ``_``-separated tokens (a name is ~10 tokens, so this is
-    ~10x cheaper than on characters); names with the same two-token leaf (``to_q``) are searched
-    first, all names when fewer than ``n`` share it.
+    Names with the same two-token leaf (``to_q``) are searched first (all names when fewer than
+    ``n`` share it); a token/bigram overlap (Jaccard) shortlists 3*n of them, ranked by that overlap
+    plus difflib's character ratio (so ``to_qq`` is nearer ``to_q`` than ``to_k``).
     """
-    pool: dict[str, list[TargetEntry]] = {}
-    for c in comps:
-        pool.update(index.by_alias.get(c, {}))
+    cache = {} if cache is None else cache
+    comps = tuple(comps)
+    pool = cache.get(("pool", comps))
+    if pool is None:
+        pool = cache[("pool", comps)] = {}
+        for c in comps:
+            pool.update(index.by_alias.get(c, {}))
     tokens = alias.split("_")
     leaf = "_".join(tokens[-2:])
-    names = [a for a in pool if a.endswith(leaf)]
-    if len(names) < n:
-        names = list(pool)
-    matcher = difflib.SequenceMatcher(autojunk=False)
-    matcher.set_seq2(tokens)
+    names = cache.get(("leaf", comps, leaf))
+    if names is None:
+        names = [a for a in pool if a.endswith(leaf)]
+        if len(names) < n:
+            names = list(pool)
+        cache[("leaf", comps, leaf)] = names
+    feats = _features(alias)
     scored = []
     for a in names:
-        matcher.set_seq1(a.split("_"))
-        if matcher.real_quick_ratio() >= 0.4 and matcher.quick_ratio() >= 0.4:
-            r = matcher.ratio()
-            if r >= 0.4:
-                scored.append((r, a))
-    # token ratios tie often (to_q vs to_k against to_qq): re-rank the best ones by characters too
-    scored = sorted(scored, key=lambda x: -x[0])[:4 * n]
+        f = cache.get(a)
+        if f is None:
+            f = cache[a] = _features(a)
+        scored.append((len(feats & f) / len(feats | f), a))
+    scored.sort(key=lambda x: -x[0])
     chars = difflib.SequenceMatcher(autojunk=False)
     chars.set_seq2(alias)
     ranked = []
-    for r, a in scored:
+    for j, a in scored[:3 * n]:
+        if j <= 0:
+            continue
         chars.set_seq1(a)
-        ranked.append((-(r + chars.ratio()), a))
+        ranked.append((-(j + chars.ratio()), a))
     out: list[str] = []
     for _, a in sorted(ranked):
         for e in pool[a]:
@@ -206,6 +224,7 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
     names, specs, source = _as_names(weights_or_names, shapes)
     index = build_index(target)
     report = ResolveReport(source=source)
+    feature_cache: dict = {}
     report.family = pick_family(family_signals(names, specs))
     report.target_family = target_family(index)
     for name in names:
@@ -220,7 +239,8 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
             fitting = [e for e in entries if _fits(e, spec, source, name)[0]]
             entries = fitting or entries
         if not entries:
-            report.unmatched[name] = _nearest(alias, comps, index)
+            report.unmatched[name] = (_nearest(alias, comps, index, cache=feature_cache)
+                                      if len(report.unmatched) < NEAREST_LIMIT else [])
             why = next((index.unsupported[c][alias] for c in comps if alias in index.unsupported.get(c, {})), None)
             if why:
                 report.notes[name] = why

@@ -13,7 +13,7 @@ from keylists import lycoris_full_preset, text_canonical, text_styles, unet_styl
 from lokr_core.errors import LoKrKeyError
 from lokr_core.factors import LoKrFactors
 from lokr_core.keymap import diffusers_to_ldm, family_target, layout_from_config, ldm_block_of, unet_rules
-from lokr_core.resolve import ResolveReport, model_family, resolve
+from lokr_core.resolve import NEAREST_LIMIT, ResolveReport, model_family, resolve
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,10 @@ def test_sdxl_file_on_sd15_model_says_so(sd15, sdxl):
     some = "lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q"
     assert report.unmatched[some][0] == "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
     assert 1 <= len(report.unmatched[some]) <= 3
+    # nearest names are searched for the first NEAREST_LIMIT unmatched names only
+    lists = list(report.unmatched.values())
+    assert len(lists) > NEAREST_LIMIT and all(lists[:NEAREST_LIMIT]) and not any(lists[NEAREST_LIMIT:])
+    assert "(not searched)" in report.format(limit=10_000)
 
 
 def test_unmatched_typo_gets_nearest_candidates(sd15):
