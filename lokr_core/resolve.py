@@ -116,13 +116,14 @@ class ResolveReport:
 
 
 def _search_components(hint: str | None, index: TargetIndex) -> list[str]:
+    """Components to look a name up in: all for no hint; the hinted one when the target has it;
+    else unnamed parts ("other": modules / keys of no known SD part); else none (skipped)."""
     comps = index.components
     if hint is None:
         return sorted(comps)
-    out = [hint] if hint in comps else []
-    if "other" in comps:
-        out.append("other")
-    return out
+    if hint in comps:
+        return [hint]
+    return ["other"] if "other" in comps else []
 
 
 def _fits(entry: TargetEntry, spec: Any, source: str | None, name: str) -> tuple[bool, tuple[int, ...] | None]:

@@ -265,3 +265,20 @@ def test_bad_names_raise(bad, match):
 def test_bad_target_raises():
     with pytest.raises(LoKrKeyError, match="expected an nn.Module"):
         resolve(["lora_unet_conv_in"], "model.safetensors")
+
+
+def test_generic_module_and_unknown_checkpoint_parts():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    report = resolve(["lycoris_0", "lora_unet_2", "base_model.model.2"], net)
+    assert report.matched == {"lycoris_0": "0", "lora_unet_2": "2", "base_model.model.2": "2"}
+    assert report.target_family is None
+    ckpt = {"model.diffusion_model.out.2.weight": (4, 320, 3, 3), "first_stage_model.decoder.conv_out.weight": (3, 128, 3, 3),
+            "model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3)}
+    report = resolve(["lora_unet_conv_out", "lora_unet_out_2", "first_stage_model.decoder.conv_out",
+                      "lora_unet_decoder_conv_out"], ckpt)
+    assert report.matched == {"lora_unet_out_2": "model.diffusion_model.out.2.weight",
+                              "lora_unet_conv_out": "model.diffusion_model.out.2.weight",
+                              "first_stage_model.decoder.conv_out": "first_stage_model.decoder.conv_out.weight"}
+    # VAE keys are not offered to UNet names, neither as matches nor as candidates
+    assert set(report.unmatched) == {"lora_unet_decoder_conv_out"}
+    assert all(k.startswith("model.diffusion_model.") for c in report.unmatched.values() for k in c)
