@@ -92,7 +92,10 @@ FULL = dict(r=4, alpha=2.5, rank_dropout=0.1, module_dropout=0.2, use_effective_
 
 def _check_same(ours: LoKrConfig, theirs) -> None:
     for name in OUR_FIELDS:
-        assert _norm(getattr(ours, name)) == _norm(getattr(theirs, name)), name
+        a, b = _norm(getattr(ours, name)), _norm(getattr(theirs, name))
+        if name in ("target_modules", "exclude_modules") and isinstance(a, list) and isinstance(b, list):
+            a, b = sorted(a), sorted(b)  # PEFT writes its sets in hash order: the order carries no meaning
+        assert a == b, name
 
 
 @pytest.mark.parametrize("kwargs", [{}, FULL, dict(target_modules="all-linear", init_weights=False),
