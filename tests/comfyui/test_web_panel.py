@@ -349,12 +349,13 @@ def test_loader_panel_and_block_editor(comfy, browser):
                                        "/^LoKr.*Block/i.test(t))")
             if block_types:
                 editor = await block_editor(cdp, block_types[0], shots)
-            return text, report, tags, editor, shots, cdp.console
+            reload = await reload_workflow(cdp, bool(block_types))
+            return text, report, tags, editor, shots, reload, cdp.console
         finally:
             await cdp.ws.close()
             await session.close()
 
-    text, report, tags, editor, shots, console = asyncio.run(scenario())
+    text, report, tags, editor, shots, reload, console = asyncio.run(scenario())
     assert "SD 1.x" in text or "SD 2.x" in text, text
     assert "Modules" in text and "40" in text, text
     assert "Layouts" in text and "Scale" in text, text
@@ -365,6 +366,11 @@ def test_loader_panel_and_block_editor(comfy, browser):
     assert not errors, errors
     for name, (path, size) in shots.items():
         assert 0 < size < MAX_PNG, (name, path, size)
+    # saved and re-opened: the panels are not serialized (widget values unchanged) and come back
+    assert reload["widgets_values"] == [FIXTURE, 1, 1, "file", "interpolate"], reload
+    assert "Modules" in reload["panel"], reload
+    if editor is not None:
+        assert reload["sliders"][:5] == ["1", "0", "0", "0", "1.25"], reload
     if editor is not None:
         rows, vector, preset = editor
         assert rows[:3] == ["BASE", "IN01", "IN02"], rows
@@ -403,3 +409,20 @@ async def block_editor(cdp: CDP, node_type: str, shots: dict):
     if (out := _save("lokr_block_weights.png")) is not None:
         shots["block_weights"] = (out, await cdp.screenshot(out, _clip(rect)))
     return ids, result[0], result[1]
+
+
+async def reload_workflow(cdp: CDP, with_editor: bool) -> dict:
+    """Serialize the graph, load it again (app.loadGraphData), and read the panels back."""
+    saved = await cdp.js("""(async () => { const app = window.comfyAPI.app.app;
+        const wf = JSON.parse(JSON.stringify(app.graph.serialize()));
+        await app.loadGraphData(wf);
+        const node = wf.nodes.find((n) => n.type === 'LoKrLoader');
+        return node.widgets_values; })()""")
+    panel = await cdp.wait_js("[...document.querySelectorAll('.lokr-panel')].map((p) => p.innerText)"
+                              ".find((t) => /Modules/.test(t))", 30, "the panel after reloading the workflow")
+    sliders = []
+    if with_editor:
+        sliders = await cdp.wait_js("(() => { const s = [...document.querySelectorAll('.lokr-bw input[type=range]')];"
+                                    " return s.length === 17 && s[4].value === '1.25' ? s.map((x) => x.value) : null; })()",
+                                    30, "the block editor after reloading the workflow")
+    return {"widgets_values": saved, "panel": panel, "sliders": sliders}
