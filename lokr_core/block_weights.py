@@ -199,7 +199,11 @@ def parse_block_weights(spec: str, family: str, *, a: float = 4.0, b: float = 1.
         if tokens and tokens[-1] == "":
             tokens.pop()
         if len(tokens) not in (len(short), len(full)):
-            raise LoKrConfigError(f"block weights for {fam}: {len(tokens)} values given; {_expected(fam)}")
+            inspire = {"sd1": 27, "sd2": 27, "sdxl": 21}[fam]
+            hint = (f" ({inspire} values is Inspire-Pack's LyCORIS layout with IN00 missing and MID split in "
+                    f"three; write the {len(full)}-value layout, or use the *-LyC-* preset names)"
+                    if len(tokens) == inspire else "")
+            raise LoKrConfigError(f"block weights for {fam}: {len(tokens)} values given; {_expected(fam)}{hint}")
         rng = random.Random(seed)
         numbers = [_token(t, i, a, b, rng) for i, t in enumerate(tokens)]
         ids = short if len(tokens) == len(short) else full

@@ -49,6 +49,7 @@ def test_other_lengths_rejected_with_expected_ids(family, n):
     short, full = LAYOUTS[family]
     assert f"{n} values given" in msg
     assert f"expected {len(short)} values ({', '.join(short)}) or {len(full)} values ({', '.join(full)})" in msg
+    assert ("Inspire-Pack's LyCORIS layout" in msg) == (n in (27, 21))
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
