@@ -30,8 +30,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from .errors import LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
-from .extract_math import factors_from_delta, lora_error_at_params, plan_layout, resize_factors
+from .extract_math import factors_from_delta, lora_error_at_params, nearest_kronecker, plan_layout, resize_factors
 from .factors import LoKrFactors
+
+__all__ = ["extract_lokr", "resize_lokr", "nearest_kronecker", "save_extracted", "format_extract_report",
+           "plan_targets", "Target"]
 
 Progress = Callable[[int, int], Any]
 """``progress(done, total)``, called after each module (the merge engine's convention)."""
@@ -267,7 +270,7 @@ def extract_lokr(base: Any, tuned: Any, rank: int, factor: int = -1, decompose_b
         raise LoKrFormatError(f"extract: rank={rank!r}; expected an integer >= 1")
     if out is not None:
         _check_out(out, [base, tuned])
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = _device(device)
     modules: dict[str, LoKrFactors] = {}
     rows: list[dict] = []
     skipped: dict[str, str] = {}
@@ -297,6 +300,17 @@ def extract_lokr(base: Any, tuned: Any, rank: int, factor: int = -1, decompose_b
     if out is not None:
         save_extracted(weights, out, dtype=save_dtype, inputs=[base, tuned])
     return weights, report
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device (default CPU); LoKrFormatError for unknown or unavailable ones."""
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError):
+        raise LoKrFormatError(f"extract: device {device!r} is not a torch device; expected cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LoKrFormatError(f"extract: device {device!r} asked for but CUDA is not available; expected device='cpu'")
+    return dev
 
 
 def _label(src: Any) -> str:

@@ -217,7 +217,9 @@ def _ldm_pair(noise: float = 0.0):
 
 def test_random_noise_reports_large_error_and_lora_comparison():
     base, tuned = _ldm_pair(noise=0.1)
-    weights, report = extract_lokr(base, tuned, 4, conv="flat")
+    calls = []
+    weights, report = extract_lokr(base, tuned, 4, conv="flat", progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # two UNet weights and one text-encoder weight considered
     names = set(weights.module_names)
     assert names == {"lora_unet_input_blocks_1_1_proj_in", "lora_unet_input_blocks_1_0_in_layers_2",
                      "lora_te_text_model_encoder_layers_0_self_attn_q_proj"}  # norms, embeddings, VAE skipped
@@ -312,6 +314,9 @@ def test_bad_arguments_and_unreadable_input(tmp_path):
         extract_lokr(bad, bad, 4, out=tmp_path / "o.safetensors")
     with pytest.raises(LoKrFormatError, match="does not exist"):
         extract_lokr(tmp_path / "missing.safetensors", bad, 4)
+    if not torch.cuda.is_available():
+        with pytest.raises(LoKrFormatError, match="CUDA is not available"):
+            extract_lokr(base, tuned, 4, device="cuda")
     with pytest.raises(LoKrKeyError, match="no weight to extract"):
         extract_lokr(base, tuned, 4, targets=["nothing_matches"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]

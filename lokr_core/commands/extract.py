@@ -31,6 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", help="where to compute (cpu, cuda, cuda:1; default cpu)")
     p.add_argument("--save-dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="factor dtype in the file")
     p.add_argument("--no-lora-compare", action="store_true", help="skip the equal-size LoRA comparison (faster)")
+    p.add_argument("--no-hash", action="store_true", help="do not store the inputs' sha256 in the metadata (faster)")
     p.add_argument("--report-json", metavar="PATH", help="also write the full report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                                  decompose_both=args.decompose_both, conv=args.conv, targets=args.targets,
                                  device=args.device, progress=progress, min_rel_change=args.min_rel_change,
                                  compare_lora=not args.no_lora_compare, out=args.output,
-                                 save_dtype=args.save_dtype)
+                                 save_dtype=args.save_dtype, hash_sources=not args.no_hash)
     print(format_extract_report(report, limit=None), file=sys.stderr)
     if args.report_json:
         atomic_write_text(json.dumps(report, indent=1), args.report_json, inputs=inputs)
