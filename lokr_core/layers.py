@@ -8,10 +8,15 @@ base weight is ``<module>.base_layer.weight``.
 
 Differences from PEFT, on purpose:
 
-- forward of Linear and unpadded stride-1 1x1 convs never builds ΔW ("bypass"): ``y = base(x) +
-  scale * kron(W1, W2) x`` through ``kron.kron_linear_factors`` (same numbers to float tolerance,
-  much less work). Rank dropout is applied there to output channels, which is exactly PEFT's
-  per-row dropout of ΔW. ``forward_mode = "delta"`` forces PEFT's way (build ΔW every call).
+- the default forward (``forward_mode = "auto"``) runs the base op once with W + ΔW, the product
+  added into a copy of W by ``kron.add_kron_``: about the base layer's cost, where PEFT pays for
+  the base op twice (base(x) + op(x, ΔW)). ``"bypass"`` never builds ΔW for Linear and unpadded
+  stride-1 1x1 convs: ``y = base(x) + scale * kron(W1, W2) x`` through ``kron.kron_linear_factors``
+  (no weight-sized temporary; other convs fall back to ΔW). Rank dropout is applied there to output
+  channels, which is exactly PEFT's per-row dropout of ΔW. ``"delta"`` is PEFT's way. All three give
+  PEFT's numbers to float tolerance, gradients included.
+- wrappers start in the train/eval mode of the layer they wrap (PEFT's start in train mode, so
+  their dropout acts in an eval model until ``.eval()`` is called again).
 - Conv1d with a full 3-D ``lokr_w2`` uses the true Kronecker product (LOKR_SPEC 2);
   ``peft_conv1d_compat=True`` reproduces PEFT's layout for adapters trained through it.
 - merge / unmerge add the product in place with ``kron.add_kron_`` and remember the scale each
@@ -39,7 +44,8 @@ ADAPTER_PARAM_NAMES = tuple(f"lokr_{n}" for n in FACTOR_NAMES)
 """Attribute (and state-dict) names of the factor dicts: ``lokr_w1`` ... ``lokr_t2``."""
 
 FORWARD_MODES = ("auto", "bypass", "delta")
-"""``auto``/``bypass``: no ΔW for Linear and 1x1 convs (others build ΔW); ``delta``: always build ΔW."""
+"""``auto``: one op with W + ΔW; ``bypass``: no ΔW for Linear and 1x1 convs (others: ΔW);
+``delta``: base(x) + op(x, ΔW), PEFT's way. See ``LoKrLayer.forward``."""
 
 _CONFIG_DEFAULTS: dict[str, Any] = dict(
     rank_dropout=0.0, module_dropout=0.0, init_weights=True, use_effective_conv2d=False,
@@ -344,16 +350,33 @@ class LoKrLayer(nn.Module):
         return kron.add_kron_(weight, w1, w2, scale)
 
     # ------------------------------------------------------------------ forward
+    def forward_path(self, adapter_name: str) -> str:
+        """How forward applies this adapter: ``"fused"`` (one op with W + ΔW), ``"bypass"`` (factors
+        applied to x, no ΔW) or ``"delta"`` (base(x) + op(x, ΔW), PEFT's way)."""
+        if self._forward_mode == "bypass" and self._bypass_ok() and not self._peft_layout(self.factors(adapter_name)):
+            return "bypass"
+        if self._forward_mode == "auto" and self._fusable():
+            return "fused"
+        return "delta"
+
     def uses_bypass(self, adapter_name: str) -> bool:
         """True when forward computes this adapter's output from the factors without building ΔW."""
-        return (self._forward_mode != "delta" and self._bypass_ok()
-                and not self._peft_layout(self.factors(adapter_name)))
+        return self.forward_path(adapter_name) == "bypass"
 
     def _bypass_ok(self) -> bool:
         return False
 
-    def _delta_forward(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    def _fusable(self) -> bool:
+        """The base layer is a plain Linear / Conv without hooks, so ``_base_op`` reproduces its forward."""
+        b = self.base_layer
+        return (type(b) is self.base_type and not b._forward_hooks and not b._forward_pre_hooks
+                and b.weight.dtype.is_floating_point)
+
+    def _base_op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def _delta_forward(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return self._base_op(x, delta, None)
 
     def _bypass_forward(self, x: torch.Tensor, f: LoKrFactors) -> torch.Tensor:
         raise NotImplementedError
@@ -372,26 +395,53 @@ class LoKrLayer(nn.Module):
             y = y * drop.view(-1, *([1] * self._n_spatial()))
         return y
 
+    def _fused_weight(self, names: Sequence[str]) -> torch.Tensor:
+        """W + sum of the adapters' ΔW (rank dropout when training), without touching W.
+
+        Without rank dropout the product is added with one broadcast ``kron.add_kron_`` into a copy
+        of W (no ΔW tensor); autograd reaches the factors either way.
+        """
+        w = self.base_layer.weight
+        eff = w.clone()
+        for name in names:
+            f = self.factors(name)
+            apply_drop = self.training and bool(self.rank_dropout[name])
+            if apply_drop or self._peft_layout(f) or f.dtype != w.dtype:
+                eff = eff + self.get_delta_weight(name, apply_rank_dropout=apply_drop).to(w.dtype)
+            else:
+                kron.add_kron_(eff, kron.rebuild_w1(f), kron.rebuild_w2(f, tuple(w.shape[2:])), self.scaling[name])
+        return eff
+
     def _n_spatial(self) -> int:
         """Number of trailing spatial axes after the channel axis of the output (0 for Linear)."""
         return 0
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """base_layer(x) plus every active adapter's output (PEFT's order of random draws in training)."""
+        """base_layer(x) plus every active adapter's output, through ``forward_path``.
+
+        ``auto`` runs one op with W + ΔW (as fast as the base layer for realistic token counts);
+        ``bypass`` adds the factors' product (Linear / 1x1); ``delta`` adds op(x, ΔW) as PEFT does.
+        Random draws (module dropout, then rank dropout, per adapter) happen in PEFT's order.
+        """
         previous_dtype = x.dtype
         if self._disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs).to(previous_dtype)
-        result = self.base_layer(x, *args, **kwargs)
         if self.merged:
-            return result.to(previous_dtype)
+            return self.base_layer(x, *args, **kwargs).to(previous_dtype)
         available = self.available_adapters
-        for name in self._active_adapters:
-            if name not in available:
-                continue
-            if (not self.training) or torch.rand(1) > self.module_dropout[name]:
-                result = result + self._adapter_output(name, x)
+        names = [n for n in self._active_adapters if n in available
+                 and ((not self.training) or torch.rand(1) > self.module_dropout[n])]
+        if not names:
+            return self.base_layer(x, *args, **kwargs).to(previous_dtype)
+        if not args and not kwargs and all(self.forward_path(n) == "fused" for n in names):
+            if x.dtype != self.base_layer.weight.dtype and not torch.is_autocast_enabled():
+                x = x.to(self.base_layer.weight.dtype)
+            return self._base_op(x, self._fused_weight(names), self.base_layer.bias).to(previous_dtype)
+        result = self.base_layer(x, *args, **kwargs)
+        for name in names:
+            result = result + self._adapter_output(name, x)
         return result.to(previous_dtype)
 
     def extra_repr(self) -> str:
@@ -407,8 +457,8 @@ class LoKrLinear(LoKrLayer):
     def _bypass_ok(self) -> bool:
         return True
 
-    def _delta_forward(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, delta)
+    def _base_op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
 
     def _bypass_forward(self, x: torch.Tensor, f: LoKrFactors) -> torch.Tensor:
         return kron.kron_linear_factors(x, f)
@@ -430,9 +480,9 @@ class _LoKrConv(LoKrLayer):
             return kron.kron_conv1x1(x.unsqueeze(0), f).squeeze(0)
         return kron.kron_conv1x1(x, f)
 
-    def _delta_forward(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        # the base layer's own conv call: stride, padding (any padding_mode), dilation, groups; no bias
-        return self.base_layer._conv_forward(x, delta, None)
+    def _base_op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        # the base layer's own conv call: stride, padding (any padding_mode), dilation, groups
+        return self.base_layer._conv_forward(x, weight, bias)
 
 
 class LoKrConv1d(_LoKrConv):

@@ -94,13 +94,17 @@ def test_delta_weight_and_forward_match_peft(case):
     factory, *_ = CASES[case]
     b = factory()
     expect_bypass = isinstance(b, nn.Linear) or (all(k == 1 for k in b.kernel_size) and b.groups == 1)
-    o.forward_mode = "auto"
     assert o.uses_bypass("default") == expect_bypass
+    assert o.forward_path("default") == ("bypass" if expect_bypass else "delta")
+    o.forward_mode = "auto"
+    assert o.forward_path("default") == "fused" and not o.uses_bypass("default")
 
 
+@pytest.mark.parametrize("mode", ["auto", "bypass"])
 @pytest.mark.parametrize("case", ["linear_decompose_both", "conv1x1", "conv3x3_tucker"])
-def test_gradients_match_peft(case):
+def test_gradients_match_peft(case, mode):
     p, o, x = _pair(case)
+    o.forward_mode = mode
     p(x).square().sum().backward()
     o(x).square().sum().backward()
     grads = {n: q.grad for n, q in p.named_parameters() if q.grad is not None}
@@ -168,10 +172,12 @@ def test_conv1d_full_w2_true_kron_vs_lycoris_and_peft_compat():
         _close(compat.base_layer.weight, base.weight + p.get_delta_weight("default"))
 
 
-@pytest.mark.parametrize("case", ["linear_split_w2", "conv3x3_split", "conv1x1"])
-@pytest.mark.parametrize("scale_flag", [False, True])
-def test_rank_and_module_dropout_in_training_match_peft(case, scale_flag):
+@pytest.mark.parametrize("case,mode,scale_flag", [("linear_split_w2", "auto", False), ("linear_split_w2", "bypass", True),
+                                                   ("conv3x3_split", "auto", True), ("conv3x3_split", "delta", False),
+                                                   ("conv1x1", "bypass", False)])
+def test_rank_and_module_dropout_in_training_match_peft(case, mode, scale_flag):
     p, o, x = _pair(case, rank_dropout=0.5, module_dropout=0.3, rank_dropout_scale=scale_flag)
+    o.forward_mode = mode
     p.train(), o.train()
     outs = []
     for mod in (p, o):
