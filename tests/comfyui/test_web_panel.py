@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 IMG = ROOT / "docs" / "img"
 FIXTURE = "lokr_sd15_fixture.safetensors"
 CKPT = "sd_xl_base_1.0.safetensors"
+TINY_CKPT_CACHE = "lokr_tiny_sd15_v1.safetensors"
+TINY_CKPT = "tiny_v1-5_test.safetensors"
+TINY_FIXTURE = "lokr_tiny_fixture.safetensors"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--mute-audio"]
 MAX_PNG = 300_000
@@ -98,6 +101,24 @@ def write_fixture_lokr(path: Path) -> None:
                                                           "outdoors": 5, "red collar": 3}}),
     }
     save_file(tensors, str(path), metadata=metadata)
+
+
+def write_tiny_fixture_lokr(path: Path) -> None:
+    """A LoKr for comfy_env's tiny SD1.5 checkpoint (2 levels: 320 and 640 channels): four modules
+    it has and one it lacks (a third-level block), so a real run reports 4 / 5 matched."""
+    g = torch.Generator().manual_seed(1)
+    tensors: dict[str, torch.Tensor] = {}
+    for block, dim in {"down_blocks_0_attentions_0": 320, "down_blocks_1_attentions_0": 640,
+                       "mid_block_attentions_0": 640, "down_blocks_2_attentions_0": 1280}.items():
+        name = f"lora_unet_{block}_transformer_blocks_0_attn1_to_q"
+        tensors[f"{name}.lokr_w1"] = torch.randn(8, 8, generator=g) * 0.01
+        tensors[f"{name}.lokr_w2_a"] = torch.randn(dim // 8, 4, generator=g) * 0.01
+        tensors[f"{name}.lokr_w2_b"] = torch.randn(4, dim // 8, generator=g) * 0.01
+        tensors[f"{name}.alpha"] = torch.tensor(4.0)
+    name = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    tensors[f"{name}.lokr_w1"] = torch.randn(8, 8, generator=g) * 0.01
+    tensors[f"{name}.lokr_w2"] = torch.randn(96, 96, generator=g) * 0.01
+    save_file(tensors, str(path))
 
 
 # ------------------------------------------------------------------------------------ DevTools
@@ -171,6 +192,10 @@ def comfy(tmp_path_factory):
     (base / "models" / "checkpoints").mkdir(parents=True)
     write_fixture_lokr(base / "models" / "loras" / FIXTURE)
     (base / "models" / "checkpoints" / CKPT).write_bytes(b"")  # only its name is used
+    tiny = comfy_dir.parent / "ref" / TINY_CKPT_CACHE  # made by tests/comfyui/comfy_env.py, when present
+    if tiny.is_file():
+        os.symlink(tiny, base / "models" / "checkpoints" / TINY_CKPT)
+        write_tiny_fixture_lokr(base / "models" / "loras" / TINY_FIXTURE)
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Validation.Workflows": False,
@@ -426,3 +451,56 @@ async def reload_workflow(cdp: CDP, with_editor: bool) -> dict:
                                     " return s.length === 17 && s[4].value === '1.25' ? s.map((x) => x.value) : null; })()",
                                     30, "the block editor after reloading the workflow")
     return {"widgets_values": saved, "panel": panel, "sliders": sliders}
+
+
+RUN_GRAPH = """
+(async () => {
+  const app = window.comfyAPI.app.app;
+  app.graph.clear();
+  const ckpt = LiteGraph.createNode("CheckpointLoaderSimple");
+  ckpt.pos = [30, 150]; app.graph.add(ckpt);
+  ckpt.widgets.find((x) => x.name === "ckpt_name").value = %(ckpt)s;
+  const lokr = LiteGraph.createNode("LoKrLoader");
+  lokr.pos = [400, 150]; app.graph.add(lokr);
+  ckpt.connect(0, lokr, 0); ckpt.connect(1, lokr, 1);
+  const fw = lokr.widgets.find((x) => x.name === "lokr_name");
+  fw.value = %(file)s; fw.callback?.(fw.value);
+  const info = LiteGraph.createNode("LoKrInfo");
+  info.pos = [820, 150]; app.graph.add(info);
+  info.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
+  lokr.connect(0, info, info.inputs.findIndex((i) => i.name === "model"));
+  lokr.connect(1, info, info.inputs.findIndex((i) => i.name === "clip"));
+  window.__lokrRun = lokr.id;
+  await app.queuePrompt(0, 1);
+  return true;
+})()
+"""
+
+
+def test_run_report_from_a_real_run(comfy, browser):
+    """Queue Checkpoint -> LoKr Loader -> LoKr Info on comfy_env's tiny SD1.5 checkpoint; the loader's
+    panel shows the report the node returned (ui.lokr_report through the 'executed' event)."""
+    url, log = comfy
+    _proc, devtools = browser
+    if not (Path(os.environ["COMFYUI_PATH"]).parent / "ref" / TINY_CKPT_CACHE).is_file():
+        pytest.skip("no cached tiny SD1.5 checkpoint (tests/comfyui/comfy_env.py makes it)")
+
+    async def scenario():
+        session, cdp = await _page(devtools)
+        try:
+            await cdp.call("Page.navigate", url=url + "/")
+            await cdp.wait_js("!!(window.comfyAPI?.app?.app?.graph && window.LiteGraph"
+                              " && LiteGraph.registered_node_types['LoKrLoader'])", 120, "the ComfyUI app")
+            await asyncio.sleep(1.0)
+            await cdp.js(RUN_GRAPH % {"ckpt": json.dumps(TINY_CKPT), "file": json.dumps(TINY_FIXTURE)})
+            return await cdp.wait_js(
+                "(() => { const app = window.comfyAPI.app.app; const n = app.graph.getNodeById(window.__lokrRun);"
+                " const r = n?.lokrPanel?.element.querySelector('[data-lokr=report]'); return r ? r.innerText : null; })()",
+                240, "the run report on the LoKr Loader")
+        finally:
+            await cdp.ws.close()
+            await session.close()
+
+    report = asyncio.run(scenario())
+    assert "Matched" in report and "4 / 5" in report, (report, log.read_text()[-2000:])
+    assert "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q" in report, report
