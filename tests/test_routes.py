@@ -18,6 +18,7 @@ import torch
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from safetensors.torch import save_file
+from yarl import URL
 
 from lokr_core.errors import LoKrFormatError
 from nodes import routes
@@ -107,14 +108,16 @@ def tree(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(root=root, outside=outside, secret=secret, fp=FolderPaths(root))
 
 
-def call(fp: FolderPaths, path: str, backend: routes.Backend = BACKEND, encoded: bool = True):
-    """GET ``path`` on an app with the routes; return (status, parsed JSON, raw text)."""
+def call(fp: FolderPaths, path: str, backend: routes.Backend = BACKEND):
+    """GET ``path`` (sent byte for byte: no client-side re-quoting) on an app with the routes;
+    return (status, parsed JSON, raw text)."""
 
     async def go():
         app = web.Application()
         routes.add_routes(app.router, fp, backend)
         async with TestClient(TestServer(app)) as client:
-            resp = await client.get(path) if not encoded else await client.get(path, allow_redirects=False)
+            base = str(client.make_url("/")).rstrip("/")
+            resp = await client.session.get(URL(base + path, encoded=True), allow_redirects=False)
             text = await resp.text()
             return resp.status, text
 

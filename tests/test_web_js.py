@@ -2,7 +2,6 @@
 block-weight parser agrees with the JavaScript one on the shared vectors (tests/web/block_vectors.json)."""
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import subprocess
