@@ -282,3 +282,20 @@ def test_generic_module_and_unknown_checkpoint_parts():
     # VAE keys are not offered to UNet names, neither as matches nor as candidates
     assert set(report.unmatched) == {"lora_unet_decoder_conv_out"}
     assert all(k.startswith("model.diffusion_model.") for c in report.unmatched.values() for k in c)
+
+
+def test_comfyui_clip_keys(sdxl):
+    """ComfyUI holds SDXL's text encoders as clip_l.transformer.* / clip_g.transformer.* (transformers layout)."""
+    pipe = family_target("sdxl", "diffusers")
+    comfy = {}
+    for k, v in pipe.items():
+        for src, dst in (("text_encoder.", "clip_l.transformer."), ("text_encoder_2.", "clip_g.transformer.")):
+            if k.startswith(src):
+                comfy[dst + k[len(src):]] = v
+    te1 = text_styles(sdxl["te1_mods"], "te1")["kohya"]
+    te2 = text_styles(sdxl["te2_mods"], "te2")["kohya_transformers5"]
+    report = resolve(list(te1) + list(te2), comfy)
+    assert report.ok, report.format()
+    assert report.matched["lora_te2_encoder_layers_31_mlp_fc2"] == "clip_g.transformer.text_model.encoder.layers.31.mlp.fc2.weight"
+    assert all(k in comfy for k in report.matched.values()) and len(report.matched) == len(te1) + len(te2)
+    assert report.target_family == "sdxl"
