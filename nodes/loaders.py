@@ -201,8 +201,10 @@ def _plan_others(plan: PatchPlan, others: list[str], unet_map: dict, clip_map: d
             plan.other_unet[key] = patch
         elif key in clip_keys:
             plan.other_clip[key] = patch
-    used = {n for n in others if any(k.startswith(n + ".") for k in sd)}
-    plan.other_skipped = [n for n in others if n not in used]
+    plan.other_skipped = [n for n in others if n not in unet_map and n not in clip_map]
+    if plan.other_skipped:
+        log.warning("comfyui-lokr: %d non-LoKr module(s) name no weight of the connected model: %s",
+                    len(plan.other_skipped), ", ".join(plan.other_skipped[:5]))
 
 
 def _scaled_core_patch(patch: Any, mult: float) -> Any:

@@ -178,3 +178,29 @@ def test_strength_zero_is_bit_identical_and_nodes_listed(comfy_setup):
     classes = env["pack"].NODE_CLASS_MAPPINGS
     assert {"LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "LoKrStack", "ApplyLoKrStack", "LoKrInfo",
             "LoKrMergeCheckpoint"} <= set(classes)
+
+
+def test_mixed_file_lora_modules_go_to_core(comfy_setup):
+    """LoRA modules in a LoKr file are applied by ComfyUI's own loader: the whole file == core's result."""
+    import comfy.sd
+    import comfy.utils
+
+    env = comfy_setup
+    name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"
+    mods, _ = _make(env, {name: CORE_OK[name]}, "tmp_lokr.safetensors", seed=20)
+    sd = state_dict_of(mods)
+    g = torch.Generator().manual_seed(4)
+    lora = "lora_unet_input_blocks_1_1_proj_out"
+    sd[f"{lora}.lora_down.weight"] = torch.randn(4, 320, 1, 1, generator=g) * 0.05
+    sd[f"{lora}.lora_up.weight"] = torch.randn(320, 4, 1, 1, generator=g) * 0.05
+    sd[f"{lora}.alpha"] = torch.tensor(2.0)
+    path = str(env["tmp"] / "mixed.safetensors")
+    save_file(sd, path)
+    keys = [CORE_OK[name][0], U + "input_blocks.1.1.proj_out"]
+    m, c = _ours(env, path, 0.7, 1.0)
+    ours = _weights(env, m, c, keys)
+    cm, cc = comfy.sd.load_lora_for_models(env["model"], env["clip"], comfy.utils.load_torch_file(path), 0.7, 1.0)
+    core = _weights(env, cm, cc, keys)
+    for k in keys:
+        assert not torch.equal(ours[k + ".weight"], _base(env, k + ".weight")), k
+        torch.testing.assert_close(ours[k + ".weight"], core[k + ".weight"], rtol=1e-5, atol=1e-6)
