@@ -181,9 +181,11 @@ def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "mer
         src = getattr(weights, "source", None)
         with torch.no_grad():
             for t in targets:
-                new = merged_weight(t.weight, [KronUpdate(t.factors, t.scale, strength, src, t.module, dora_mode)],
-                                    device=t.weight.device, dtype=t.weight.dtype)
-                t.weight.copy_(new)
+                w = t.weight.data
+                new = merged_weight(w, [KronUpdate(t.factors, t.scale, strength, src, t.module, dora_mode)],
+                                    device=w.device, dtype=w.dtype, inplace=True)
+                if new is not w:  # half / bf16 weights: computed in fp32, written back once
+                    w.copy_(new)
     else:
         for t in targets:
             if not (isinstance(t.layer, nn.Linear) or (isinstance(t.layer, nn.modules.conv._ConvNd)

@@ -130,19 +130,23 @@ class KronUpdate:
 
 
 def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``weight`` (out, in[, k...]) with every update added, as a new tensor on ``device``.
+                  dtype: torch.dtype | None = None, *, inplace: bool = False) -> torch.Tensor:
+    """``weight`` (out, in[, k...]) with every update added, on ``device`` in ``dtype``.
 
     The math runs in fp32 (``kron.add_kron_``, a broadcast in-place add: no ΔW is materialised,
     except for DoRA modules); the result is cast to ``dtype`` (default: the weight's dtype) once.
-    ``weight`` itself is never modified. Updates are applied in order (DoRA ones see the weight
-    merged so far).
+    Updates are applied in order (DoRA ones see the weight merged so far). ``weight`` is not
+    modified unless ``inplace``: then an fp32, contiguous weight already on ``device`` is updated
+    and returned as is (no copy); other weights are still computed on an fp32 copy.
     """
     device = torch.device(device) if device is not None else weight.device
     out_dtype = dtype or weight.dtype
     if not updates:
         return weight.to(device=device, dtype=out_dtype)
-    full = weight.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
+    if (inplace and weight.dtype == torch.float32 and weight.device == device and weight.is_contiguous()):
+        full = weight.detach()
+    else:
+        full = weight.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
     kernel = tuple(full.shape[2:])
     for u in updates:
         work = full if u.rows is None else full[u.rows[0]:u.rows[1]]  # a row block is a contiguous view
@@ -202,8 +206,8 @@ def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], 
             for key, _, _, nbytes, out_dtype in entries:
                 t = fin.get_tensor(key)
                 updates = plan.get(key, ())
-                if updates:
-                    t = merged_weight(t, updates, device=device, dtype=out_dtype)
+                if updates:  # t is ours (read from the file): merge in place when it is fp32 already
+                    t = merged_weight(t, updates, device=device, dtype=out_dtype, inplace=True)
                     merged += 1
                 elif t.dtype != out_dtype:
                     t = t.to(out_dtype)

@@ -5,8 +5,8 @@ and from PEFT's ``merge_and_unload``; never from lokr_core itself.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import os
 
 import pytest
@@ -15,6 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import lokr_fixtures as FX
+import models
 from lokr_core import merge as M
 from lokr_core.errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError
 from lokr_core.factors import LoKrFactors
@@ -87,6 +89,20 @@ def test_merged_weight_two_lokrs_and_fp16_rounds_once():
     out32 = M.merged_weight(w16, [M.KronUpdate(f1, lycoris_scale(f1), 1.0)], dtype=torch.float32)
     assert out32.dtype == torch.float32
     _close(out32, w16.float() + r1)
+
+
+def test_merged_weight_inplace_only_for_fp32_on_device():
+    layer = nn.Linear(64, 48)
+    _, f, ref = lycoris_module(layer, lora_dim=4, alpha=2)
+    w = layer.weight.detach().clone()
+    base = w.clone()
+    out = M.merged_weight(w, [M.KronUpdate(f, lycoris_scale(f), 1.0)], inplace=True)
+    assert out is w
+    _close(w, base + ref)
+    w16 = base.half()
+    before = w16.clone()
+    out16 = M.merged_weight(w16, [M.KronUpdate(f, lycoris_scale(f), 1.0)], inplace=True)
+    assert out16 is not w16 and torch.equal(w16, before)
 
 
 @pytest.mark.parametrize("wd_on_out", [True, False])
@@ -206,12 +222,6 @@ def test_file_sha256(tmp_path):
 
 
 # ------------------------------------------------------------------------------ checkpoint merges
-import hashlib  # noqa: E402
-
-import lokr_fixtures as FX  # noqa: E402
-import models  # noqa: E402
-
-
 def _ldm_unet_sd(unet) -> dict[str, torch.Tensor]:
     """The diffusers UNet's state dict under LDM keys (model.diffusion_model.*), via lokr_core.keymap."""
     from lokr_core.keymap import ldm_unet
@@ -378,7 +388,8 @@ def test_merge_checkpoint_diffusers_folder(tmp_path, files):
     gu = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
     gt = load_file(str(out / "text_encoder" / "model.safetensors"))
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    _close(gu[lyco_key := uf.paths[name] + ".weight"], unet.state_dict()[lyco_key] + uf.reference[name])
+    key = uf.paths[name] + ".weight"
+    _close(gu[key], unet.state_dict()[key] + uf.reference[name])
     for name, path in cf.paths.items():
         _close(gt[path + ".weight"], clip.state_dict()[path + ".weight"] + cf.reference[name])
     assert torch.equal(load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))["encoder.conv_in.weight"],
