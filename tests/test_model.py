@@ -85,7 +85,8 @@ def _snapshot(m):
 
 def _unchanged(before, m) -> bool:
     after = _snapshot(m)
-    return (before[0].keys() == after[0].keys() and all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    same = lambda a, b: torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))  # noqa: E731
+    return (before[0].keys() == after[0].keys() and all(same(before[0][k], after[0][k]) for k in before[0])
             and before[1:] == after[1:])
 
 
@@ -306,3 +307,40 @@ def test_layer_types_and_dropout_train_eval(unet_pair, base_clip):
     assert not torch.allclose(b, _clip_out(om))
     om.eval(), pm.eval()  # eval: no dropout (PEFT's new layers start in train mode, so eval() it)
     _close(_clip_out(om), _clip_out(pm))
+
+
+@pytest.mark.parametrize("which", ["sd15_unet", "clip_l"])
+def test_trainable_counts_equal_peft_on_full_size_meta_models(which):
+    if which == "sd15_unet":
+        base = models.unet(models.SD15_UNET, device="meta")
+        cfg = dict(r=8, alpha=8, use_effective_conv2d=True,
+                   target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
+                                   "ff.net.2", "conv1", "conv2", "conv_shortcut"])
+    else:
+        base = models.clip_text(models.CLIP_L, device="meta")
+        cfg = dict(r=16, alpha=8, decompose_both=True, target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
+    pm = get_peft_model(copy.deepcopy(base), PeftLoKrConfig(**cfg))
+    om = M.inject(copy.deepcopy(base), LoKrConfig(**cfg))
+    assert _trainable(om) == _trainable(pm) > 0
+    assert {k: tuple(v.shape) for k, v in M.lokr_state_dict(om).items()} == \
+        {k: tuple(v.shape) for k, v in get_peft_model_state_dict(pm).items()}
+
+
+def test_safe_merge_and_merged_load_refused_model_unchanged(base_clip):
+    _, om = _both(base_clip, CLIP_CFG)
+    name, layer = next(iter(M.lokr_layers(om)))
+    with torch.no_grad():
+        layer.lokr_w1["default"][0, 0] = float("nan")
+    before = _snapshot(om)
+    with pytest.raises(LoKrFormatError, match=f"module '{name}': merging adapter 'default' gives NaN/inf"):
+        M.merge_and_unload(om, safe_merge=True)
+    with pytest.raises(LoKrKeyError, match="no LoKr adapter 'nope'"):
+        M.merge_and_unload(om, adapter_names=["nope"])
+    assert _unchanged(before, om)
+    sd = M.lokr_state_dict(om)
+    layer.merge()
+    before = _snapshot(om)
+    with pytest.raises(LoKrKeyError, match="is merged into the weights; unmerge it"):
+        M.load_lokr_state_dict(om, sd)
+    assert _unchanged(before, om)
+    assert M.active_adapters(om) == ["default"]
