@@ -5,30 +5,9 @@ from __future__ import annotations
 import torch
 
 from lokr_core.demo import TINY_CLIP_CONFIG, TINY_UNET_CONFIG
+from lokr_core.keymap.families import CLIP_L, OPENCLIP_G, OPENCLIP_H, SD15_UNET, SD21_UNET, SDXL_UNET  # noqa: F401
 
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8,
-)
-SD21_UNET = dict(SD15_UNET, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
-SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-              projection_dim=768, vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu")
-OPENCLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                  projection_dim=1280, vocab_size=49408, max_position_embeddings=77, hidden_act="gelu")
-OPENCLIP_H = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-                  projection_dim=1024, vocab_size=49408, max_position_embeddings=77, hidden_act="gelu")
+# the full-size SD configs are the library's own reference configs (one copy)
 TINY_UNET = TINY_UNET_CONFIG
 TINY_CLIP = TINY_CLIP_CONFIG
 
