@@ -439,7 +439,10 @@ def resize_lokr(weights: Any, rank: int, progress: Progress | None = None) -> tu
     W2 (and W1 when split) is re-fitted by truncated SVD (Tucker: HOSVD), the best rank-``rank``
     choice with the other factor fixed; full factors are untouched; alpha becomes
     scale * rank so the LyCORIS scale is unchanged (PEFT sources are re-expressed for LyCORIS' rule). Modules already at or below ``rank``
-    and full/full modules are copied as they are. Returns (new LoKrWeights, report) with per module
+    and full/full modules are copied as they are. The result is always LyCORIS-format (PEFT module
+    names become kohya ``lora_unet_`` / ``lora_te1_`` / ``lora_te2_`` names, as ``io.save_lokr``
+    writes them). Non-LoKr modules of a mixed file are not carried over. Returns (new LoKrWeights,
+    report) with per module
     name, old_rank, rank, params before / after and rel_error = ||ΔW - ΔW'|| / ||ΔW||.
     """
     if not isinstance(rank, int) or rank < 1:
@@ -456,16 +459,17 @@ def resize_lokr(weights: Any, rank: int, progress: Progress | None = None) -> tu
     names = list(weights.module_names)
     for i, name in enumerate(names):
         f = weights.modules[name]
+        out_name = _lycoris_name(name) if weights.format == "peft" else name
         scale = weights.scale(name, "file")
         shape = weights.natural_shape(name) if f.tucker or f.w2 is not None or f.w2_b.ndim > 2 else _split_shape(f)
         g, err = resize_factors(f, rank, shape, scale)
         if g is f:
-            skipped[name] = "full/full" if f.rank is None else f"rank {f.rank} <= {rank}"
+            skipped[out_name] = "full/full" if f.rank is None else f"rank {f.rank} <= {rank}"
             g = _as_lycoris(f, scale)
         else:
-            rows.append(dict(name=name, layout=g.layout, old_rank=f.rank, rank=rank, params_before=f.num_params(),
-                             params=g.num_params(), rel_error=err))
-        new[name] = g
+            rows.append(dict(name=out_name, source_name=name, layout=g.layout, old_rank=f.rank, rank=rank,
+                             params_before=f.num_params(), params=g.num_params(), rel_error=err))
+        new[out_name] = g
         if progress is not None:
             progress(i + 1, len(names))
     meta = dict(weights.metadata)
@@ -478,6 +482,15 @@ def resize_lokr(weights: Any, rank: int, progress: Progress | None = None) -> tu
                          "params": sum(r["params"] for r in rows),
                          "rel_error": max((r["rel_error"] for r in rows), default=0.0)}}
     return out, report
+
+
+def _lycoris_name(peft_name: str) -> str:
+    """kohya name of a PEFT module (``base_model.model.a.b`` -> ``lora_unet_a_b``), as io.save_lokr writes it."""
+    from .formats.peft import module_path
+
+    comp, path = module_path(peft_name)
+    prefix = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}.get(comp or "", "lora_unet_")
+    return prefix + path.replace(".", "_")
 
 
 def _as_lycoris(f: LoKrFactors, scale: float) -> LoKrFactors:

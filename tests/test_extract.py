@@ -415,3 +415,20 @@ def test_diffusers_sdxl_names_and_mixed_inputs(tmp_path):
     assert len(weights.module_names) == 3
     with pytest.raises(LoKrFormatError, match="same layout"):
         extract_lokr(tmp_path / "base", tuned, 2)
+
+
+def test_resize_peft_adapter_keeps_delta_vs_peft(tmp_path):
+    """A PEFT adapter (made with peft, scale alpha / r) resized: at its own rank every module's ΔW under the
+    LyCORIS rule equals peft's get_delta_weight; at rank 1 the reported error is the measured one."""
+    from lokr_core.extract_math import lycoris_scale
+
+    pd = fx.make_peft_dir(tmp_path)
+    for rank in (8, 1):
+        new, report = resize_lokr(pd.path, rank)
+        errors = {r["name"]: r["rel_error"] for r in report["modules"]}
+        assert (not errors) if rank == 8 else len(errors) > 3
+        for name, ref in pd.reference.items():
+            kohya = "lora_unet_" + name[len("base_model.model."):].replace(".", "_")
+            g = new.modules[kohya]
+            got = kron_delta(g, ref.shape, lycoris_scale(g))
+            assert abs(_rel(got, ref) - errors.get(kohya, 0.0)) < 1e-5, (rank, name)
