@@ -25,6 +25,8 @@ import importlib
 import json
 import math
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -247,6 +249,33 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+class SummaryCache:
+    """The last ``size`` /lokr/info answers, keyed by (name, real path, mtime, size); thread-safe.
+
+    The path checks run on every request; only the file reading and summary are saved.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str | None, folder_paths: Any, backend: Backend) -> dict:
+        path = lora_path(name, folder_paths)
+        st = os.stat(path)
+        key = (name, path, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        body = info_payload(name, folder_paths, backend)
+        with self._lock:
+            self._items[key] = body
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return body
+
+
 # ---------------------------------------------------------------------------------------------
 # aiohttp glue
 
@@ -260,6 +289,7 @@ def make_handlers(folder_paths: Any, backend: Backend | None = None) -> dict[str
 
     backend = backend or Backend()
     dumps = lambda obj: json.dumps(obj, allow_nan=False)  # noqa: E731
+    info_cache = SummaryCache()
 
     async def respond(fn: Callable[[], dict]) -> web.Response:
         try:
@@ -270,7 +300,7 @@ def make_handlers(folder_paths: Any, backend: Backend | None = None) -> dict[str
 
     async def info(request: web.Request) -> web.Response:
         name = request.query.get("file")
-        return await respond(lambda: info_payload(name, folder_paths, backend))
+        return await respond(lambda: info_cache.get(name, folder_paths, backend))
 
     async def report(request: web.Request) -> web.Response:
         name, family = request.query.get("file"), request.query.get("family")

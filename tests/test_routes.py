@@ -344,3 +344,26 @@ def test_report_backend_import_error_is_501(tree):
     backend = routes.Backend(load=stand_in_load, report=report)
     status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors&family=sd1", backend)
     assert status == 501 and "diffusers" in body["error"]
+
+
+def test_summary_cache_reuses_until_the_file_changes(tree):
+    loads = []
+
+    def load(path):
+        loads.append(path)
+        return stand_in_load(path)
+
+    backend = routes.Backend(load=load, summarize=stand_in_summarize)
+    cache = routes.SummaryCache(size=1)
+    first = cache.get("good.safetensors", tree.fp, backend)
+    assert cache.get("good.safetensors", tree.fp, backend) is first and len(loads) == 1
+    st = os.stat(tree.root / "good.safetensors")
+    os.utime(tree.root / "good.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    cache.get("good.safetensors", tree.fp, backend)
+    assert len(loads) == 2
+    cache.get("sub/nested lokr.safetensors", tree.fp, backend)  # size 1: evicts the first
+    cache.get("good.safetensors", tree.fp, backend)
+    assert len(loads) == 4
+    with pytest.raises(routes.RouteError) as err:  # checks still run before the cache
+        cache.get("../outside/secret.safetensors", tree.fp, backend)
+    assert err.value.status == 404
