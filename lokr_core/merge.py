@@ -143,8 +143,9 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
     out_dtype = dtype or weight.dtype
     if not updates:
         return weight.to(device=device, dtype=out_dtype)
-    if (inplace and weight.dtype == torch.float32 and weight.device == device and weight.is_contiguous()):
-        full = weight.detach()
+    if (inplace and weight.dtype == torch.float32 and weight.device == device and weight.is_contiguous()
+            and not weight.requires_grad):
+        full = weight
     else:
         full = weight.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
     kernel = tuple(full.shape[2:])
