@@ -294,7 +294,7 @@ def lokr_state_dict(model: nn.Module, format: str = "peft", adapter_name: str = 
       (adapter name removed), plus ``base_model.model.<path>.<param>`` for modules_to_save copies.
     - ``"lycoris"``: ``<path>.lokr_w1`` ... plus ``<path>.alpha`` (0-d float tensor) with module paths
       as dotted model paths; the files layer (``formats/lycoris.py``) turns them into ``lora_unet_...``
-      names. The applied ΔW is kept under the LyCORIS scale rule: split modules store alpha (rank =
+      names. A Conv1d Tucker core is written (r, r, k) as LyCORIS stores it (PEFT: (r, r, k, 1)). The applied ΔW is kept under the LyCORIS scale rule: split modules store alpha (rank =
       r), full/full modules (where LyCORIS ignores alpha) get alpha / r folded into ``lokr_w1`` and
       alpha = r. modules_to_save copies have no LyCORIS form and are left out.
     Raises LoKrKeyError for an unknown adapter, LoKrFormatError for an unknown format.
@@ -312,6 +312,9 @@ def lokr_state_dict(model: nn.Module, format: str = "peft", adapter_name: str = 
             out.update({f"{PEFT_PREFIX}{name}.lokr_{n}": t for n, t in tensors.items()})
             continue
         r, alpha = layer.r[adapter_name], layer.alpha[adapter_name]
+        t2 = tensors.get("t2")
+        if t2 is not None and isinstance(layer.base_layer, nn.Conv1d) and t2.ndim == 4 and t2.shape[-1] == 1:
+            tensors["t2"] = t2.squeeze(-1)  # PEFT's Conv1d Tucker core (r, r, k, 1) -> LyCORIS' (r, r, k)
         if f.full_full:
             tensors["w1"] = tensors["w1"] * (alpha / r)
             alpha = r

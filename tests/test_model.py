@@ -344,3 +344,20 @@ def test_safe_merge_and_merged_load_refused_model_unchanged(base_clip):
         M.load_lokr_state_dict(om, sd)
     assert _unchanged(before, om)
     assert M.active_adapters(om) == ["default"]
+
+
+def test_lycoris_state_dict_conv1d_tucker_core_and_delta_vs_lycoris():
+    from lycoris.functional.lokr import kron_weight
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(16, 32, 3), torch.nn.ReLU(), torch.nn.Conv1d(32, 32, 5))
+    cfg = dict(r=2, alpha=3, target_modules=["0", "2"], use_effective_conv2d=True, init_weights=False)
+    pm, om = _both(net, cfg)
+    sd = M.lokr_state_dict(om, format="lycoris")
+    assert tuple(sd["0.lokr_t2"].shape) == (2, 2, 3) and tuple(sd["2.lokr_t2"].shape) == (2, 2, 5)
+    peft_mods = dict(pm.base_model.model.named_modules())
+    for name in ("0", "2"):
+        g = lambda p: sd[f"{name}.lokr_{p}"]  # noqa: E731
+        alpha, r = float(sd[f"{name}.alpha"]), g("w2_b").shape[0]
+        want = kron_weight(g("w1"), None, None, None, g("w2_a"), g("w2_b"), g("t2"), scale=alpha / r, backend="torch")
+        _close(want.detach(), peft_mods[name].get_delta_weight("default").detach())
