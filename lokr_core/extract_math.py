@@ -28,9 +28,9 @@ from .factors import LoKrFactors
 from .kron import kron_delta, rebuild_w1, rebuild_w2
 
 _DIRECT_SVD_MAX = 64
-"""Rearranged matrices whose smaller side is at most this use a full SVD; larger ones use block
-power iteration for the top singular pair (a few matrix products instead of a full SVD, which
-measured 30 s for a 320 x 5760 matrix on this project's 2-core CPU against 0.4 s)."""
+"""Rearranged matrices whose smaller side is at most this use the small Gram matrix's eigenvectors;
+larger ones use block power iteration for the top singular pair (a few matrix products; a full
+SVD measured 30 s for a 320 x 5760 matrix on this project's 2-core CPU against 0.4 s)."""
 
 
 # ----------------------------------------------------------------------------- Kronecker fit
@@ -56,19 +56,22 @@ def top_singular_pair(r: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 40,
                       direct_max: int = _DIRECT_SVD_MAX) -> tuple[torch.Tensor, float, torch.Tensor]:
     """(u (m,), sigma, v (n,)) of the largest singular value of r (m, n), computed in r's dtype.
 
-    Matrices whose smaller side is at most ``direct_max`` use ``torch.linalg.svd``. Larger ones use
-    block power (subspace) iteration on the smaller side: U (small, block) starts from the
+    Matrices whose smaller side is at most ``direct_max`` use the eigen-decomposition of the small
+    Gram matrix (a full SVD of a very wide matrix is slow on CPU). Larger ones use block power
+    (subspace) iteration on the smaller side: U (small, block) starts from the
     ``block`` columns of largest norm (deterministic; no global RNG is touched), B = R^T U, U =
     qr(R B); sigma^2 is the top eigenvalue of B^T B (a block x block matrix), and the loop stops
     when sigma changes by less than ``tol`` relative. The last step is a Rayleigh-Ritz projection.
     """
     m, n = r.shape
-    if min(m, n) <= direct_max:
-        u, s, vh = torch.linalg.svd(r, full_matrices=False)
-        return u[:, 0], float(s[0]), vh[0]
     if m > n:
         v, sigma, u = top_singular_pair(r.T, tol=tol, max_iter=max_iter, block=block, direct_max=direct_max)
         return u, sigma, v
+    if m <= direct_max:  # small side: eigen-decompose the m x m Gram matrix (float64)
+        evals, evecs = torch.linalg.eigh((r @ r.T).double())
+        sigma = math.sqrt(max(float(evals[-1]), 0.0))
+        u = evecs[:, -1].to(r.dtype)
+        return u, sigma, (u @ r) / max(sigma, 1e-30)
     q = min(block, m)
     idx = torch.topk(r.norm(dim=0), q).indices
     basis = torch.linalg.qr(r[:, idx]).Q  # (m, q)
@@ -118,29 +121,47 @@ def nearest_kronecker(delta: torch.Tensor, w1_shape: Sequence[int], w2_shape: Se
 
 
 # ----------------------------------------------------------------------------- low-rank parts
+def _top_left_singular(mat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U (m, k), s (k,)): top-k left singular vectors and values of mat (m, n), descending.
+
+    From the eigen-decomposition of the m x m Gram matrix in float64 (fast for the short-and-wide
+    matrices met here, where a full SVD is slow on CPU); results in mat's dtype.
+    """
+    work = mat.double()
+    evals, evecs = torch.linalg.eigh(work @ work.T)
+    evals, evecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]
+    return evecs.to(mat.dtype), evals.clamp_min(0).sqrt().to(mat.dtype)
+
+
 def lowrank_split(mat: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Truncated SVD of mat (m, n) as a (m, rank) @ b (rank, n), sqrt of the singular values on each.
 
-    When ``rank`` exceeds min(m, n) the extra columns / rows are zero, so the stored shapes are
-    always (m, rank) and (rank, n).
+    When ``rank`` exceeds min(m, n) (or singular values vanish) the extra columns / rows are zero,
+    so the stored shapes are always (m, rank) and (rank, n).
     """
     m, n = mat.shape
-    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-    k = min(rank, s.numel())
-    root = s[:k].sqrt()
+    if m > n:
+        a, b = lowrank_split(mat.T, rank)
+        return b.T.contiguous(), a.T.contiguous()
+    k = min(rank, m)
+    u, s = _top_left_singular(mat, k)
+    keep = s > s[0] * 1e-7 if k else s.bool()
+    u, s = u[:, keep], s[keep]
+    k = int(s.numel())
+    root = s.sqrt()
     a = mat.new_zeros(m, rank)
     b = mat.new_zeros(rank, n)
-    a[:, :k] = u[:, :k] * root
-    b[:k] = root[:, None] * vh[:k]
+    a[:, :k] = u * root
+    b[:k] = (u.T @ mat) / root[:, None]
     return a, b
 
 
 def _leading_basis(mat: torch.Tensor, rank: int) -> torch.Tensor:
     """(rank, m): the top-``rank`` left singular vectors of mat (m, n) as rows, zero rows past min(m, n)."""
-    u = torch.linalg.svd(mat, full_matrices=False).U
-    k = min(rank, u.shape[1])
+    k = min(rank, mat.shape[0], mat.shape[1])
+    u, _ = _top_left_singular(mat, k)
     out = mat.new_zeros(rank, mat.shape[0])
-    out[:k] = u[:, :k].T
+    out[:k] = u.T
     return out
 
 
