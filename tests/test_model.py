@@ -104,11 +104,11 @@ def test_inject_unet_matches_peft(unet_pair):
     assert layers["down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj"].alpha["default"] == 3
     y = _unet_out(pm)
     _close(_unet_out(om), y)
-    for _, layer in M.lokr_layers(om):  # PEFT's way (ΔW every call) gives the same
-        layer.forward_mode = "delta"
-    _close(_unet_out(om), y)
-    for _, layer in M.lokr_layers(om):
-        layer.forward_mode = "auto"
+    for mode in ("delta", "bypass", "auto"):  # PEFT's way (ΔW every call) and bypass give the same
+        for _, layer in M.lokr_layers(om):
+            layer.forward_mode = mode
+        assert any(l.uses_bypass("default") for _, l in M.lokr_layers(om)) == (mode == "bypass")
+        _close(_unet_out(om), y)
     # ΔW per layer, Linear / 1x1 / 3x3 Tucker
     peft_mods = dict(pm.base_model.model.named_modules())
     for name, layer in M.lokr_layers(om):
