@@ -301,8 +301,8 @@ class LoKrLayer(nn.Module):
     def merge(self, safe_merge: bool = False, adapter_names: Iterable[str] | None = None) -> None:
         """Add the ΔW of ``adapter_names`` (default: active adapters) into the base weight, in place.
 
-        Already merged adapters and names this layer does not hold are skipped. ``safe_merge`` works on a copy and raises
-        LoKrFormatError (weight untouched) when the result is not finite.
+        Already merged adapters and names this layer does not hold are skipped. ``safe_merge``
+        works on a copy and raises LoKrFormatError (weight untouched) when the result is not finite.
         """
         if isinstance(adapter_names, str):
             raise LoKrConfigError(f"merge: adapter_names must be a list of names, got the string {adapter_names!r}")
@@ -395,22 +395,20 @@ class LoKrLayer(nn.Module):
             y = y * drop.view(-1, *([1] * self._n_spatial()))
         return y
 
-    def _fused_weight(self, names: Sequence[str]) -> torch.Tensor:
-        """W + sum of the adapters' ΔW (rank dropout when training), without touching W.
+    def _fused_add(self, eff: torch.Tensor | None, name: str) -> torch.Tensor:
+        """``eff`` (None: a copy of W) plus the adapter's ΔW (rank dropout when training); W untouched.
 
-        Without rank dropout the product is added with one broadcast ``kron.add_kron_`` into a copy
-        of W (no ΔW tensor); autograd reaches the factors either way.
+        Without rank dropout the product is added with one broadcast ``kron.add_kron_`` into the
+        copy (no ΔW tensor); autograd reaches the factors either way.
         """
         w = self.base_layer.weight
-        eff = w.clone()
-        for name in names:
-            f = self.factors(name)
-            apply_drop = self.training and bool(self.rank_dropout[name])
-            if apply_drop or self._peft_layout(f) or f.dtype != w.dtype:
-                eff = eff + self.get_delta_weight(name, apply_rank_dropout=apply_drop).to(w.dtype)
-            else:
-                kron.add_kron_(eff, kron.rebuild_w1(f), kron.rebuild_w2(f, tuple(w.shape[2:])), self.scaling[name])
-        return eff
+        f = self.factors(name)
+        apply_drop = self.training and bool(self.rank_dropout[name])
+        if apply_drop or self._peft_layout(f) or f.dtype != w.dtype:
+            delta = self.get_delta_weight(name, apply_rank_dropout=apply_drop).to(w.dtype)
+            return (w if eff is None else eff) + delta
+        eff = w.clone() if eff is None else eff
+        return kron.add_kron_(eff, kron.rebuild_w1(f), kron.rebuild_w2(f, tuple(w.shape[2:])), self.scaling[name])
 
     def _n_spatial(self) -> int:
         """Number of trailing spatial axes after the channel axis of the output (0 for Linear)."""
@@ -431,17 +429,22 @@ class LoKrLayer(nn.Module):
         if self.merged:
             return self.base_layer(x, *args, **kwargs).to(previous_dtype)
         available = self.available_adapters
-        names = [n for n in self._active_adapters if n in available
-                 and ((not self.training) or torch.rand(1) > self.module_dropout[n])]
-        if not names:
-            return self.base_layer(x, *args, **kwargs).to(previous_dtype)
-        if not args and not kwargs and all(self.forward_path(n) == "fused" for n in names):
-            if x.dtype != self.base_layer.weight.dtype and not torch.is_autocast_enabled():
-                x = x.to(self.base_layer.weight.dtype)
-            return self._base_op(x, self._fused_weight(names), self.base_layer.bias).to(previous_dtype)
+        names = [n for n in self._active_adapters if n in available]
+        keep = lambda n: (not self.training) or bool(torch.rand(1) > self.module_dropout[n])  # noqa: E731
+        if names and not args and not kwargs and all(self.forward_path(n) == "fused" for n in names):
+            eff = None
+            for name in names:  # module dropout, then rank dropout, per adapter: PEFT's order of draws
+                if keep(name):
+                    eff = self._fused_add(eff, name)
+            if eff is not None:
+                if x.dtype != eff.dtype and not torch.is_autocast_enabled():
+                    x = x.to(eff.dtype)
+                return self._base_op(x, eff, self.base_layer.bias).to(previous_dtype)
+            return self.base_layer(x).to(previous_dtype)
         result = self.base_layer(x, *args, **kwargs)
         for name in names:
-            result = result + self._adapter_output(name, x)
+            if keep(name):
+                result = result + self._adapter_output(name, x)
         return result.to(previous_dtype)
 
     def extra_repr(self) -> str:

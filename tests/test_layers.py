@@ -297,3 +297,23 @@ def test_classes_and_wrap_layer_nesting():
     assert lin.weight is lin.base_layer.weight and lin.in_features == 8 and lin.out_features == 8
     assert math.isclose(lin.scaling["b"], 8 / 2)
     assert "lokr_w1.b" in dict(lin.named_parameters())
+
+
+@pytest.mark.parametrize("mode", ["auto", "bypass", "delta"])
+def test_two_adapters_dropout_draw_order_matches_peft(mode):
+    p, o, x = _pair("linear_split_w2", rank_dropout=0.4, module_dropout=0.2)
+    cfg = PeftLoKrConfig(r=2, alpha=5.0, init_weights=False, rank_dropout=0.6, module_dropout=0.3,
+                         rank_dropout_scale=True)
+    torch.manual_seed(5)
+    p.update_layer("second", 2, 5.0, config=cfg)
+    torch.manual_seed(5)
+    o.update_layer("second", 2, 5.0, cfg)
+    o.forward_mode = mode
+    outs = []
+    for mod in (p, o):
+        mod.set_adapter(["default", "second"])
+        mod.train()
+        torch.manual_seed(77)
+        with torch.no_grad():
+            outs.append(torch.stack([mod(x) for _ in range(8)]))
+    _close(outs[1], outs[0])
