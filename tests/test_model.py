@@ -264,10 +264,13 @@ def test_load_state_dict_from_peft_and_strict_errors(base_unet):
             M.load_lokr_state_dict(om, bad, file="x.safetensors")
         assert _unchanged(before, om)
     M.load_lokr_state_dict(om, sd)
-    _close(_unet_out(om), _unet_out(pm))
-    # prefix-less keys load too
-    M.load_lokr_state_dict(om, {k[len(M.PEFT_PREFIX):]: v for k, v in sd.items()})
-    _close(_unet_out(om), _unet_out(pm))
+    want = _unet_out(pm)
+    _close(_unet_out(om), want)
+    # prefix-less keys load too, giving the same factors
+    om2 = M.inject(copy.deepcopy(base_unet), LoKrConfig(**dict(UNET_CFG, init_weights=True)))
+    M.load_lokr_state_dict(om2, {k[len(M.PEFT_PREFIX):]: v for k, v in sd.items()})
+    got = M.lokr_state_dict(om2)
+    assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
 
 
 def test_save_peft_adapter_roundtrip_with_peft(base_clip, tmp_path):
