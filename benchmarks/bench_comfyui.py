@@ -81,7 +81,7 @@ def timed_patch(patcher, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    keys = list(patcher.patches)
+    keys = sorted(patcher.patches)
     sd = patcher.model.state_dict()
     sample = {k: sd[k].detach().float().cpu().clone() for k in keys[:: max(1, len(keys) // 24)]}
     patcher.unpatch_model(torch.device("cpu"))
