@@ -432,3 +432,15 @@ def test_resize_peft_adapter_keeps_delta_vs_peft(tmp_path):
             g = new.modules[kohya]
             got = kron_delta(g, ref.shape, lycoris_scale(g))
             assert abs(_rel(got, ref) - errors.get(kohya, 0.0)) < 1e-5, (rank, name)
+
+
+def test_lora_shaped_difference_reports_lora_better():
+    """A low-rank (LoRA-like) ΔW that is not Kronecker-structured: the report says so honestly."""
+    key = "model.diffusion_model.middle_block.1.proj_out.weight"
+    base = {key: torch.randn(128, 128)}
+    tuned = {key: base[key] + torch.randn(128, 1) @ torch.randn(1, 128)}
+    _, report = extract_lokr(base, tuned, 16, factor=4)  # W1 (4, 4) full, W2 (32, 32) full: 1040 params
+    row = report["modules"][0]
+    assert row["lora_rank"] == 4 and row["lora_rel_error"] < 1e-3
+    assert row["rel_error"] > 0.5 and report["totals"]["lokr_better"] == 0
+    assert "LoKr better on 0" in format_extract_report(report, limit=1)
