@@ -4,14 +4,17 @@ A random SD1.5 UNet (tests/models.SD15_UNET) gets a PEFT LoKr adapter on every L
 (random factors); the same adapter directory is then merged three ways, each in a fresh
 subprocess so memory numbers do not mix:
 
-- ``peft``:   ``PeftModel.from_pretrained(unet, adapter).merge_and_unload()`` (the reference);
-- ``apply``:  ``lokr_core.apply_lokr(unet, load_lokr(adapter), mode="merge")`` on the same in-memory UNet;
-- ``stream``: ``lokr_core.merge_checkpoint(unet.safetensors, [(adapter, 1.0)], out.safetensors)``:
-  file to file, tensor by tensor (includes reading and writing the checkpoint).
+- ``peft``:      ``PeftModel.from_pretrained(unet, adapter).merge_and_unload()`` on a UNet in
+  memory (the reference for in-memory merges);
+- ``apply``:     ``lokr_core.apply_lokr(unet, load_lokr(adapter), mode="merge")`` on the same in-memory UNet;
+- ``peft_file``: checkpoint file to merged file with PEFT: ``load_file`` -> UNet ->
+  ``PeftModel.from_pretrained`` -> ``merge_and_unload`` -> ``save_file`` (the reference for file merges);
+- ``stream``:    ``lokr_core.merge_checkpoint(unet.safetensors, [(adapter, 1.0)], out.safetensors)``:
+  file to file, tensor by tensor.
 
 Per method: wall time of the merge alone, and peak extra memory during it (resident set size
-sampled every 2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA), as absolute numbers and
-as ratios to PEFT. The merged weights of every method are compared with PEFT's (max relative error).
+sampled every 2 ms on CPU: anonymous RSS, so the checkpoint file's page cache is not counted; ``torch.cuda.max_memory_allocated`` on CUDA), as absolute numbers and
+as ratios to the PEFT counterpart (``apply`` / ``peft``, ``stream`` / ``peft_file``). The merged weights of every method are compared with PEFT's (max relative error).
 
     .venv/bin/python benchmarks/bench_merge.py                # CPU, SD1.5 size
     .venv/bin/python benchmarks/bench_merge.py --device cuda  # where a GPU exists
@@ -34,18 +37,25 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("LYCORIS_KERNEL_BACKEND", "torch")
 
-METHODS = ("peft", "apply", "stream")
+METHODS = ("peft", "apply", "peft_file", "stream")
+COUNTERPART = {"peft": "peft", "apply": "peft", "peft_file": "peft_file", "stream": "peft_file"}
 
 
 # ------------------------------------------------------------------------------------ measurement
 def _rss_bytes() -> int:
+    """Anonymous resident memory (Linux ``RssAnon``): what the process itself allocated. Pages of
+    files it maps (the checkpoint read through safetensors' mmap) are page cache, not counted.
+    Elsewhere: the whole RSS (psutil)."""
     try:
-        import psutil
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
 
-        return psutil.Process().memory_info().rss
-    except ImportError:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return psutil.Process().memory_info().rss
 
 
 class PeakMemory:
@@ -129,7 +139,10 @@ def _load_unet(work: Path, config: str, device: str):
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**_config(config))
-    unet.load_state_dict(load_file(str(work / "unet.safetensors"), device=device), assign=True)
+    # clone: weights in ordinary memory, not copy-on-write pages of the file's mmap (which an
+    # in-place merge would fault in one by one, and which would count as "extra" memory)
+    state = {k: v.clone() for k, v in load_file(str(work / "unet.safetensors"), device=device).items()}
+    unet.load_state_dict(state, assign=True)
     return unet.eval()
 
 
@@ -170,6 +183,23 @@ def worker(method: str, work: Path, config: str, device: str, out_json: Path) ->
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
         state = unet.state_dict()
+    elif method == "peft_file":
+        from diffusers import UNet2DConditionModel
+        from peft import PeftModel
+        from safetensors.torch import load_file, save_file
+
+        out = work / "merged_peft.safetensors"
+        with PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            with torch.device("meta"):
+                unet = UNet2DConditionModel(**_config(config))
+            unet.load_state_dict(load_file(str(work / "unet.safetensors"), device=device), assign=True)
+            merged = PeftModel.from_pretrained(unet, str(work / "adapter")).to(device).merge_and_unload()
+            save_file({k: v.contiguous() for k, v in merged.state_dict().items()}, str(out))
+            seconds = time.perf_counter() - t0
+        del merged, unet
+        state = load_file(str(out))
+        out.unlink()
     elif method == "stream":
         from safetensors.torch import load_file
 
@@ -211,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="sd15", choices=["sd15", "tiny"])
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list of peft, apply, stream")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -237,14 +267,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{torch.get_num_threads()} threads", flush=True)
         results = {m: _run_worker(m, work, args.config, args.device) for m in methods}
         ref = torch.load(work / "check_peft.pt") if "peft" in results else None
-        base = results.get("peft")
-        print(f"\n| method | merge time (s) | time / PEFT | peak extra memory (MiB) | memory / PEFT | max rel. err vs PEFT |")
+        print("\n| method | merge time (s) | time / PEFT counterpart | peak extra memory (MiB) | memory / PEFT "
+              "counterpart | max rel. err vs PEFT |")
         print("|---|---|---|---|---|---|")
         for m, r in results.items():
             err = _max_rel_err(torch.load(work / f"check_{m}.pt"), ref) if ref is not None else float("nan")
+            base = results.get(COUNTERPART[m])
             tr = r["seconds"] / base["seconds"] if base else float("nan")
             mr = r["peak_bytes"] / base["peak_bytes"] if base and base["peak_bytes"] > 0 else float("nan")
-            print(f"| {m} | {r['seconds']:.2f} | {tr:.2f} | {r['peak_bytes'] / 2**20:.0f} | {mr:.2f} | {err:.1e} |")
+            print(f"| {m} | {r['seconds']:.2f} | {tr:.2f} | {r['peak_bytes'] / 2**20:.0f} | {mr:.3f} | {err:.1e} |")
     return 0
 
 

@@ -71,9 +71,13 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise LoKrConfigError(f"merge: device {device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LoKrConfigError(f"merge: device {device!r} asked for, but CUDA is not available here; expected 'cpu' "
+                              "or no device (cuda when available, else cpu)")
+    return dev
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -579,7 +583,7 @@ def merge_into_state_dict(state_dict: Mapping[str, torch.Tensor], pairs: Sequenc
     lokrs = _load_pairs(pairs)
     shapes = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
     plan, matched, unmatched = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode)
-    dev = torch.device(device) if device is not None else None
+    dev = default_device(device) if device is not None else None
     counter = _Counter(progress, len(state_dict))
     new: dict[str, torch.Tensor] = {}
     for key, t in state_dict.items():

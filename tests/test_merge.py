@@ -211,6 +211,9 @@ def test_parse_dtype_and_default_device():
     assert M.default_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(LoKrConfigError, match="not a torch device"):
         M.default_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(LoKrConfigError, match="CUDA is not available"):
+            M.default_device("cuda")
 
 
 def test_file_sha256(tmp_path):
