@@ -47,11 +47,10 @@ class RouteError(Exception):
 
 
 def _core(name: str) -> Any:
-    """Import ``lokr_core.<name>``: relative inside ComfyUI (pack under any folder name), else absolute."""
-    package = __package__ or ""
-    if "." in package:
-        return importlib.import_module(f"..lokr_core.{name}", package)
-    return importlib.import_module(f"lokr_core.{name}")
+    """``lokr_core.<name>``, imported the way every node module does (see ``nodes.core``)."""
+    from . import core
+
+    return core(name)
 
 
 def _shown(name: str) -> str:
