@@ -164,3 +164,22 @@ def test_python_m_subprocess(lf):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["module_count"] == len(lf.reference)
+
+
+def test_parse_scale_rule_and_tqdm_progress(capsys):
+    from lokr_core.commands import parse_scale_rule, tqdm_progress
+
+    assert parse_scale_rule("0.25") == 0.25 and parse_scale_rule("metadata-dim") == "metadata-dim"
+    with tqdm_progress("testing") as progress:
+        for i in range(1, 6):
+            progress(i, 5)
+    assert "testing" in capsys.readouterr().err
+    with tqdm_progress("silent", enabled=False) as progress:
+        progress(1, 1)
+    assert capsys.readouterr().err == ""
+
+
+def test_info_scale_rule_option(lf, capsys):
+    assert cli.main(["info", str(lf.path), "--json", "--scale-rule", "none"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["scale_rule"] == "none" and set(data["scale_values"]) == {"1"}

@@ -448,3 +448,48 @@ def test_merge_checkpoint_bad_inputs_write_nothing(tmp_path, files):
     assert sorted(os.listdir(tmp_path)) == sorted(["sd.safetensors", "link.safetensors", "hard.safetensors",
                                                    "unet_only.safetensors", "big.safetensors", "corrupt.safetensors",
                                                    "model.ckpt"])
+
+
+def test_merge_checkpoint_peft_dir_matches_peft(tmp_path):
+    """A PEFT adapter dir (diffusers names) merged into an LDM checkpoint == base + peft's get_delta_weight."""
+    from lokr_core.keymap import ldm_unet
+
+    pd = FX.make_peft_dir(tmp_path)
+    ckpt, out = tmp_path / "sd.safetensors", tmp_path / "o.safetensors"
+    base = _ldm_ckpt(ckpt, dtype=torch.float32)
+    res = M.merge_checkpoint(ckpt, [(pd.path, 0.7)], out, device="cpu")
+    got = load_file(str(out))
+    rules = ldm_unet.unet_rules(ldm_unet.layout_from_config(models.tiny_unet(0).config))
+    assert res.merged_tensors == len(pd.reference)
+    for path, delta in pd.reference.items():
+        key = "model.diffusion_model." + ldm_unet.diffusers_to_ldm(path.replace("base_model.model.", ""), rules) + ".weight"
+        _close(got[key], base[key] + 0.7 * delta.reshape(base[key].shape))
+
+
+def test_merge_into_full_size_sdxl_on_meta():
+    """Full-size SDXL LDM keys (meta tensors, no memory): UNet, te1 and te2 modules resolve, te2 q_proj
+    lands in rows [0:1280] of the fused in_proj_weight, shapes check out."""
+    from lokr_core.adapter import LoKrWeights
+    from lokr_core.keymap.families import family_target
+
+    state = {k: torch.empty(s, device="meta") for k, s in family_target("sdxl").items()}
+    g = torch.Generator().manual_seed(0)
+    mods = {
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q":
+            LoKrFactors(w1=torch.randn(16, 16, generator=g), w2_a=torch.randn(40, 2, generator=g),
+                        w2_b=torch.randn(2, 40, generator=g), alpha=1.0),
+        "lora_te1_text_model_encoder_layers_0_mlp_fc1":
+            LoKrFactors(w1=torch.randn(48, 24, generator=g), w2=torch.randn(64, 32, generator=g), alpha=1.0),
+        "lora_te2_text_model_encoder_layers_0_self_attn_q_proj":
+            LoKrFactors(w1=torch.randn(32, 32, generator=g), w2_a=torch.randn(40, 4, generator=g),
+                        w2_b=torch.randn(4, 40, generator=g), alpha=2.0),
+    }
+    res = M.merge_into_state_dict(state, [(LoKrWeights.from_factors(mods, source="xl.safetensors"), 1.0)])
+    m = res.matched["xl.safetensors"]
+    assert m["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"] == \
+        "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
+    assert m["lora_te1_text_model_encoder_layers_0_mlp_fc1"] == \
+        "conditioner.embedders.0.transformer.text_model.encoder.layers.0.mlp.fc1.weight"
+    assert m["lora_te2_text_model_encoder_layers_0_self_attn_q_proj"] == \
+        "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"
+    assert res.merged_tensors == 3 and res.state_dict[m["lora_te2_text_model_encoder_layers_0_self_attn_q_proj"]].shape == (3840, 1280)
