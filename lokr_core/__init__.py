@@ -28,7 +28,8 @@ _EXPORTS = {
     "load_lokr": "io", "save_lokr": "io",
     "ResolveReport": "resolve", "resolve": "resolve",
     "apply_lokr": "apply",
-    "merge_checkpoint": "merge",
+    "merge_checkpoint": "merge", "merge_into_state_dict": "merge", "MergeResult": "merge",
+    "ApplyResult": "apply",
     "extract_lokr": "extract", "resize_lokr": "extract",
 }
 

@@ -42,7 +42,7 @@ def check_not_input(path: PathLike, inputs: Iterable[PathLike] | None) -> None:
                 "file (writing over an input while reading it would destroy it)")
 
 
-def _atomic_write(path: PathLike, write: Callable[[str], None], inputs: Iterable[PathLike] | None) -> Path:
+def atomic_write(path: PathLike, write: Callable[[str], None], inputs: Iterable[PathLike] | None) -> Path:
     """Call ``write(tmp_path)`` for a temp file beside ``path``, fsync it, and rename it onto ``path``."""
     target = Path(path)
     check_not_input(target, inputs)
@@ -88,7 +88,7 @@ def atomic_write_bytes(data: bytes, path: PathLike, *, inputs: Iterable[PathLike
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
-    return _atomic_write(path, write, inputs)
+    return atomic_write(path, write, inputs)
 
 
 def atomic_write_text(text: str, path: PathLike, *, encoding: str = "utf-8",
@@ -132,4 +132,4 @@ def atomic_save_file(tensors: Mapping[str, torch.Tensor], path: PathLike, metada
 
     def write(tmp: str) -> None:
         save_file(prepared, tmp, metadata=meta)
-    return _atomic_write(path, write, inputs)
+    return atomic_write(path, write, inputs)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from . import kron
+from .atomic import atomic_write
 from .errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from .factors import LoKrFactors
 
@@ -242,13 +243,6 @@ def _file_keys_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str,
                               ".safetensors checkpoint") from None
 
 
-def _atomic_write(path: Path, write: Callable[[str], None], inputs: Iterable[str | os.PathLike]) -> None:
-    from . import atomic
-
-    fn = getattr(atomic, "atomic_write", None) or getattr(atomic, "_atomic_write")
-    fn(path, write, inputs)
-
-
 def merge_plan_into_file(src: str | os.PathLike, out: str | os.PathLike, plan: Mapping[str, Sequence[KronUpdate]],
                          *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
                          metadata: Mapping[str, str] | None = None,
@@ -267,7 +261,7 @@ def merge_plan_into_file(src: str | os.PathLike, out: str | os.PathLike, plan: M
     total = len(shapes)
     counter = _Counter(progress, total)
     result: list[int] = []
-    _atomic_write(out, lambda tmp: result.append(_stream_file(src, tmp, plan, dtype=dt, device=dev,
+    atomic_write(out, lambda tmp: result.append(_stream_file(src, tmp, plan, dtype=dt, device=dev,
                                                               metadata=metadata if metadata is not None else file_meta,
                                                               progress=counter.step)), [src])
     return result[0]
@@ -535,7 +529,7 @@ def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]]
             nonlocal merged
             merged = _stream_file(ckpt, tmp, by_file.get(ckpt, {}), dtype=dt, device=dev, metadata=record_meta,
                                   progress=counter.step)
-        _atomic_write(out, write, [ckpt])
+        atomic_write(out, write, [ckpt])
     else:
         parent = out.resolve().parent
         tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))

@@ -56,19 +56,17 @@ def block_of(name: str) -> str:
     return "other"
 
 
-def _family(names: list[str]) -> str | None:
+def _family(weights: Any, names: list[str]) -> str | None:
+    """Family guess from names and factor shapes (read at load, no tensor data): "sd1", "sd2",
+    "sdxl", "sd1/sd2" (names alone cannot tell SD1 from SD2) or None."""
+    from .keymap.family import family_signals, pick_family
+
+    shapes_of = getattr(weights, "shapes", None)
+    factors = {n: shapes_of(n) for n in names} if callable(shapes_of) else dict(getattr(weights, "modules", {}))
     try:
-        from .keymap.family import model_family
-    except ImportError:
-        model_family = None
-    if model_family is not None:
-        try:
-            return model_family(names)
-        except Exception:  # a guess only; never fail a report on it
-            return None
-    if any(n.startswith(("lora_te1_", "lora_te2_")) for n in names):
-        return "sdxl"
-    return None
+        return pick_family(family_signals(names, factors))
+    except Exception:  # a guess only; never fail a report on it
+        return None
 
 
 def _rank_label(f: Any) -> str:
@@ -147,7 +145,7 @@ def _trigger_words(metadata: Mapping[str, str]) -> list[str]:
 def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "file", top_n: int = 20) -> dict[str, Any]:
     """A JSON-able description of a LoKrWeights (see ``lokr_core.adapter``).
 
-    Keys: ``file`` (base name), ``path``, ``format``, ``family`` (guess: sd1 / sd2 / sdxl / None),
+    Keys: ``file`` (base name), ``path``, ``format``, ``family`` (guess from names and shapes: sd1 / sd2 / sdxl / "sd1/sd2" / None),
     ``module_count``, ``blocks`` ({block: count}, see ``block_of``), ``layouts`` ({layout: count}),
     ``ranks`` ({rank or "full": count}), ``params`` (factor elements), ``dora`` (count), ``scale_rule``,
     ``scales`` ({module: scale}), ``scale_values`` ({scale: count}), ``alphas`` ({alpha: count}),
@@ -195,7 +193,7 @@ def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "fi
         "file": os.path.basename(str(source)) if source else None,
         "path": str(source) if source else None,
         "format": getattr(weights, "format", None),
-        "family": _family(names),
+        "family": _family(weights, names),
         "module_count": len(names),
         "blocks": {b: blocks[b] for b in BLOCK_ORDER if blocks[b]},
         "layouts": dict(sorted(layouts.items())),

@@ -193,21 +193,8 @@ def info_payload(name: str | None, folder_paths: Any, backend: Backend) -> dict:
     weights = _load_lokr(path, name, backend)
     summary = dict(backend.get("summarize")(weights))
     summary.pop("path", None)  # the server-side path is nobody's business
-    if summary.get("family") is None:
-        summary["family"] = family_from_factors(weights)
     summary["file"] = name
     return jsonable(summary)
-
-
-def family_from_factors(weights: Any) -> str | None:
-    """lokr_core.keymap.family's guess from names *and* factor shapes ("sd1", "sd2", "sdxl",
-    "sd1/sd2") or None; the summary's names-only guess cannot tell SD1 from SD2."""
-    try:
-        family = _core("keymap.family")
-        modules = dict(weights.modules)
-        return family.pick_family(family.family_signals(list(modules), modules))
-    except Exception:  # a guess for display only
-        return None
 
 
 def report_payload(name: str | None, family: str | None, folder_paths: Any, backend: Backend) -> dict:

@@ -91,3 +91,19 @@ def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(LoKrFormatError, match="does not exist"):
         atomic_write_text("x", tmp_path / "nope" / "f.txt")
     assert _listing(tmp_path) == []
+
+
+def test_atomic_write_streams_through_a_callback_and_cleans_up(tmp_path):
+    from lokr_core.atomic import atomic_write
+
+    target = tmp_path / "out.bin"
+    atomic_write(target, lambda tmp: open(tmp, "wb").write(b"abc"), inputs=None)
+    assert target.read_bytes() == b"abc"
+
+    def broken(tmp):
+        open(tmp, "wb").write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken, inputs=None)
+    assert target.read_bytes() == b"abc" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]

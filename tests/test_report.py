@@ -170,3 +170,19 @@ def test_training_info_top_tags_jsonable_edge_cases():
     assert R.top_tags({"ss_tag_frequency": "{broken"}) == []
     assert R.top_tags({}) == []
     assert R.jsonable({"a": (1, float("nan")), 2: torch.tensor([1.0])}) == {"a": [1, "nan"], "2": [1.0]}
+
+
+def test_family_guess_uses_factor_shapes_without_reading_tensors():
+    """Names alone cannot tell SD1 from SD2; the cross-attention in-dim (768 vs 1024) can."""
+    import torch
+
+    from lokr_core.adapter import LoKrWeights
+    from lokr_core.factors import LoKrFactors
+    from lokr_core.report import summarize
+
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    for in_dim, family in ((768, "sd1"), (1024, "sd2")):
+        f = LoKrFactors(w1=torch.randn(16, 32), w2_a=torch.randn(20, 4), w2_b=torch.randn(4, in_dim // 32), alpha=4.0)
+        assert summarize(LoKrWeights.from_factors({name: f}))["family"] == family
+    f = LoKrFactors(w1=torch.randn(16, 16), w2_a=torch.randn(20, 4), w2_b=torch.randn(4, 20), alpha=4.0)
+    assert summarize(LoKrWeights.from_factors({"lora_unet_down_blocks_0_resnets_0_conv1": f}))["family"] in (None, "sd1/sd2")
