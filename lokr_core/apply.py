@@ -25,7 +25,7 @@ from torch import nn
 from . import kron
 from .errors import LoKrConfigError, LoKrKeyError, LoKrShapeError, where
 from .factors import LoKrFactors
-from .merge import KronUpdate, merged_weight
+from .merge import KronUpdate, check_strength, merged_weight
 
 __all__ = ["ApplyResult", "apply_lokr"]
 
@@ -166,12 +166,7 @@ def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "mer
         raise LoKrConfigError(f"apply_lokr: mode {mode!r} is not known; expected one of {MODES}")
     if dora_mode not in ("interpolate", "lycoris"):
         raise LoKrConfigError(f"apply_lokr: dora_mode {dora_mode!r} is not known; expected 'interpolate' or 'lycoris'")
-    try:
-        strength = float(strength)
-    except (TypeError, ValueError):
-        raise LoKrConfigError(f"apply_lokr: strength {strength!r} is not a number; expected a finite number") from None
-    if not math.isfinite(strength):
-        raise LoKrConfigError(f"apply_lokr: strength is {strength}; expected a finite number")
+    strength = check_strength(strength, caller="apply_lokr")
     comps = _components(model)
     weights = _load(weights)
     targets, unmatched = _plan(model, comps, weights, scale_rule)

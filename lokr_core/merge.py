@@ -95,13 +95,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _check_strength(strength: Any, label: str | None) -> float:
+def check_strength(strength: Any, label: str | None = None, *, caller: str | None = None) -> float:
+    """``strength`` as a finite float, else LoKrConfigError naming the file ``label`` or the ``caller``."""
+    at = f"{caller}: " if caller else where(label, None)
     try:
         value = float(strength)
     except (TypeError, ValueError):
-        raise LoKrConfigError(f"{where(label, None)}strength {strength!r} is not a number; expected a finite number") from None
+        raise LoKrConfigError(f"{at}strength {strength!r} is not a number; expected a finite number") from None
     if not math.isfinite(value):
-        raise LoKrConfigError(f"{where(label, None)}strength is {value}; expected a finite number")
+        raise LoKrConfigError(f"{at}strength is {value}; expected a finite number")
     return value
 
 
@@ -308,7 +310,7 @@ def _load_pairs(pairs: Sequence[tuple[Any, float]] | Any) -> list[_Lokr]:
         lokr, strength = pair
         if isinstance(lokr, (str, os.PathLike)):
             label = str(lokr)
-            strength = _check_strength(strength, label)
+            strength = check_strength(strength, label)
             if not Path(lokr).exists():
                 raise LoKrFormatError(f"{where(label, None)}file does not exist; expected a LoKr file")
             weights = load_lokr(lokr)
@@ -316,7 +318,7 @@ def _load_pairs(pairs: Sequence[tuple[Any, float]] | Any) -> list[_Lokr]:
         else:
             weights = lokr
             label = str(getattr(weights, "source", None) or f"<LoKrWeights #{i}>")
-            strength = _check_strength(strength, label)
+            strength = check_strength(strength, label)
             src = getattr(weights, "source", None)
             digest = file_sha256(src) if src and Path(src).exists() else None
         loaded.append(_Lokr(weights, strength, label, digest))

@@ -493,3 +493,11 @@ def test_merge_into_full_size_sdxl_on_meta():
     assert m["lora_te2_text_model_encoder_layers_0_self_attn_q_proj"] == \
         "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"
     assert res.merged_tensors == 3 and res.state_dict[m["lora_te2_text_model_encoder_layers_0_self_attn_q_proj"]].shape == (3840, 1280)
+
+
+def test_check_strength_accepts_finite_and_names_the_culprit():
+    assert M.check_strength("0.5") == 0.5 and M.check_strength(-2) == -2.0
+    with pytest.raises(LoKrConfigError, match=r"file 'a\.safetensors': strength is inf"):
+        M.check_strength(float("inf"), "a.safetensors")
+    with pytest.raises(LoKrConfigError, match=r"^my_fn: strength 'x' is not a number"):
+        M.check_strength("x", caller="my_fn")
