@@ -111,9 +111,10 @@ def _targets(unet) -> list[str]:
 
 def prepare(work: Path, config: str, rank: int, seed: int) -> dict:
     """Write the base UNet (safetensors, fp32) and a PEFT LoKr adapter on every Linear/Conv2d."""
-    import torch
     from peft import LoKrConfig, get_peft_model
     from safetensors.torch import save_file
+
+    from lokr_core.demo import randomize_adapters
 
     import models
 
@@ -123,11 +124,7 @@ def prepare(work: Path, config: str, rank: int, seed: int) -> dict:
     targets = _targets(unet)
     cfg = LoKrConfig(r=rank, alpha=rank, target_modules=targets, init_weights=False, use_effective_conv2d=True)
     model = get_peft_model(unet, cfg)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".lokr_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    randomize_adapters(model, seed + 1, std=0.02)
     model.save_pretrained(str(work / "adapter"))
     return {"modules": len(targets), "base_params": n_params}
 

@@ -41,13 +41,14 @@ def build_models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
     return unet, text
 
 
-def _randomize_adapters(model: torch.nn.Module, seed: int) -> None:
-    """Give every LoKr factor small random values, as a trained adapter would have."""
+def randomize_adapters(model: torch.nn.Module, seed: int, std: float = 0.2) -> None:
+    """Give every LoKr factor (``*.lokr_*`` parameter: ours or PEFT's) N(0, std²) values from ``seed``,
+    as a trained adapter would have; parameters are visited in ``named_parameters`` order."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if ".lokr_" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+                p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -83,8 +84,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, log: Callable[[str], None] = pr
     text_cfg = LoKrConfig(r=4, alpha=4, target_modules=TEXT_TARGETS, init_weights=False)
     inject(unet, unet_cfg)
     inject(text, text_cfg)
-    _randomize_adapters(unet, seed + 1)
-    _randomize_adapters(text, seed + 2)
+    randomize_adapters(unet, seed + 1)
+    randomize_adapters(text, seed + 2)
 
     log("2. save both adapters as PEFT directories")
     peft_unet = save_peft_adapter(unet, out / "peft_unet", unet_cfg)

@@ -239,6 +239,8 @@ def make_peft_dir(folder: str | os.PathLike, *, r: int = 4, alpha: float = 8.0,
     """
     from peft import LoKrConfig, get_peft_model
 
+    from lokr_core.demo import randomize_adapters
+
     if rank_pattern is None:
         rank_pattern = {"down_blocks.1.resnets.0.conv1": 2, "to_k": 8}
     if alpha_pattern is None:
@@ -249,11 +251,7 @@ def make_peft_dir(folder: str | os.PathLike, *, r: int = 4, alpha: float = 8.0,
                         init_weights=False)
     base = build_model("unet", seed)
     model = get_peft_model(base, config)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".lokr_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    randomize_adapters(model, seed + 1, std=0.5)
     model.eval()
     path = Path(folder) / subdir
     model.save_pretrained(str(path))
