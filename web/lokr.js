@@ -59,6 +59,10 @@ const CSS = `
 .lokr-panel .lokr-run{margin-top:4px;border-top:1px solid #444;padding-top:3px}
 .lokr-panel .lokr-err{color:#fc8181}
 .lokr-panel .lokr-muted{opacity:.6}
+.lokr-stack .lokr-stack-row+.lokr-stack-row{margin-top:4px;border-top:1px solid #444;padding-top:3px}
+.lokr-stack .lokr-stack-file{font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;max-width:100%}
+.lokr-stack .lokr-stack-line{opacity:.85;overflow-wrap:anywhere}
+.lokr-stack .lokr-tags{margin-top:1px}
 .lokr-bw{font:11px/1.3 system-ui,sans-serif;color:var(--input-text,#ddd);background:var(--comfy-input-bg,#222);
   border-radius:6px;padding:6px 8px;box-sizing:border-box;width:100%;overflow:hidden}
 .lokr-bw .lokr-bw-top{display:flex;gap:6px;margin-bottom:4px}
@@ -124,6 +128,55 @@ function contentHeight(card, widget) {
   return Math.max(30, Math.ceil(card.offsetHeight || 0) + 2 * margin + 2);
 }
 
+/**
+ * A DOM widget named `name` on `node` holding `root` (in a .lokr-host), sized to its content and
+ * never serialized; null when the frontend has no node.addDOMWidget.
+ */
+function mountDOMWidget(node, name, root) {
+  if (typeof node.addDOMWidget !== "function") return null;
+  const host = el("div", "lokr-host");
+  host.appendChild(root);
+  let widget = null;
+  widget = node.addDOMWidget(name, name, host, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => contentHeight(root, widget),
+    getMaxHeight: () => contentHeight(root, widget),
+  });
+  if (widget) widget.serialize = false;
+  return widget;
+}
+
+/** The /lokr/info summary of a file in the loras folders (throws Error with the server's message). */
+function fetchInfo(api, file) {
+  return getJSON(api, "/lokr/info?file=" + encodeURIComponent(file));
+}
+
+/** The family badge of a summary. */
+function familyBadge(summary) {
+  return el("span", "lokr-fam", L.familyLabel(summary?.family ?? summary?.model_family));
+}
+
+/** Trigger words (or top tags) as a row of click-to-copy chips, with `label` in front; null for none. */
+function tagChips(words, label) {
+  if (!words.length) return null;
+  const tags = el("div", "lokr-tags");
+  tags.title = "Click a word to copy it";
+  if (label) tags.appendChild(el("span", "lokr-tags-label", label));
+  for (const w of words) {
+    const t = el("span", "lokr-tag", w);
+    t.addEventListener("click", async (ev) => {
+      ev.stopPropagation();
+      if (await copyText(w)) {
+        t.classList.add("lokr-copied");
+        setTimeout(() => t.classList.remove("lokr-copied"), 700);
+      }
+    });
+    tags.appendChild(t);
+  }
+  return tags;
+}
+
 /** Checkpoint name upstream of the node's "model" input (follows MODEL links, at most 12 hops). */
 function upstreamCheckpoint(app, node) {
   const graph = node.graph ?? app?.graph;
@@ -144,20 +197,10 @@ function upstreamCheckpoint(app, node) {
 function setupPanel(app, api, node, fileInput) {
   const fileWidget = node.widgets?.find((w) => w.name === fileInput);
   if (!fileWidget || typeof node.addDOMWidget !== "function") return;
-  const host = el("div", "lokr-host");
   const root = el("div", "lokr-panel");
   root.dataset.lokr = "panel";
-  host.appendChild(root);
   const state = { file: null, summary: null, error: null, report: null, modelFamily: null, seq: 0, lastCheck: 0 };
-
-  let widget = null;
-  widget = node.addDOMWidget("lokr_panel", "lokr_panel", host, {
-    serialize: false,
-    hideOnZoom: false,
-    getMinHeight: () => contentHeight(root, widget),
-    getMaxHeight: () => contentHeight(root, widget),
-  });
-  if (widget) widget.serialize = false;
+  mountDOMWidget(node, "lokr_panel", root);
 
   function render() {
     root.replaceChildren();
@@ -168,7 +211,7 @@ function setupPanel(app, api, node, fileInput) {
     if (!state.summary) { head.appendChild(el("span", "lokr-muted", "Reading " + state.file + " …")); return; }
     const s = state.summary;
     const fam = s.family ?? s.model_family;
-    head.appendChild(el("span", "lokr-fam", L.familyLabel(fam)));
+    head.appendChild(familyBadge(s));
     const mismatch = L.familyMismatch(fam, state.report?.model_family ?? state.modelFamily);
     if (mismatch) {
       const modelFam = state.report?.model_family ?? state.modelFamily;
@@ -190,25 +233,8 @@ function setupPanel(app, api, node, fileInput) {
       table.appendChild(tr);
     }
     root.appendChild(table);
-    const words = L.triggerWords(s);
-    if (words.length) {
-      const tags = el("div", "lokr-tags");
-      const explicit = (s.metadata?.trigger_words ?? s.trigger_words ?? []).length > 0;
-      tags.title = "Click a word to copy it";
-      tags.appendChild(el("span", "lokr-tags-label", explicit ? "Trigger words" : "Top tags"));
-      for (const w of words) {
-        const t = el("span", "lokr-tag", w);
-        t.addEventListener("click", async (ev) => {
-          ev.stopPropagation();
-          if (await copyText(w)) {
-            t.classList.add("lokr-copied");
-            setTimeout(() => t.classList.remove("lokr-copied"), 700);
-          }
-        });
-        tags.appendChild(t);
-      }
-      root.appendChild(tags);
-    }
+    const tags = tagChips(L.triggerWords(s), L.hasTriggerWords(s) ? "Trigger words" : "Top tags");
+    if (tags) root.appendChild(tags);
     if (state.report) {
       const run = el("div", "lokr-run");
       run.dataset.lokr = "report";
@@ -233,7 +259,7 @@ function setupPanel(app, api, node, fileInput) {
     render(); resizeNode(app, node);
     if (!name) return;
     try {
-      const body = await getJSON(api, "/lokr/info?file=" + encodeURIComponent(name));
+      const body = await fetchInfo(api, name);
       if (seq !== state.seq) return;
       state.summary = body;
     } catch (e) {
@@ -264,16 +290,76 @@ function setupPanel(app, api, node, fileInput) {
   setTimeout(refresh, 0);
 }
 
+// ---------------------------------------------------------------------------------- stack panel
+/** One compact row per chosen file on a stack node (lokr_1, lokr_2, ...): family, modules, layouts,
+ *  scale and the first trigger words; updates when any slot changes. */
+function setupStackPanel(app, api, node, slotNames) {
+  const slotWidgets = slotNames.map((n) => node.widgets?.find((w) => w.name === n)).filter(Boolean);
+  if (!slotWidgets.length || typeof node.addDOMWidget !== "function") return;
+  const root = el("div", "lokr-panel lokr-stack");
+  root.dataset.lokr = "stack-panel";
+  const state = { infos: new Map(), selection: [] };  // file -> {summary, error} | {pending}
+  mountDOMWidget(node, "lokr_stack_panel", root);
+
+  function render() {
+    root.replaceChildren();
+    if (!state.selection.length) { root.appendChild(el("span", "lokr-muted", "No LoKr files selected")); return; }
+    for (const { slot, file } of state.selection) {
+      const row = el("div", "lokr-stack-row");
+      row.dataset.lokr = "stack-row";
+      row.dataset.slot = String(slot);
+      const head = el("div", "lokr-head");
+      const name = el("span", "lokr-stack-file", `${slot}. ${file}`);
+      name.title = file;
+      head.appendChild(name);
+      row.appendChild(head);
+      const info = state.infos.get(file);
+      if (info?.error) row.appendChild(el("div", "lokr-err", info.error));
+      else if (!info?.summary) head.appendChild(el("span", "lokr-muted", "reading …"));
+      else {
+        const line = L.compactSummary(info.summary);
+        head.appendChild(familyBadge(info.summary));
+        if (line.text) head.appendChild(el("span", "lokr-stack-line", line.text));
+        const tags = tagChips(line.words, null);
+        if (tags) { tags.title = `${line.explicit ? "Trigger words" : "Top tags"}: click one to copy it`; row.appendChild(tags); }
+      }
+      root.appendChild(row);
+    }
+  }
+
+  function refresh() {
+    state.selection = L.stackSelection(node.widgets ?? []);
+    const chosen = new Set(state.selection.map((e) => e.file));
+    for (const file of [...state.infos.keys()]) {  // forget unselected files (and errors: retried next time)
+      if (!chosen.has(file)) state.infos.delete(file);
+    }
+    for (const file of chosen) {
+      if (state.infos.has(file)) continue;
+      const info = { pending: true };
+      state.infos.set(file, info);
+      fetchInfo(api, file).then((body) => { info.summary = body; }, (e) => { info.error = String(e?.message ?? e); })
+        .finally(() => {
+          info.pending = false;
+          if (state.infos.get(file) === info) { render(); resizeNode(app, node); }
+        });
+    }
+    render(); resizeNode(app, node);
+  }
+
+  for (const w of slotWidgets) chain(w, "callback", () => refresh());
+  chain(node, "onConfigure", () => setTimeout(refresh, 0));
+  node.lokrStackPanel = { refresh, state, element: root };
+  setTimeout(refresh, 0);
+}
+
 // ---------------------------------------------------------------------------- block-weight editor
 const LAYOUTS = [["sd1", 17], ["sd1", 26], ["sdxl", 12], ["sdxl", 20]];
 
 function setupEditor(app, api, node, vectorInput) {
   const textWidget = node.widgets?.find((w) => w.name === vectorInput);
   if (!textWidget || typeof node.addDOMWidget !== "function") return;
-  const host = el("div", "lokr-host");
   const root = el("div", "lokr-bw");
   root.dataset.lokr = "block-editor";
-  host.appendChild(root);
   const top = el("div", "lokr-bw-top");
   const layoutSel = el("select");
   layoutSel.title = "Vector layout (model family and number of values)";
@@ -289,15 +375,7 @@ function setupEditor(app, api, node, vectorInput) {
   const err = el("div", "lokr-bw-err");
   root.append(top, grid, err);
   const state = { layout: 0, values: [], presets: {}, inputs: [], writing: false };
-
-  let widget = null;
-  widget = node.addDOMWidget("lokr_block_editor", "lokr_block_editor", host, {
-    serialize: false,
-    hideOnZoom: false,
-    getMinHeight: () => contentHeight(root, widget),
-    getMaxHeight: () => contentHeight(root, widget),
-  });
-  if (widget) widget.serialize = false;
+  mountDOMWidget(node, "lokr_block_editor", root);
 
   function num(name, dflt) {
     const w = node.widgets?.find((x) => x.name === name);
@@ -436,11 +514,13 @@ async function main() {
         const names = inputNames(nodeData);
         const fileInput = FILE_INPUTS.find((n) => names.includes(n));
         const vectorInput = VECTOR_INPUTS.find((n) => names.includes(n));
+        const slotInputs = fileInput ? [] : L.stackSlotNames(names);
         const isOurs = /lokr/i.test(nodeData?.name ?? "") || /lokr/i.test(nodeData?.python_module ?? "");
-        if (!isOurs || (!fileInput && !vectorInput)) return;
+        if (!isOurs || (!fileInput && !vectorInput && !slotInputs.length)) return;
         injectStyle();
         chain(nodeType.prototype, "onNodeCreated", function () {
           if (fileInput) setupPanel(app, api, this, fileInput);
+          if (slotInputs.length) setupStackPanel(app, api, this, slotInputs);
           if (vectorInput) setupEditor(app, api, this, vectorInput);
         });
       } catch (e) {

@@ -293,10 +293,7 @@ export function summaryRows(summary) {
   const ranks = pick(summary, "ranks");
   add("Rank", Array.isArray(ranks) ? ranks.map((r) => formatNumber(r)).join(", ") : formatTally(ranks));
   const rule = pick(summary, "scale_rule");
-  let scale = formatTally(pick(summary, "scale_values"), (k) => formatNumber(k));
-  const scales = pick(summary, "scales");
-  if (!scale && scales !== undefined && typeof scales !== "object") scale = formatNumber(scales);
-  add("Scale", [scale, rule !== undefined ? `(rule: ${rule})` : ""].filter(Boolean).join(" "));
+  add("Scale", [scaleText(summary), rule !== undefined ? `(rule: ${rule})` : ""].filter(Boolean).join(" "));
   const dim = training.ss_network_dim, alpha = training.ss_network_alpha;
   if (dim !== undefined || alpha !== undefined) add("Trained", `dim ${dim ?? "?"}, alpha ${alpha ?? "?"}`);
   add("Base model", pick(summary, "base_model") ?? pick(training, "ss_sd_model_name", "modelspec.architecture", "ss_base_model_version"));
@@ -306,6 +303,63 @@ export function summaryRows(summary) {
   const other = pick(summary, "other_modules");
   if (other && typeof other === "object" && Object.keys(other).length) add("Not LoKr", formatCounts(other));
   return rows;
+}
+
+/** Scale per module as text ("0.5 ×128, 1 ×12", or one value), "" when the summary has none. */
+export function scaleText(summary) {
+  let scale = formatTally(pick(summary, "scale_values"), (k) => formatNumber(k));
+  const scales = pick(summary, "scales");
+  if (!scale && scales !== undefined && typeof scales !== "object") scale = formatNumber(scales);
+  return scale;
+}
+
+/** True when the file names its trigger words (not just training tags): the tag list's label. */
+export function hasTriggerWords(summary) {
+  const given = summary?.metadata?.trigger_words ?? summary?.trigger_words;
+  return Array.isArray(given) && given.length > 0;
+}
+
+/** The file-slot input names of a stack node (lokr_1, lokr_2, ..., lokr_10), in slot order. */
+export function stackSlotNames(names) {
+  return (Array.isArray(names) ? names : []).map(String).filter((n) => /^lokr_\d+$/.test(n))
+    .sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
+}
+
+/** Value of a stack slot that leaves it empty. */
+export const NO_FILE = "None";
+
+/**
+ * Files chosen on a stack node: [{slot, name, file}] in slot order from its widgets ({name, value}),
+ * empty and "None" slots skipped; a file chosen in two slots is listed twice.
+ */
+export function stackSelection(widgets) {
+  const byName = new Map();
+  for (const w of Array.isArray(widgets) ? widgets : []) if (w && typeof w.name === "string") byName.set(w.name, w.value);
+  return stackSlotNames([...byName.keys()])
+    .map((name) => ({ slot: Number(name.slice(5)), name, file: byName.get(name) }))
+    .filter((e) => typeof e.file === "string" && e.file !== "" && e.file !== NO_FILE);
+}
+
+/**
+ * One compact line of a summary for the stack panel: {family (label), text ("40 modules · split: 36,
+ * full: 4 · scale 1"), words (first `maxWords` trigger words or top tags), explicit (trigger words
+ * named by the file)}.
+ */
+export function compactSummary(summary, maxWords = 3) {
+  if (!summary || typeof summary !== "object") return { family: familyLabel(null), text: "", words: [], explicit: false };
+  const parts = [];
+  const n = pick(summary, "module_count") ?? count(summary.modules);
+  if (n !== undefined) parts.push(`${n} module${n === 1 ? "" : "s"}`);
+  const layouts = formatCounts(pick(summary, "layouts"));
+  if (layouts) parts.push(layouts);
+  const scale = scaleText(summary);
+  if (scale) parts.push(`scale ${scale}`);
+  return {
+    family: familyLabel(pick(summary, "family", "model_family")),
+    text: parts.join(" · "),
+    words: triggerWords(summary, maxWords),
+    explicit: hasTriggerWords(summary),
+  };
 }
 
 function formatAlgo(args) {

@@ -504,3 +504,74 @@ def test_run_report_from_a_real_run(comfy, browser):
     report = asyncio.run(scenario())
     assert "Matched" in report and "4 / 5" in report, (report, log.read_text()[-2000:])
     assert "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q" in report, report
+
+
+STACK_ROWS = """
+(() => {
+  const app = window.comfyAPI.app.app;
+  const n = app.graph.getNodeById(window.__lokrStack);
+  const p = n?.lokrStackPanel?.element;
+  if (!p || !p.isConnected) return null;
+  return [...p.querySelectorAll('[data-lokr=stack-row]')].map((r) => ({
+    slot: r.dataset.slot, text: r.innerText,
+    family: r.querySelector('.lokr-fam')?.textContent ?? null,
+    tags: [...r.querySelectorAll('.lokr-tag')].map((t) => t.textContent)}));
+})()
+"""
+
+
+def test_stack_panel(comfy, browser):
+    """LoKr Stack: one compact row per chosen slot (family, modules, layouts, scale, first tags), updated
+    when any lokr_i widget changes."""
+    url, _log = comfy
+    _proc, devtools = browser
+
+    def set_slot(slot: int, value: str) -> str:
+        return (f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById(window.__lokrStack);"
+                f" const w = n.widgets.find((x) => x.name === 'lokr_{slot}'); w.value = {json.dumps(value)};"
+                f" w.callback?.(w.value); return true; }})()")
+
+    def rows_when(cond: str) -> str:
+        return f"(() => {{ const rows = {STACK_ROWS.strip()}; return rows && ({cond}) ? rows : null; }})()"
+
+    async def scenario():
+        session, cdp = await _page(devtools)
+        try:
+            await cdp.call("Page.navigate", url=url + "/")
+            await cdp.wait_js("!!(window.comfyAPI?.app?.app?.graph && window.LiteGraph"
+                              " && LiteGraph.registered_node_types['LoKrStack'])", 120, "the ComfyUI app")
+            await asyncio.sleep(1.0)
+            await cdp.js("""(() => { const app = window.comfyAPI.app.app; app.graph.clear();
+                const n = LiteGraph.createNode("LoKrStack"); n.pos = [400, 150]; app.graph.add(n);
+                n.setSize([420, n.size[1]]); window.__lokrStack = n.id;
+                app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true);
+                return true; })()""")
+            empty = await cdp.wait_js("(() => { const n = window.comfyAPI.app.app.graph.getNodeById(window.__lokrStack);"
+                                      " const p = n?.lokrStackPanel?.element; return p?.isConnected ? p.innerText : null; })()",
+                                      20, "the empty stack panel")
+            await cdp.js(set_slot(1, FIXTURE))
+            one = await cdp.wait_js(rows_when("rows.length === 1 && /modules/.test(rows[0].text)"), 60,
+                                    "the stack panel row of slot 1")
+            await cdp.js(set_slot(3, FIXTURE))
+            two = await cdp.wait_js(rows_when("rows.length === 2 && rows.every((r) => /modules/.test(r.text))"), 30,
+                                    "the stack panel rows of slots 1 and 3")
+            await cdp.js(set_slot(1, "None"))
+            last = await cdp.wait_js(rows_when("rows.length === 1 && rows[0].slot === '3'"), 30,
+                                     "the stack panel after emptying slot 1")
+            return empty, one, two, last, cdp.console
+        finally:
+            await cdp.ws.close()
+            await session.close()
+
+    empty, one, two, last, console = asyncio.run(scenario())
+    assert "No LoKr files selected" in empty, empty
+    row = one[0]
+    assert row["slot"] == "1" and FIXTURE in row["text"], row
+    assert row["family"] in ("SD 1.x", "SD 1.x/2.x"), row
+    assert "40 modules" in row["text"] and "scale" in row["text"], row
+    assert "split" in row["text"] or "full" in row["text"], row  # the layouts
+    assert row["tags"][:2] == ["ohwx corgi", "grass"] and len(row["tags"]) <= 3, row
+    assert [r["slot"] for r in two] == ["1", "3"], two
+    assert last[0]["text"] == two[1]["text"], (last, two)
+    errors = [c for c in console if "comfyui-lokr" in c or "EXCEPTION" in c and "lokr" in c]
+    assert not errors, errors

@@ -142,6 +142,42 @@ test("summaryRows: the lokr_core.report.summarize schema", () => {
   assert.equal(L.formatTally(null), "");
 });
 
+test("stack slots: slot names in slot order, chosen files without None / empty", () => {
+  assert.deepEqual(L.stackSlotNames(["strength_model_1", "lokr_10", "lokr_2", "lokr_1", "lokr_name", "lokr_x", "lora_stack"]),
+    ["lokr_1", "lokr_2", "lokr_10"]);
+  assert.deepEqual(L.stackSlotNames(undefined), []);
+  const widgets = [
+    { name: "lokr_2", value: "b.safetensors" }, { name: "strength_model_1", value: 1 },
+    { name: "lokr_1", value: "a.safetensors" }, { name: "lokr_3", value: L.NO_FILE },
+    { name: "lokr_4", value: "" }, { name: "lokr_5", value: "a.safetensors" }, { name: "lokr_stack_panel" }, null,
+  ];
+  assert.deepEqual(L.stackSelection(widgets), [
+    { slot: 1, name: "lokr_1", file: "a.safetensors" },
+    { slot: 2, name: "lokr_2", file: "b.safetensors" },
+    { slot: 5, name: "lokr_5", file: "a.safetensors" },
+  ]);
+  assert.deepEqual(L.stackSelection([{ name: "lokr_1", value: "None" }]), []);
+  assert.deepEqual(L.stackSelection(null), []);
+});
+
+test("compactSummary: one line for the stack panel", () => {
+  const line = L.compactSummary({
+    family: "sd1", module_count: 40, layouts: { "split-w2": 36, full: 4 }, scale_values: { 1: 40 },
+    metadata: { trigger_words: [], top_tags: [["ohwx corgi", 24], ["grass", 9], ["sitting", 7], ["outdoors", 5]] },
+  });
+  assert.deepEqual(line, {
+    family: "SD 1.x", text: "40 modules · split-w2: 36, full: 4 · scale 1",
+    words: ["ohwx corgi", "grass", "sitting"], explicit: false,
+  });
+  const one = L.compactSummary({ family: "sdxl", module_count: 1, scale_values: { "0.5": 1 }, trigger_words: ["zk"] }, 5);
+  assert.deepEqual(one, { family: "SDXL", text: "1 module · scale 0.5", words: ["zk"], explicit: true });
+  assert.deepEqual(L.compactSummary(null), { family: "unknown", text: "", words: [], explicit: false });
+  assert.equal(L.scaleText({ scales: "inf" }), "∞");
+  assert.equal(L.scaleText({}), "");
+  assert.equal(L.hasTriggerWords({ metadata: { trigger_words: ["a"] } }), true);
+  assert.equal(L.hasTriggerWords({ metadata: { trigger_words: [] } }), false);
+});
+
 test("reportRows: counts, warnings, unmatched names cut", () => {
   const rows = L.reportRows({ matched: { a: 1, b: 2 }, unmatched: ["x1", "x2", "x3"], shape_mismatch: {} }, 2);
   assert.deepEqual(rows, [
@@ -195,6 +231,15 @@ test("degrades: frontend without registerExtension, node without addDOMWidget", 
     const node = {};
     nodeType.prototype.onNodeCreated.call(node);
     assert.equal(node.lokrPanel, undefined);
+    // the stack node (lokr_1..lokr_N) gets a hook too; without addDOMWidget it has no panel
+    const stackType = { prototype: {} };
+    await registered[0].beforeRegisterNodeDef(stackType, {
+      name: "LoKrStack", input: { required: { lokr_1: [["None"]], strength_model_1: ["FLOAT"], lokr_2: [["None"]] } },
+    });
+    assert.equal(typeof stackType.prototype.onNodeCreated, "function");
+    const stackNode = { widgets: [{ name: "lokr_1", value: "None" }] };
+    stackType.prototype.onNodeCreated.call(stackNode);
+    assert.equal(stackNode.lokrStackPanel, undefined);
     // other packs' nodes are left alone
     const other = { prototype: {} };
     await registered[0].beforeRegisterNodeDef(other, { name: "LoraLoader", input: { required: { lora_name: [[]] } } });
