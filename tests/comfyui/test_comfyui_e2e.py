@@ -108,11 +108,7 @@ def server(tmp_path_factory):
             raise AssertionError("ComfyUI did not start:\n" + (base / "server.log").read_text()[-4000:])
         yield dict(url=url, base=base, log=base / "server.log")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        comfy_env.stop_process(proc, 30)
         log.close()
 
 

@@ -31,6 +31,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_env import stop_process  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 IMG = ROOT / "docs" / "img"
 FIXTURE = "lokr_sd15_fixture.safetensors"
@@ -225,12 +228,7 @@ def comfy(tmp_path_factory):
             time.sleep(1.0)
         yield url, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 @pytest.fixture(scope="module")
@@ -252,12 +250,7 @@ def browser(tmp_path_factory):
             time.sleep(0.2)
         yield proc, int(port_file.read_text().split()[0])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 async def _page(devtools_port: int):
