@@ -10,6 +10,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .factors import LoKrFactors
 
@@ -160,6 +161,28 @@ def kron_conv1x1(x: torch.Tensor, f: LoKrFactors) -> torch.Tensor:
     """1x1-conv bypass: x (N, in, *spatial) -> (N, out, *spatial) = conv(x, kron(W1, W2)), no ΔW built."""
     y = kron_linear_factors(x.movedim(1, -1), f)
     return y.movedim(-1, 1)
+
+
+def kron_conv(x: torch.Tensor, f: LoKrFactors, kernel: Sequence[int], stride: Sequence[int] | int = 1,
+              padding: Sequence[int] | int = 0, dilation: Sequence[int] | int = 1) -> torch.Tensor:
+    """``conv(x, kron(W1, W2))`` for a 1-3-D conv (groups 1) without building ΔW.
+
+    x (N, in_m*in_n, *spatial) -> (N, out_l*out_k, *spatial_out). Since
+    ΔW[(a, p), (b, q)] = W1[a, b] * W2[p, q], the input is split into ``in_m`` channel groups, each
+    convolved with W2 (out_k, in_n, *kernel) (stride / padding / dilation as the layer's), and the
+    groups are mixed by W1 (out_l, in_m): ``in * out_k * k`` multiply-adds per output pixel instead of
+    ``in * out * k``. Tucker and split W2 are rebuilt to (out_k, in_n, *kernel) first (small).
+    """
+    kernel = tuple(int(k) for k in kernel)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(kernel)]
+    w1 = rebuild_w1(f)
+    w2 = rebuild_w2(f, kernel)
+    out_l, in_m = w1.shape
+    n, _c, *spatial = x.shape
+    y = conv(x.reshape(n * in_m, -1, *spatial), w2, None, stride, padding, dilation)  # (n*in_m, out_k, *s')
+    y = y.reshape(n, in_m, *y.shape[1:])                                                # (n, in_m, out_k, *s')
+    y = torch.tensordot(w1, y, dims=([1], [1]))                                         # (out_l, n, out_k, *s')
+    return y.movedim(0, 1).reshape(n, out_l * y.shape[2], *y.shape[3:])
 
 
 # ----------------------------------------------------------------------------------------- DoRA

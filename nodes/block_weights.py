@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import core
-from .loaders import (CATEGORY, DORA_MODES, SCALE_RULES, STRENGTH, TIP_DORA, TIP_FILE, TIP_SCALE, LoKrFormatError,
-                      WeightsCache, load_and_apply, lokr_files, plan_report, validate_common)
+from .loaders import (APPLY_MODES, CATEGORY, DORA_MODES, PATCH, SCALE_RULES, STRENGTH, TIP_APPLY, TIP_DORA, TIP_FILE,
+                      TIP_SCALE, LoKrFormatError, WeightsCache, load_and_apply, lokr_files, plan_report, validate_common)
 
 FAMILIES = ["auto", "sd1", "sd2", "sdxl"]
 CUSTOM = "custom"
@@ -88,6 +88,7 @@ class LoKrBlockWeights:
             "rng_seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Seed for the random R and U tokens."}),
             "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
             "dora_mode": (DORA_MODES, {"default": "interpolate", "tooltip": TIP_DORA}),
+            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
         }}
 
     @classmethod
@@ -97,14 +98,14 @@ class LoKrBlockWeights:
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
              preset: str = CUSTOM, block_vector: str = "", family: str = "auto", A: float = 4.0, B: float = 1.0,
-             rng_seed: int = 0, scale_rule: str = "file", dora_mode: str = "interpolate") -> dict:
+             rng_seed: int = 0, scale_rule: str = "file", dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
         fam = detect_family(model) if family == "auto" else family
         try:
             values = parse_vector(block_vector, preset, fam, A, B, rng_seed)  # a bad vector fails before any work
         except Exception as e:
             raise LoKrFormatError(f"LoKr Block Weights ({lokr_name!r}): {e}") from None
         new_model, new_clip, plan = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
-                                                   scale_rule, dora_mode, multiplier=multiplier_for(values))
+                                                   scale_rule, dora_mode, multiplier=multiplier_for(values), apply=apply)
         text = core("block_weights").format_block_weights(values)
         report = dict(plan_report(plan, lokr_name), block_weights=values, family=fam)
         return {"ui": {"lokr_report": [report], "text": [text]}, "result": (new_model, new_clip, text)}

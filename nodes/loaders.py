@@ -16,22 +16,29 @@ from typing import Any, Callable, Mapping
 
 from . import core
 from .keys import base_key, clip_key_map, match_names, target_shape, unet_key_map
-from .patch import make_patch
+from .bypass import INJECTION_KEY
+from .patch import is_lokr_patch, make_patch
 
 _errors = core("errors")
 LoKrError, LoKrFormatError, LoKrKeyError = _errors.LoKrError, _errors.LoKrFormatError, _errors.LoKrKeyError
-LoKrShapeError, where = _errors.LoKrShapeError, _errors.where
+LoKrShapeError, LoKrConfigError, where = _errors.LoKrShapeError, _errors.LoKrConfigError, _errors.where
 log = logging.getLogger("comfyui-lokr")
 
 CATEGORY = "loaders/LoKr"
 SCALE_RULES = ["file", "peft", "metadata-dim", "none"]
 DORA_MODES = ["interpolate", "lycoris"]
+PATCH, BYPASS = "patch weights", "bypass"
+APPLY_MODES = [PATCH, BYPASS]
 
 STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
 TIP_FILE = "A LoKr file from the 'loras' folders (LyCORIS / kohya .safetensors, or a PEFT adapter_model.safetensors)."
 TIP_SCALE = ("How alpha turns into the update's scale: 'file' = the file's own convention (LyCORIS: alpha/rank, "
              "1 when both factors are full; PEFT: alpha/r); 'peft' = alpha/r always; 'metadata-dim' = alpha/ss_network_dim "
              "for full/full modules (fixes over-strong files, ComfyUI issue #15114); 'none' = 1.")
+TIP_APPLY = ("'patch weights' = ComfyUI adds ΔW to the weights when it loads them (fastest sampling); 'bypass' = the "
+             "weights are never modified, the LoKr is added in each layer's forward pass (for fp8 / quantized models, "
+             "low VRAM, or many LoKr files switched often). Same results to float tolerance. DoRA modules need "
+             "'patch weights'.")
 TIP_DORA = ("DoRA modules only: 'interpolate' = W + strength*(W_dora - W) (0 = unchanged); "
             "'lycoris' = lycoris-lora's formula, where the update stays applied at strength 0.")
 
@@ -123,6 +130,7 @@ class PatchPlan:
     other_clip: dict[Any, Any] = field(default_factory=dict)
     other_skipped: list[str] = field(default_factory=list)
     multipliers: dict[str, float] = field(default_factory=dict)
+    source: str = ""
 
 
 def _state_dict(obj: Any) -> Mapping[str, Any]:
@@ -157,7 +165,7 @@ def plan_patches(weights: Any, model: Any = None, clip: Any = None, *, scale_rul
         raise LoKrKeyError(
             f"{where(source, None)}none of its {len(names)} LoKr modules (e.g. {names[0]!r}) names a weight of the "
             f"connected {' / '.join(parts)}{_family_hint(weights)}; expected a LoKr made for this model family")
-    plan = PatchPlan(matched={**m_unet, **m_clip}, unmatched=unmatched)
+    plan = PatchPlan(matched={**m_unet, **m_clip}, unmatched=unmatched, source=os.path.basename(str(source or "")))
     unet_sd, clip_sd = _state_dict(getattr(model, "model", None)), _state_dict(getattr(clip, "cond_stage_model", None))
     # 1. every shape first, from metadata only: a wrong file fails before a tensor is read
     for matched, sd in ((m_unet, unet_sd), (m_clip, clip_sd)):
@@ -232,7 +240,7 @@ def other_state_dict_from_file(path: str) -> Callable[[list[str]], dict]:
 
 def _add(target: Any, patches: Mapping[Any, Any], strength: float) -> set:
     """add_patches grouped by block multiplier for ComfyUI-native patches recorded as (mult, patch)."""
-    plain = {k: p for k, p in patches.items() if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], float))}
+    plain = {k: p for k, p in patches.items() if not _is_scaled(p)}
     added = set(target.add_patches(plain, strength)) if plain else set()
     for k, p in patches.items():
         if k not in plain:
@@ -248,24 +256,91 @@ def plan_report(plan: PatchPlan, lokr_name: str = "") -> dict:
             "shape_mismatch": {}}
 
 
+def _split_key(key: Any) -> tuple[str, Any, Any]:
+    """(state-dict key, offset, function) of a ComfyUI patch key: ``key``, ``(key, offset)`` or ``(key, offset, fn)``."""
+    if isinstance(key, str):
+        return key, None, None
+    return key[0], key[1], (key[2] if len(key) > 2 else None)
+
+
+def _bypass_side(patcher: Any, root: Any, lokr: Mapping[Any, Any], others: Mapping[Any, Any], strength: float,
+                 source: str) -> tuple[list, dict]:
+    """(injection list, regular patches) for one side in bypass mode; checks every entry, changes nothing.
+
+    LoKr patches and ComfyUI's own adapters become bypass entries (a block multiplier recorded as
+    ``(mult, patch)`` scales the strength); other ComfyUI patches (plain diffs) stay regular patches,
+    as ComfyUI's own bypass loader does.
+    """
+    from .bypass import BypassEntry, bypass_injections
+    entries, regular = [], {}
+    for patches in (lokr, others):
+        for k, p in patches.items():
+            mult, adapter = (p[0], p[1]) if _is_scaled(p) else (1.0, p)
+            if is_lokr_patch(adapter) or _is_core_adapter(adapter):
+                key, offset, function = _split_key(k)
+                entries.append(BypassEntry(key, adapter, strength * mult, offset, function))
+            else:
+                regular[k] = p
+    return bypass_injections(patcher, root, entries, source), regular
+
+
+def _is_scaled(p: Any) -> bool:
+    return isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], float)
+
+
+def _is_core_adapter(p: Any) -> bool:
+    try:
+        from comfy.weight_adapter import WeightAdapterBase  # type: ignore[import-not-found]
+    except Exception:
+        return False
+    return isinstance(p, WeightAdapterBase)
+
+
 def apply_plan(plan: PatchPlan, model: Any, clip: Any, strength_model: float,
-               strength_clip: float) -> tuple[Any, Any]:
-    """Clones of ``model`` / ``clip`` with the plan's patches; a side with strength 0 is returned as is."""
+               strength_clip: float, apply: str = PATCH) -> tuple[Any, Any]:
+    """Clones of ``model`` / ``clip`` with the plan's patches; a side with strength 0 is returned as is.
+
+    ``apply``: ``"patch weights"`` (ComfyUI patches the weights when it loads them) or ``"bypass"``
+    (weights never modified; the terms are added in the forward pass, ``nodes.bypass``). Every
+    bypass entry of both sides is checked before anything is cloned.
+    """
+    if apply not in APPLY_MODES:
+        raise LoKrConfigError(f"apply is {apply!r}; expected one of {APPLY_MODES}")
+    do_model = model is not None and strength_model != 0 and bool(plan.unet or plan.other_unet)
+    do_clip = clip is not None and strength_clip != 0 and bool(plan.clip or plan.other_clip)
+    if apply == BYPASS:
+        sides = {}
+        if do_model:
+            sides["model"] = _bypass_side(model, model.model, plan.unet, plan.other_unet, strength_model, plan.source)
+        if do_clip:
+            sides["clip"] = _bypass_side(clip.patcher, clip.cond_stage_model, plan.clip, plan.other_clip,
+                                         strength_clip, plan.source)
     new_model, new_clip = model, clip
-    if model is not None and strength_model != 0 and (plan.unet or plan.other_unet):
+    if do_model:
         new_model = model.clone()
-        _add(new_model, plan.unet, strength_model)
-        _add(new_model, plan.other_unet, strength_model)
-    if clip is not None and strength_clip != 0 and (plan.clip or plan.other_clip):
+        if apply == BYPASS:
+            injections, regular = sides["model"]
+            new_model.set_injections(INJECTION_KEY, injections)
+            _add(new_model, regular, strength_model)
+        else:
+            _add(new_model, plan.unet, strength_model)
+            _add(new_model, plan.other_unet, strength_model)
+    if do_clip:
         new_clip = clip.clone()
-        _add(new_clip, plan.clip, strength_clip)
-        _add(new_clip, plan.other_clip, strength_clip)
+        if apply == BYPASS:
+            injections, regular = sides["clip"]
+            new_clip.patcher.set_injections(INJECTION_KEY, injections)
+            _add(new_clip, regular, strength_clip)
+        else:
+            _add(new_clip, plan.clip, strength_clip)
+            _add(new_clip, plan.other_clip, strength_clip)
     return new_model, new_clip
 
 
 def load_and_apply(cache: WeightsCache, model: Any, clip: Any, lokr_name: str, strength_model: float,
                    strength_clip: float, scale_rule: Any = "file", dora_mode: str = "interpolate",
-                   multiplier: Callable[[Any], float] | None = None) -> tuple[Any, Any, PatchPlan]:
+                   multiplier: Callable[[Any], float] | None = None,
+                   apply: str = PATCH) -> tuple[Any, Any, PatchPlan]:
     """The whole loader: check inputs, load (cached), plan, apply to clones. Inputs are never changed."""
     _raise_if_bad(strength_model=strength_model, strength_clip=strength_clip)
     path = lokr_path(lokr_name)
@@ -275,7 +350,7 @@ def load_and_apply(cache: WeightsCache, model: Any, clip: Any, lokr_name: str, s
     if plan.unmatched:
         log.warning("comfyui-lokr: %s: %d LoKr module(s) match no weight of the connected model: %s",
                     lokr_name, len(plan.unmatched), ", ".join(plan.unmatched[:5]))
-    new_model, new_clip = apply_plan(plan, model, clip, strength_model, strength_clip)
+    new_model, new_clip = apply_plan(plan, model, clip, strength_model, strength_clip, apply)
     return new_model, new_clip, plan
 
 
@@ -306,6 +381,7 @@ class LoKrLoader:
             "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
         }, "optional": {
             "dora_mode": (DORA_MODES, {"default": "interpolate", "tooltip": TIP_DORA}),
+            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
         }}
 
     @classmethod
@@ -313,9 +389,9 @@ class LoKrLoader:
         return validate_common(lokr_name, strength_model=strength_model, strength_clip=strength_clip)
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
-             scale_rule: str = "file", dora_mode: str = "interpolate") -> dict:
+             scale_rule: str = "file", dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
         new_model, new_clip, plan = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
-                                                   scale_rule, dora_mode)
+                                                   scale_rule, dora_mode, apply=apply)
         return {"ui": {"lokr_report": [plan_report(plan, lokr_name)]}, "result": (new_model, new_clip)}
 
 
@@ -342,6 +418,7 @@ class LoKrLoaderModelOnly:
             "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
         }, "optional": {
             "dora_mode": (DORA_MODES, {"default": "interpolate", "tooltip": TIP_DORA}),
+            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
         }}
 
     @classmethod
@@ -349,9 +426,9 @@ class LoKrLoaderModelOnly:
         return validate_common(lokr_name, strength_model=strength_model)
 
     def load(self, model: Any, lokr_name: str, strength_model: float, scale_rule: str = "file",
-             dora_mode: str = "interpolate") -> dict:
+             dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
         new_model, _, plan = load_and_apply(self._cache, model, None, lokr_name, strength_model, 0.0, scale_rule,
-                                            dora_mode)
+                                            dora_mode, apply=apply)
         return {"ui": {"lokr_report": [plan_report(plan, lokr_name)]}, "result": (new_model,)}
 
 

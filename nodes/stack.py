@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .loaders import (CATEGORY, SCALE_RULES, STRENGTH, TIP_FILE, TIP_SCALE, LoKrFormatError, WeightsCache,
-                      apply_plan, check_strength, lokr_files, lokr_path, other_state_dict_from_file, plan_patches,
+from .loaders import (APPLY_MODES, BYPASS, CATEGORY, PATCH, SCALE_RULES, STRENGTH, TIP_APPLY, TIP_FILE, TIP_SCALE,
+                      LoKrConfigError, LoKrFormatError, WeightsCache, apply_plan, check_strength, lokr_files, lokr_path, other_state_dict_from_file, plan_patches,
                       plan_report)
 
 SLOTS = 3
@@ -48,8 +48,11 @@ def _is_lokr(weights: Any) -> bool:
 
 
 def apply_stack(model: Any, clip: Any, stack: Any, *, scale_rule: str = "file",
-                caches: dict[str, WeightsCache] | None = None) -> tuple[Any, Any, list[dict]]:
-    """Apply every stack entry in order to clones of ``model`` / ``clip``; returns (model, clip, reports)."""
+                caches: dict[str, WeightsCache] | None = None, apply: str = PATCH) -> tuple[Any, Any, list[dict]]:
+    """Apply every stack entry in order to clones of ``model`` / ``clip``; returns (model, clip, reports).
+
+    ``apply``: ``"patch weights"`` or ``"bypass"`` for every entry (see ``loaders.apply_plan``).
+    """
     check_stack(stack)
     caches = caches if caches is not None else {}
     loaded = []
@@ -70,16 +73,17 @@ def apply_stack(model: Any, clip: Any, stack: Any, *, scale_rule: str = "file",
     cur_model, cur_clip = model, clip
     for name, sm, sc, plan, path in loaded:
         if plan is not None:
-            cur_model, cur_clip = apply_plan(plan, cur_model, cur_clip, sm, sc)
+            cur_model, cur_clip = apply_plan(plan, cur_model, cur_clip, sm, sc, apply)
             reports.append(plan_report(plan, name))
         else:
-            cur_model, cur_clip = _core_lora(cur_model, cur_clip, path, name, sm, sc)
+            cur_model, cur_clip = _core_lora(cur_model, cur_clip, path, name, sm, sc, apply)
             reports.append({"file": name, "handled_by": "ComfyUI LoraLoader"})
     return cur_model, cur_clip, reports
 
 
-def _core_lora(model: Any, clip: Any, path: str, name: str, sm: float, sc: float) -> tuple[Any, Any]:
-    """A non-LoKr file through ComfyUI's own loader (what LoraLoader does)."""
+def _core_lora(model: Any, clip: Any, path: str, name: str, sm: float, sc: float,
+               apply: str = PATCH) -> tuple[Any, Any]:
+    """A non-LoKr file through ComfyUI's own loader (what LoraLoader / LoraLoaderBypass do)."""
     try:
         import comfy.sd  # type: ignore[import-not-found]
         import comfy.utils  # type: ignore[import-not-found]
@@ -88,8 +92,14 @@ def _core_lora(model: Any, clip: Any, path: str, name: str, sm: float, sc: float
                               "expected a LoKr file") from None
     if sm == 0 and sc == 0:
         return model, clip
+    load = comfy.sd.load_lora_for_models
+    if apply == BYPASS:
+        load = getattr(comfy.sd, "load_bypass_lora_for_models", None)
+        if load is None:
+            raise LoKrConfigError(f"file {name!r}: holds no LoKr module, and this ComfyUI's own loader has no bypass "
+                                  "mode (0.28.0 has it, 0.8.0 does not); use apply = 'patch weights'")
     lora = comfy.utils.load_torch_file(path, safe_load=True)
-    return comfy.sd.load_lora_for_models(model, clip, lora, sm, sc)
+    return load(model, clip, lora, sm, sc)
 
 
 def _slot_inputs() -> dict:
@@ -161,10 +171,13 @@ class ApplyLoKrStack:
             "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed)."}),
             "lora_stack": ("LORA_STACK", {"tooltip": "List of (file, strength_model, strength_clip), e.g. from LoKr Stack."}),
             "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
+        }, "optional": {
+            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
         }}
 
-    def apply(self, model: Any, clip: Any, lora_stack: Any, scale_rule: str = "file") -> dict:
-        new_model, new_clip, reports = apply_stack(model, clip, lora_stack, scale_rule=scale_rule, caches=self._caches)
+    def apply(self, model: Any, clip: Any, lora_stack: Any, scale_rule: str = "file", apply: str = PATCH) -> dict:
+        new_model, new_clip, reports = apply_stack(model, clip, lora_stack, scale_rule=scale_rule, caches=self._caches,
+                                                   apply=apply)
         return {"ui": {"lokr_report": reports}, "result": (new_model, new_clip)}
 
 

@@ -176,7 +176,7 @@ def test_patch_function_offset_and_base_class(env, monkeypatch):
         assert isinstance(P.make_patch(f, 1.0), cs.WeightAdapterBase)
     finally:
         P.lokr_patch_class.cache_clear()
-    assert patch.with_multiplier(0.5).multiplier == 0.5 and patch.multiplier == 1.0
+    assert patch.with_block_weight(0.5).block_weight == 0.5 and patch.block_weight == 1.0
 
 
 def test_dora_module_matches_lycoris(env, tmp_path):
