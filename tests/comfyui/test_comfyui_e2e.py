@@ -145,7 +145,7 @@ def _run(server, name: str) -> dict:
     return {prompt[k]["class_type"]: v for k, v in h["outputs"].items()}
 
 
-@pytest.mark.parametrize("name", ["lokr_load_and_sample", "lokr_block_weights", "lokr_stack"])
+@pytest.mark.parametrize("name", [n for n in workflows.graphs() if n != "lokr_merge_checkpoint"])
 def test_sampling_workflows_save_an_image(server, name):
     outputs = _run(server, name)
     images = outputs["SaveImage"]["images"]
