@@ -1,15 +1,21 @@
 """LoKr Merge Checkpoint: MODEL + CLIP + VAE with their patches baked in -> one .safetensors.
 
-Every patched weight (LoKr patches from the loaders, and any other patch on the MODEL / CLIP)
-is computed with ComfyUI's own ``comfy.lora.calculate_weight`` in fp32, one weight at a time,
-cast to the chosen dtype, named as ComfyUI's CheckpointSave names it
-(``model_config.state_dict_for_saving`` / ``process_*_state_dict_for_saving``), and written
-atomically (temp file + rename, ``lokr_core.atomic``) into the output folder with metadata saying
-which LoKr files, strengths and modules were merged. A ComfyUI ProgressBar advances per weight.
-The input models are never changed.
+The file holds what ComfyUI's CheckpointSave would write for the same inputs (same keys, names and
+extra keys such as ``v_pred``), with the patched weights computed here instead:
+
+- every patched weight (LoKr patches from the loaders, and any other patch on the MODEL / CLIP) is
+  computed with ComfyUI's own ``comfy.lora.calculate_weight`` in fp32, one weight at a time, and
+  cast to the chosen dtype (``keep``: the weight's own dtype, as CheckpointSave stores it);
+- names come from the model's ``state_dict_for_saving`` in the form this ComfyUI offers (its
+  parameters are read: the UNet is passed first where it takes one), extra keys as CheckpointSave
+  adds them;
+- the file is written atomically (temp file + rename, ``lokr_core.atomic``) into the output folder,
+  with metadata naming the merged LoKr files, strengths and module counts. A ComfyUI ProgressBar
+  advances per weight; Cancel stops the merge before anything is written. The inputs are never changed.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any, Callable
@@ -17,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from . import core
+from .bypass import bypass_set_of
 from .loaders import CATEGORY, LoKrFormatError
 from .patch import LoKrPatchMixin
 
@@ -43,11 +50,27 @@ def _calculate(patches: list, weight: torch.Tensor, key: str) -> torch.Tensor:
     return weight
 
 
+def merge_patches(patcher: Any) -> dict[str, list]:
+    """{weight key: ComfyUI patch tuples} to bake in: ``patcher.patches``, then its bypass entries.
+
+    A LoKr loaded with ``apply = bypass`` is added in the forward pass (``nodes.bypass``), never to
+    the weights, so ComfyUI's CheckpointSave would drop it; here each bypass entry becomes the patch
+    ``(strength, adapter, 1.0, offset, function)`` after the weight's regular patches (bypass adds
+    its term to the output of the patched layer, which is that order). The patcher is not changed.
+    """
+    if patcher is None:
+        return {}
+    out = {k: list(v) for k, v in (getattr(patcher, "patches", None) or {}).items() if v}
+    for e in bypass_set_of(patcher).entries:
+        out.setdefault(e.key, []).append((e.strength, e.adapter, 1.0, e.offset, e.function))
+    return out
+
+
 def patched_state_dict(patcher: Any, owner: Any, dtype: torch.dtype | None,
                        step: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
-    """``owner.state_dict()`` with ``patcher.patches`` applied (fp32 math), cast to ``dtype`` (None: keep)."""
+    """``owner.state_dict()`` with :func:`merge_patches` applied (fp32 math), cast to ``dtype`` (None: keep)."""
     sd = owner.state_dict()
-    patches = getattr(patcher, "patches", {}) if patcher is not None else {}
+    patches = merge_patches(patcher)
     out = {}
     for key, w in sd.items():
         if key in patches and patches[key]:
@@ -67,7 +90,7 @@ def merged_lokr_sources(*patchers: Any) -> list[dict]:
     """[{file, strength, modules}] of the LoKr patches the patchers carry (for the file metadata)."""
     seen: dict[tuple, dict] = {}
     for p in patchers:
-        for plist in (getattr(p, "patches", {}) or {}).values():
+        for plist in merge_patches(p).values():
             for strength, v, *_ in plist:
                 if isinstance(v, LoKrPatchMixin):
                     rec = seen.setdefault((v.source, float(strength)), {"file": v.source, "strength": float(strength),
@@ -76,9 +99,57 @@ def merged_lokr_sources(*patchers: Any) -> list[dict]:
     return list(seen.values())
 
 
+def saving_takes_unet(base: Any) -> bool:
+    """Whether ``base.state_dict_for_saving`` takes the UNet state dict as its first argument.
+
+    Read from the method's parameters, not from a version number: ComfyUI 0.3.64 / 0.8.0 have
+    ``(clip_state_dict, vae_state_dict, clip_vision_state_dict)`` and read the UNet from the model;
+    newer ComfyUI (0.28.0) has ``(unet_state_dict, clip_state_dict, ...)``. Anything else is refused.
+    """
+    params = list(inspect.signature(base.state_dict_for_saving).parameters)
+    if params[:1] == ["unet_state_dict"]:
+        return True
+    if params[:1] == ["clip_state_dict"]:
+        return False
+    raise LoKrFormatError(f"ComfyUI's {type(base).__name__}.state_dict_for_saving{tuple(params)}: unknown signature; "
+                          "expected (clip_state_dict, vae_state_dict, ...) or (unet_state_dict, clip_state_dict, ...)")
+
+
+def checkpoint_extra_keys(model: Any) -> dict[str, torch.Tensor]:
+    """The extra tensors ComfyUI's CheckpointSave writes for ``model`` (a ModelPatcher).
+
+    As ``comfy_extras/nodes_model_merging.py: save_checkpoint``: ``edm_vpred.sigma_max`` /
+    ``sigma_min`` for a v-prediction EDM ``model_sampling`` (also one set by a ModelSampling node),
+    ``v_pred`` for a v-prediction model, and ``ztsnr`` when its ``model_sampling`` has zero terminal SNR.
+    These keys are how ComfyUI's CheckpointLoader recognises such a model again.
+    """
+    try:
+        import comfy.model_base  # type: ignore[import-not-found]
+        import comfy.model_sampling  # type: ignore[import-not-found]
+    except Exception:
+        return {}
+    extra = {}
+    sampling = model.get_model_object("model_sampling")
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousEDM) and \
+            isinstance(sampling, comfy.model_sampling.V_PREDICTION):
+        extra["edm_vpred.sigma_max"] = torch.tensor(float(sampling.sigma_max), dtype=torch.float32)
+        extra["edm_vpred.sigma_min"] = torch.tensor(float(sampling.sigma_min), dtype=torch.float32)
+    if model.model.model_type == comfy.model_base.ModelType.V_PREDICTION:
+        extra["v_pred"] = torch.tensor([])
+        if getattr(sampling, "zsnr", False):
+            extra["ztsnr"] = torch.tensor([])
+    return extra
+
+
 def checkpoint_state_dict(model: Any, clip: Any, vae: Any, dtype: torch.dtype | None,
                           step: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
-    """The merged checkpoint's tensors, with CheckpointSave's key names where ComfyUI provides them."""
+    """The merged checkpoint's tensors: the keys and names ComfyUI's CheckpointSave writes.
+
+    ``model``: a ModelPatcher; ``clip`` / ``vae``: ComfyUI's CLIP / VAE (or None). Patched weights
+    come from :func:`patched_state_dict`; naming and extra keys (``v_pred``, ...) from the model's
+    ``state_dict_for_saving`` in whichever form this ComfyUI offers (:func:`saving_takes_unet`) and
+    :func:`checkpoint_extra_keys`. Without ComfyUI's model config, plain LDM prefixes are used.
+    """
     base = model.model
     unet_full = patched_state_dict(model, base, dtype, step)
     unet = {k[len("diffusion_model."):]: v for k, v in unet_full.items() if k.startswith("diffusion_model.")}
@@ -90,29 +161,42 @@ def checkpoint_state_dict(model: Any, clip: Any, vae: Any, dtype: torch.dtype | 
         vae_sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
                   for k, v in (vae.get_sd() if hasattr(vae, "get_sd") else vae.first_stage_model.state_dict()).items()}
     cfg = getattr(base, "model_config", None)
-    if cfg is not None and hasattr(base, "state_dict_for_saving"):
-        sd = base.state_dict_for_saving(clip_sd, vae_sd, None)  # names + extra keys (v_pred, ...) as CheckpointSave
-        sd.update(cfg.process_unet_state_dict_for_saving(dict(unet)))
+    if cfg is None or not hasattr(base, "state_dict_for_saving"):
+        sd = {"model.diffusion_model." + k: v for k, v in unet.items()}
+        sd.update({"cond_stage_model." + k: v for k, v in (clip_sd or {}).items()})
+        sd.update({"first_stage_model." + k: v for k, v in (vae_sd or {}).items()})
         return sd
-    sd = {"model.diffusion_model." + k: v for k, v in unet.items()}
-    sd.update({"cond_stage_model." + k: v for k, v in (clip_sd or {}).items()})
-    sd.update({"first_stage_model." + k: v for k, v in (vae_sd or {}).items()})
+    if saving_takes_unet(base):
+        sd = base.state_dict_for_saving(unet, clip_state_dict=clip_sd, vae_state_dict=vae_sd, clip_vision_state_dict=None)
+    else:  # the model's own (unpatched) UNet is named there; the merged one replaces it under the same names
+        sd = base.state_dict_for_saving(clip_state_dict=clip_sd, vae_state_dict=vae_sd, clip_vision_state_dict=None)
+        sd.update(cfg.process_unet_state_dict_for_saving(dict(unet)))
+    sd.update(checkpoint_extra_keys(model))
     return sd
 
 
-def output_path(filename_prefix: str) -> str:
-    """Next free ``<output>/<prefix>_00001_.safetensors`` (ComfyUI's own numbering when available)."""
+def prefix_path(filename_prefix: str) -> str:
+    """``<output>/<filename_prefix>`` resolved; LoKrFormatError when it leads outside the output folder."""
     import folder_paths  # type: ignore[import-not-found]
-    out_dir = folder_paths.get_output_directory()
-    if getattr(folder_paths, "get_save_image_path", None):
-        folder, name, counter, _sub, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
-        os.makedirs(folder, exist_ok=True)
-        return os.path.join(folder, f"{name}_{counter:05}_.safetensors")
-    real_out = os.path.realpath(out_dir)
-    path = os.path.realpath(os.path.join(out_dir, filename_prefix))
+    real_out = os.path.realpath(folder_paths.get_output_directory())
+    path = os.path.realpath(os.path.join(real_out, filename_prefix))
     if not path.startswith(real_out + os.sep):
         raise LoKrFormatError(f"filename_prefix {filename_prefix!r} leaves the output folder; expected a name inside it")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path
+
+
+def output_path(filename_prefix: str) -> str:
+    """Next free ``<output>/<prefix>_00001_.safetensors`` (ComfyUI's own numbering when available).
+
+    ComfyUI's ``get_save_image_path`` creates a missing sub-folder, so this is called only when the
+    merged tensors are ready to be written.
+    """
+    import folder_paths  # type: ignore[import-not-found]
+    path = prefix_path(filename_prefix)
+    if getattr(folder_paths, "get_save_image_path", None):
+        folder, name, counter, _sub, _ = folder_paths.get_save_image_path(filename_prefix,
+                                                                          folder_paths.get_output_directory())
+        return os.path.join(folder, f"{name}_{counter:05}_.safetensors")
     counter = 1
     while os.path.exists(f"{path}_{counter:05}_.safetensors"):
         counter += 1
@@ -133,21 +217,28 @@ def _unpatch_loaded_models() -> None:
 
 
 def _progress(total: int) -> Callable[[], None] | None:
+    """A per-weight step: stops on ComfyUI's Cancel (before anything is written), advances its ProgressBar."""
     try:
+        import comfy.model_management  # type: ignore[import-not-found]
         import comfy.utils  # type: ignore[import-not-found]
         bar = comfy.utils.ProgressBar(total)
     except Exception:
         return None
-    return lambda: bar.update(1)
+
+    def step() -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update(1)
+    return step
 
 
 class LoKrMergeCheckpoint:
     """LoKr Merge Checkpoint node: writes the merged checkpoint, returns its path."""
 
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Bakes the LoKr (and any other) patches on MODEL and CLIP into a new .safetensors checkpoint with "
-                   "the VAE, in the output folder: fp32 math, dtype of your choice, atomic write, metadata naming "
-                   "the merged LoKr files and strengths.")
+    DESCRIPTION = ("Bakes the LoKr (and any other) patches on MODEL and CLIP, bypass-mode LoKrs included, into a new "
+                   ".safetensors checkpoint with the VAE, in the output folder: the keys ComfyUI's Save Checkpoint "
+                   "writes, fp32 math, dtype of your choice, atomic write, metadata naming the merged LoKr files and "
+                   "strengths.")
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
     OUTPUT_TOOLTIPS = ("Full path of the written checkpoint.",)
@@ -170,12 +261,14 @@ class LoKrMergeCheckpoint:
               dtype: str = "fp16") -> dict:
         if dtype not in DTYPES:
             raise LoKrFormatError(f"dtype {dtype!r}; expected one of {list(DTYPES)}")
+        prefix_path(filename_prefix)  # a bad prefix fails before the merge, not after it
         _unpatch_loaded_models()
-        path = output_path(filename_prefix)
-        n = sum(1 for p in (model, getattr(clip, "patcher", None)) if p is not None for v in p.patches.values() if v)
+        n = sum(len(merge_patches(p)) for p in (model, getattr(clip, "patcher", None)))
         sd = checkpoint_state_dict(model, clip, vae, DTYPES[dtype], _progress(max(n, 1)))
         meta = {"lokr_merged": json.dumps(merged_lokr_sources(model, getattr(clip, "patcher", None))),
                 "lokr_merge_dtype": dtype, "lokr_merge_tool": "comfyui-lokr LoKr Merge Checkpoint"}
+        path = output_path(filename_prefix)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         core("atomic").atomic_save_file(sd, path, meta)
         return {"ui": {"text": [path]}, "result": (path,)}
 

@@ -93,3 +93,65 @@ def test_merge_bad_input_writes_nothing(env):
     with pytest.raises(LoKrError, match="leaves the output folder"):
         M.LoKrMergeCheckpoint().merge(env["model"], env["clip"], _VAE(), "../escape", "fp16")
     assert _files(env["out"]) == []
+
+
+class _SavingConfig:
+    """ComfyUI model_config stand-in: SD1.5's ``process_*_state_dict_for_saving`` prefixes."""
+
+    def process_unet_state_dict_for_saving(self, sd):
+        return {"model.diffusion_model." + k: v for k, v in sd.items()}
+
+    def process_clip_state_dict_for_saving(self, sd):
+        return {"cond_stage_model." + k.removeprefix("clip_l."): v for k, v in sd.items()}
+
+    def process_vae_state_dict_for_saving(self, sd):
+        return {"first_stage_model." + k: v for k, v in sd.items()}
+
+
+def _saving_0_8(self, clip_state_dict=None, vae_state_dict=None, clip_vision_state_dict=None):
+    """BaseModel.state_dict_for_saving as in ComfyUI 0.3.64 / 0.8.0: reads the UNet from the model."""
+    unet = {k.removeprefix("diffusion_model."): v for k, v in self.state_dict().items() if k.startswith("diffusion_model.")}
+    sd = self.model_config.process_unet_state_dict_for_saving(unet)
+    sd["v_pred"] = torch.tensor([])
+    sd.update(self.model_config.process_clip_state_dict_for_saving(clip_state_dict))
+    sd.update(self.model_config.process_vae_state_dict_for_saving(vae_state_dict))
+    return sd
+
+
+def _saving_0_28(self, unet_state_dict, clip_state_dict=None, vae_state_dict=None, clip_vision_state_dict=None):
+    """BaseModel.state_dict_for_saving as in ComfyUI 0.28.0: the UNet state dict comes first."""
+    sd = self.model_config.process_unet_state_dict_for_saving(unet_state_dict)
+    sd["v_pred"] = torch.tensor([])
+    sd.update(self.model_config.process_clip_state_dict_for_saving(clip_state_dict))
+    sd.update(self.model_config.process_vae_state_dict_for_saving(vae_state_dict))
+    return sd
+
+
+@pytest.mark.parametrize("saving", [_saving_0_8, _saving_0_28])
+def test_merge_names_through_either_saving_api(env, saving):
+    """Both forms of state_dict_for_saving (told apart by their parameters) get the merged UNet."""
+    L = importlib.import_module("nodes.loaders")
+    M = importlib.import_module("nodes.merge")
+    m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
+    m.model.model_config = _SavingConfig()
+    m.model.state_dict_for_saving = saving.__get__(m.model)
+    assert M.saving_takes_unet(m.model) is (saving is _saving_0_28)
+    sd = M.checkpoint_state_dict(m, c, _VAE(), None)
+    assert "v_pred" in sd and "first_stage_model.weight" in sd
+    assert {k for k in sd if k.startswith("model.")} == {"model." + k for k in m.model.state_dict()}
+    for name, key, _ in SPECS:
+        k, w0 = env["refs"][name]
+        out = "model." + k if key.startswith("diffusion_model") else "cond_stage_model." + k.removeprefix("clip_l.")
+        strength = 0.5 if key.startswith("diffusion_model") else 1.0
+        torch.testing.assert_close(sd[out], merged_reference(env["mods"][name], w0, strength), rtol=1e-5, atol=1e-6)
+
+
+def test_merge_refuses_an_unknown_saving_api(env):
+    from lokr_core.errors import LoKrError
+
+    M = importlib.import_module("nodes.merge")
+    env["model"].model.model_config = _SavingConfig()
+    env["model"].model.state_dict_for_saving = lambda state_dict, clip=None: {}
+    with pytest.raises(LoKrError, match=r"state_dict_for_saving\('state_dict', 'clip'\): unknown signature"):
+        M.LoKrMergeCheckpoint().merge(env["model"], env["clip"], _VAE(), "x", "fp16")
+    assert _files(env["out"]) == []
