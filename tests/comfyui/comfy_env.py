@@ -79,20 +79,24 @@ def load_pack() -> Any:
 
 
 def _fill_(module: Any, seed: int) -> None:
+    """Random weights scaled by fan-in; norm layers (GroupNorm / LayerNorm) get weight 1, bias 0; other 1-D
+    parameters 0. (A zero norm weight, e.g. the UNet's ``out.0``, would make the model's output 0.)"""
     import torch
 
     g = torch.Generator().manual_seed(seed)
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
     with torch.no_grad():
-        for name, p in module.named_parameters():
-            if not p.is_floating_point():
-                continue
-            if p.ndim == 1 and ("norm" in name or name.endswith("ln_1.weight") or name.endswith("ln_2.weight")):
-                p.fill_(1.0 if name.endswith("weight") else 0.0)
-            elif p.ndim <= 1:
-                p.zero_()
-            else:
-                fan_in = max(1, p[0].numel())
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+        for mod in module.modules():
+            for name, p in mod.named_parameters(recurse=False):
+                if not p.is_floating_point():
+                    continue
+                if isinstance(mod, norms):
+                    p.fill_(1.0 if name == "weight" else 0.0)
+                elif p.ndim <= 1:
+                    p.zero_()
+                else:
+                    fan_in = max(1, p[0].numel())
+                    p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
 
 
 def make_tiny_sd15(path: str | os.PathLike, dtype: Any = None, seed: int = 0) -> str:
@@ -127,7 +131,7 @@ def cached_tiny_sd15(fallback_dir: str | os.PathLike) -> str:
     """The tiny checkpoint, made once per bench (``$COMFYUI_PATH/../ref/``) when that folder is writable."""
     ref = Path(comfy_path() or ".").parent / "ref"
     folder = ref if ref.is_dir() and os.access(ref, os.W_OK) else Path(fallback_dir)
-    path = folder / "lokr_tiny_sd15_v1.safetensors"
+    path = folder / "lokr_tiny_sd15_v2.safetensors"
     if not path.is_file():
         tmp = folder / f".lokr_tiny_sd15_{os.getpid()}.safetensors"
         make_tiny_sd15(tmp)
