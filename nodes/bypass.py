@@ -30,7 +30,7 @@ from .patch import bypass_delta, is_identity, is_lokr_patch
 _errors = core("errors")
 INJECTION_KEY = "lokr_bypass"
 
-__all__ = ["INJECTION_KEY", "BypassEntry", "BypassSet", "core_bypass_supported", "bypass_injections", "conv_params",
+__all__ = ["INJECTION_KEY", "BypassEntry", "BypassSet", "core_bypass_supported", "bypass_injections", "conv_params", "is_linear",
            "bypass_set_of", "check_bypass_target"]
 
 
@@ -65,6 +65,14 @@ def conv_params(layer: nn.Module) -> dict | None:
     if isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed:
         return {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
     return None
+
+
+def is_linear(layer: nn.Module) -> bool:
+    """True for a Linear layer: torch's, or ComfyUI's mixed-precision / quantized Linear (an nn.Module with
+    ``in_features`` / ``out_features`` that is no ``nn.Linear``, 0.8.0 and later)."""
+    if isinstance(layer, nn.Linear):
+        return True
+    return conv_params(layer) is None and hasattr(layer, "in_features") and hasattr(layer, "out_features")
 
 
 def _module(root: nn.Module, module_key: str) -> nn.Module:
@@ -172,7 +180,7 @@ def check_bypass_target(layer: nn.Module, entry: BypassEntry, source: str) -> No
     adapter = entry.adapter
     name = getattr(getattr(adapter, "params", None), "module", "") or entry.key
     at = _errors.where(source, name)
-    if not isinstance(layer, nn.Linear) and conv_params(layer) is None:
+    if not is_linear(layer) and conv_params(layer) is None:
         raise _errors.LoKrConfigError(f"{at}bypass mode covers Linear and Conv layers; {entry.key} belongs to a "
                                       f"{type(layer).__name__}. Use apply = 'patch weights'")
     if is_lokr_patch(adapter):
