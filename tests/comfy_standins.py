@@ -1,7 +1,9 @@
 """Small stand-ins for the parts of ComfyUI the nodes touch, for CI tests without ComfyUI.
 
 - :class:`ModelPatcher`: ``model`` (an nn.Module whose state-dict keys look like ComfyUI's,
-  ``diffusion_model.*``), ``patches``, ``clone()``, ``add_patches()`` with ComfyUI's exact
+  ``diffusion_model.*``), ``patches``, ``injections`` (``set_injections`` / ``get_injections`` /
+  ``remove_injections``; ``inject_model`` / ``eject_model`` call every injection's ``inject`` /
+  ``eject`` as ComfyUI does when it loads / unloads), ``clone()``, ``add_patches()`` with ComfyUI's exact
   semantics (keys filtered by the model's state dict, ``(strength, patch, strength_model, offset,
   function)`` tuples), ``model_state_dict()``, and :meth:`patched_state_dict` which runs every patch
   the way ``comfy.lora.calculate_weight`` does (fp32 copy, ``strength_model`` first, the adapter's
@@ -72,11 +74,41 @@ class ModelPatcher:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.patches: dict[str, list] = {}
+        self.injections: dict[str, list] = {}
+        self.is_injected = False
 
     def clone(self) -> "ModelPatcher":
         n = ModelPatcher(self.model)
         n.patches = {k: list(v) for k, v in self.patches.items()}
+        n.injections = {k: list(v) for k, v in self.injections.items()}  # ComfyUI: i.copy() per key
         return n
+
+    def set_injections(self, key: str, injections: list) -> None:
+        self.injections[key] = injections
+
+    def get_injections(self, key: str) -> list | None:
+        return self.injections.get(key)
+
+    def remove_injections(self, key: str) -> None:
+        self.injections.pop(key, None)
+
+    def inject_model(self) -> None:
+        """Call every injection's ``inject(self)`` once (ComfyUI does this when it loads the model)."""
+        if self.is_injected:
+            return
+        for injections in self.injections.values():
+            for inj in injections:
+                inj.inject(self)
+                self.is_injected = True
+
+    def eject_model(self) -> None:
+        """Call every injection's ``eject(self)`` (ComfyUI does this when it unloads the model)."""
+        if not self.is_injected:
+            return
+        for injections in self.injections.values():
+            for inj in injections:
+                inj.eject(self)
+        self.is_injected = False
 
     def model_state_dict(self, filter_prefix: str | None = None) -> dict[str, torch.Tensor]:
         sd = self.model.state_dict()
@@ -136,17 +168,19 @@ class CLIP:
         return self.patcher.add_patches(patches, strength_patch, strength_model)
 
 
-def snapshot(patcher: ModelPatcher) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
-    """(weights, patch lists) of a patcher, copied: compare before/after to prove nothing changed."""
+def snapshot(patcher: ModelPatcher) -> tuple[dict[str, torch.Tensor], dict[str, list], dict[str, list]]:
+    """(weights, patch lists, injection lists) of a patcher, copied: compare before/after to prove nothing changed."""
     return ({k: v.clone() for k, v in patcher.model.state_dict().items()},
-            {k: list(v) for k, v in patcher.patches.items()})
+            {k: list(v) for k, v in patcher.patches.items()},
+            {k: list(v) for k, v in getattr(patcher, "injections", {}).items()})
 
 
-def unchanged(patcher: ModelPatcher, snap: tuple[dict, dict]) -> bool:
-    weights, patches = snap
+def unchanged(patcher: ModelPatcher, snap: tuple[dict, dict, dict]) -> bool:
+    weights, patches, injections = snap
     now = patcher.model.state_dict()
     return (set(now) == set(weights) and all(torch.equal(now[k], weights[k]) for k in now)
-            and {k: list(v) for k, v in patcher.patches.items()} == patches)
+            and {k: list(v) for k, v in patcher.patches.items()} == patches
+            and {k: list(v) for k, v in getattr(patcher, "injections", {}).items()} == injections)
 
 
 def folder_paths_module(loras: str, output: str) -> types.ModuleType:
