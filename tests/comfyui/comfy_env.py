@@ -1,7 +1,11 @@
 """Helpers for tests and benchmarks that run inside a real ComfyUI (``COMFYUI_PATH``).
 
 - :func:`setup_comfy`: put ComfyUI first on ``sys.path`` (its top-level ``nodes.py`` must win over
-  this repo's ``nodes`` package), force CPU and fp32 text encoders, import ``comfy``.
+  this repo's ``nodes`` package), set ComfyUI's flags (:func:`main_args`: CPU unless
+  ``LOKR_COMFY_DEVICE=cuda``, plus ``LOKR_COMFY_ARGS``) and fp32 text encoders, start dynamic VRAM
+  where ``main.py`` would (ComfyUI 0.28.0 on NVIDIA), import ``comfy``.
+- :func:`main_args`: the same flags for a ``main.py`` subprocess (``--cpu`` or nothing, then
+  ``LOKR_COMFY_ARGS``, e.g. ``"--lowvram"`` or ``"--disable-dynamic-vram"``).
 - :func:`load_pack`: import this repository the way ComfyUI imports a custom node folder (a
   package named after the folder, relative imports), so the pack's nodes see the real ComfyUI.
 - :func:`make_tiny_sd15`: a small SD1.5-shaped checkpoint (320 base channels, 2 levels, 1 block
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +48,65 @@ def comfy_path() -> str | None:
     return p if p and os.path.isfile(os.path.join(p, "main.py")) else None
 
 
+def comfy_device() -> str:
+    """``LOKR_COMFY_DEVICE``: ``cpu`` (default) or ``cuda``, the device the real-ComfyUI tests run on."""
+    dev = os.environ.get("LOKR_COMFY_DEVICE", "").strip().lower() or "cpu"
+    if dev not in ("cpu", "cuda"):
+        raise RuntimeError(f"LOKR_COMFY_DEVICE={dev!r}: expected cpu or cuda")
+    return dev
+
+
+def main_args() -> list[str]:
+    """ComfyUI command-line flags for this run: ``--cpu`` unless on CUDA, then ``LOKR_COMFY_ARGS`` (split as a shell does)."""
+    return (["--cpu"] if comfy_device() == "cpu" else []) + shlex.split(os.environ.get("LOKR_COMFY_ARGS", ""))
+
+
+def _set_args(args: Any, parser: Any, flags: list[str]) -> None:
+    """Set on ComfyUI's ``args`` every option ``flags`` give a non-default value (as if passed to main.py)."""
+    parsed = parser.parse_args(flags)
+    for name, value in vars(parsed).items():
+        if value != parser.get_default(name):
+            setattr(args, name, value)
+
+
+def _start_dynamic_vram(args: Any) -> bool:
+    """What ComfyUI 0.28.0's main.py does at start-up: dynamic VRAM on NVIDIA + torch >= 2.8 unless disabled.
+
+    Call with ``args`` set and ``comfy.model_management`` not imported yet; False where this ComfyUI has
+    no dynamic VRAM (before 0.28.0), the flags turn it off (``--cpu``, ``--disable-dynamic-vram``,
+    ``--highvram``, ...), or comfy-aimdo does not start.
+    """
+    try:
+        import comfy_aimdo.control  # type: ignore[import-not-found]
+        from comfy.cli_args import enables_dynamic_vram  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    if not enables_dynamic_vram():
+        return False
+    try:
+        comfy_aimdo.control.init(simple_vram_headroom=None if args.reserve_vram is None
+                                 else int(args.reserve_vram * 1024 ** 3))
+    except TypeError:  # comfy-aimdo 0.4.9
+        comfy_aimdo.control.init()
+    import comfy.memory_management
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    if not (args.enable_dynamic_vram or (mm.is_nvidia() and not mm.is_wsl() and mm.torch_version_numeric >= (2, 8))):
+        return False
+    devices = mm.get_all_torch_devices()
+    try:
+        ok = comfy_aimdo.control.init_devices((d.index, int(args.vram_headroom * 1024 ** 3)) for d in devices)
+    except TypeError:  # comfy-aimdo 0.4.9
+        ok = comfy_aimdo.control.init_devices(d.index for d in devices)
+    if ok:
+        comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+        comfy.memory_management.aimdo_enabled = True
+    return bool(ok)
+
+
 def setup_comfy() -> Any:
-    """Make ``comfy`` importable from COMFYUI_PATH (CPU, fp32 text encoder); returns ``comfy``."""
+    """Make ``comfy`` importable from COMFYUI_PATH (flags of :func:`main_args`, fp32 text encoder); returns ``comfy``."""
     path = comfy_path()
     if path is None:
         raise RuntimeError("COMFYUI_PATH is not set to a ComfyUI folder")
@@ -54,10 +116,12 @@ def setup_comfy() -> Any:
             del sys.modules[k]
     if path not in sys.path[:1]:
         sys.path.insert(0, path)
-    from comfy.cli_args import args  # noqa: E402
+    from comfy.cli_args import args, parser  # noqa: E402
 
-    args.cpu = True
-    args.fp32_text_enc = True
+    if "comfy.model_management" not in sys.modules:  # flags are read when model_management is imported
+        _set_args(args, parser, main_args())
+        args.fp32_text_enc = True
+        _start_dynamic_vram(args)
     import comfy.model_management  # noqa: F401
     import comfy.sd  # noqa: F401
     import comfy.utils  # noqa: F401
@@ -155,6 +219,6 @@ def patched_weights(patcher: Any, keys: list[str]) -> dict[str, Any]:
     patcher.patch_model()
     try:
         sd = patcher.model.state_dict()
-        return {k: sd[k].detach().float().clone() for k in keys}
+        return {k: sd[k].detach().float().cpu().clone() for k in keys}
     finally:
         patcher.unpatch_model(patcher.offload_device)

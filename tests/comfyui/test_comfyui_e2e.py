@@ -91,7 +91,7 @@ def server(tmp_path_factory):
     py = py if os.path.exists(py) else sys.executable
     log = open(base / "server.log", "w")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen([py, "main.py", "--cpu", "--fp32-text-enc", "--listen", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([py, "main.py", *comfy_env.main_args(), "--fp32-text-enc", "--listen", "127.0.0.1", "--port", str(port),
                              "--base-directory", str(base)], cwd=str(comfy), stdout=log, stderr=subprocess.STDOUT,
                             env=env)
     url = f"http://127.0.0.1:{port}"
