@@ -210,7 +210,7 @@ def _ours(env, path, model, clip, apply):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_patch_mode_is_core_rounding_path(env, variant):
     import comfy.float
-    import comfy.utils
+    import comfy.model_patcher
 
     model, clip = _model(env, variant)
     path, deltas = _dyadic_lokr(env, model, f"dyadic_{variant}.safetensors")
@@ -225,7 +225,7 @@ def test_patch_mode_is_core_rounding_path(env, variant):
         exact = base[k][1] + STRENGTH * deltas[k]
         w = _module(model, k).weight
         if not _is_quantized(w) and not hasattr(_module(model, k), "scale_weight"):  # fp32 reference rounded once
-            rounded = comfy.float.stochastic_rounding(exact, w.dtype, seed=comfy.utils.string_to_seed(k + ".weight"))
+            rounded = comfy.float.stochastic_rounding(exact, w.dtype, seed=comfy.model_patcher.string_to_seed(k + ".weight"))
             assert torch.equal(_bits(rounded)[0], got[k][0][0]), k
         else:  # requantized: within fp8 steps of the exact sum
             tol = exact.abs().amax() / 448.0 * 64 if _is_quantized(w) else _module(model, k).scale_weight.float() * 64
