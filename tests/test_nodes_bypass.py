@@ -156,3 +156,37 @@ def test_bad_apply_value_and_dora_raise_and_change_nothing(env):
                                                                     ("dora.safetensors", 1.0, 1.0)], apply=BYPASS)
     assert cs.unchanged(env["model"], snap_m) and cs.unchanged(env["clip"].patcher, snap_c)
     assert not any(m._forward_hooks for m in env["model"].model.modules())
+
+
+def test_row_block_and_function_entries_equal_patch_weight():
+    """Bypass entries with ComfyUI's ``(dim 0, start, length)`` row block and a ``function`` on ΔW
+    (Flux's swap_scale_shift) == the layer run with the weight the same patch computes in patch mode."""
+    B, P = importlib.import_module("nodes.bypass"), importlib.import_module("nodes.patch")
+    from lokr_core.factors import LoKrFactors
+
+    g = torch.Generator().manual_seed(5)
+    layer = nn.Linear(8, 24)
+    root = cs.module_tree({"diffusion_model.fused": layer})
+    rows = P.make_patch(LoKrFactors(w1=torch.randn(2, 2, generator=g), w2=torch.randn(4, 4, generator=g)), 0.5)
+    whole = P.make_patch(LoKrFactors(w1=torch.randn(4, 2, generator=g), w2=torch.randn(6, 4, generator=g)), 1.0)
+
+    def swap(w):  # ComfyUI's swap_scale_shift: the two halves of the output rows exchanged
+        a, b = w.chunk(2, dim=0)
+        return torch.cat([b, a], dim=0)
+    key = "diffusion_model.fused.weight"
+    weight = layer.weight.detach().clone()
+    rows.calculate_weight(weight.narrow(0, 8, 8), key, 0.7, 1.0, (0, 8, 8), None)
+    weight = whole.calculate_weight(weight, key, -0.4, 1.0, None, swap)
+    entries = [B.BypassEntry(key, rows, 0.7, (0, 8, 8)), B.BypassEntry(key, whole, -0.4, None, swap)]
+    patcher = cs.ModelPatcher(root)
+    patcher.set_injections(B.INJECTION_KEY, B.bypass_injections(patcher, root, entries))
+    x = torch.randn(3, 8, generator=g)
+    with torch.no_grad():
+        base = layer(x)
+        patcher.inject_model()
+        got = layer(x)
+        patcher.eject_model()
+        assert torch.equal(layer(x), base)
+        ref = F.linear(x, weight, layer.bias)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert (got - base)[:, :8].abs().max() > 1e-3 and (got - base)[:, 8:16].abs().max() > 1e-3
