@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import sys
 
 import pytest
@@ -103,6 +104,7 @@ def env(tmp_path_factory):
     yield dict(tmp=tmp, out=tmp / "output", nodes=nodes, pack=pack, model=model, clip=clip, vae=vae, mods=mods,
                base=base, merge=sys.modules[comfy_env.PACK_NAME + ".nodes.merge"])
     folder_paths.set_output_directory(old_out)
+    shutil.rmtree(tmp, ignore_errors=True)  # each merged / saved checkpoint is ~1 GB (fp32 CLIP-L and VAE)
 
 
 def _loaded(env, model=None, apply="patch weights"):
