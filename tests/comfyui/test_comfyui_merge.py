@@ -54,23 +54,6 @@ def file_key(comfy_key: str) -> str:
     return "cond_stage_model." + comfy_key[len("clip_l."):] + ".weight"
 
 
-GROUP_NORMS = ("in_layers.0.weight", "out_layers.0.weight", "diffusion_model.out.0.weight")
-
-
-def live_tiny_sd15(folder) -> str:
-    """The tiny SD1.5 checkpoint with its UNet GroupNorm scales set to 1 (``comfy_env`` leaves them 0).
-
-    With ``in_layers.0`` / ``out_layers.0`` / ``out.0`` at 0 every ResBlock is an identity and the
-    UNet's output is identically 0, so no weight (and no LoKr) could change a sampled image.
-    """
-    path = os.path.join(folder, "tiny_sd15_live.safetensors")
-    with safe_open(comfy_env.cached_tiny_sd15(folder), "pt") as fh:
-        sd = {k: fh.get_tensor(k) for k in fh.keys()}
-    for k, v in sd.items():
-        if k.startswith("model.") and k.endswith(GROUP_NORMS):
-            sd[k] = torch.ones_like(v)
-    save_file(sd, path)
-    return path
 
 
 def _layer(model, clip, key):
@@ -87,7 +70,7 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("merge")
     for d in ("loras", "checkpoints", "output"):
         (tmp / d).mkdir()
-    os.replace(live_tiny_sd15(tmp), tmp / "checkpoints" / "tiny_sd15.safetensors")
+    shutil.copyfile(comfy_env.cached_tiny_sd15(tmp), tmp / "checkpoints" / "tiny_sd15.safetensors")
     folder_paths.add_model_folder_path("loras", str(tmp / "loras"))
     folder_paths.add_model_folder_path("checkpoints", str(tmp / "checkpoints"))
     folder_paths.add_model_folder_path("checkpoints", str(tmp / "output"))
