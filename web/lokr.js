@@ -193,13 +193,31 @@ function upstreamCheckpoint(app, node) {
   return null;
 }
 
+/**
+ * Call `fn` every `ms` while `node` is in a graph (from onAdded to onRemoved, or until the graph no
+ * longer holds it). The model family upstream can change on another node, and the Vue node mode never
+ * calls onDrawForeground, so a light poll is the one trigger that works in every renderer.
+ */
+function watchWhileInGraph(node, fn, ms) {
+  let timer = null;
+  const stop = () => { if (timer !== null) { clearInterval(timer); timer = null; } };
+  const tick = () => {
+    if (node.graph?.getNodeById?.(node.id) !== node) { stop(); return; }
+    try { fn(); } catch (e) { console.warn("[comfyui-lokr]", e); stop(); }
+  };
+  const start = () => { if (timer === null) timer = setInterval(tick, ms); };
+  chain(node, "onAdded", start);
+  chain(node, "onRemoved", stop);
+  if (node.graph) start();
+}
+
 // ---------------------------------------------------------------------------------------- panel
 function setupPanel(app, api, node, fileInput) {
   const fileWidget = node.widgets?.find((w) => w.name === fileInput);
   if (!fileWidget || typeof node.addDOMWidget !== "function") return;
   const root = el("div", "lokr-panel");
   root.dataset.lokr = "panel";
-  const state = { file: null, summary: null, error: null, report: null, modelFamily: null, seq: 0, lastCheck: 0 };
+  const state = { file: null, summary: null, error: null, report: null, modelFamily: null, seq: 0 };
   mountDOMWidget(node, "lokr_panel", root);
 
   function render() {
@@ -270,17 +288,14 @@ function setupPanel(app, api, node, fileInput) {
   }
 
   function checkModel() {
-    const now = Date.now();
-    if (now - state.lastCheck < 700) return;
-    state.lastCheck = now;
     const fam = L.familyFromCheckpointName(upstreamCheckpoint(app, node));
     if (fam !== state.modelFamily) { state.modelFamily = fam; if (state.summary) render(); }
   }
 
   chain(fileWidget, "callback", () => refresh());
   chain(node, "onConfigure", () => setTimeout(refresh, 0));
-  chain(node, "onConnectionsChange", () => { state.lastCheck = 0; checkModel(); });
-  chain(node, "onDrawForeground", checkModel);
+  chain(node, "onConnectionsChange", checkModel);
+  watchWhileInGraph(node, checkModel, 1000);
   chain(node, "onExecuted", (message) => {
     const rep = message?.[REPORT_KEY];
     const r = Array.isArray(rep) ? rep[0] : rep;

@@ -1,13 +1,14 @@
 """The web extension in a real ComfyUI + comfyui-frontend-package, driven by headless Chromium.
 
-Starts ``main.py --cpu`` from ``COMFYUI_PATH`` with a throw-away ``--base-directory`` (this repo
-symlinked into its custom_nodes/ as ``comfyui_lokr``, a fixture LoKr in models/loras, a dummy SDXL
-checkpoint name in models/checkpoints that is never loaded), opens the page in Chromium over the
-DevTools protocol (aiohttp websocket, no extra package), adds a checkpoint loader and a LoKr Loader,
-selects the fixture file, and checks the panel's text in the DOM: family, modules, layouts, scale,
-trigger words, the family-mismatch badge, and the run report rendered by ``onExecuted``. Then the
-block-weight editor, when the pack has a block-weights node. Screenshots go to ``docs/img/``
-(``LOKR_SCREENSHOTS=0`` turns that off).
+Starts ``main.py --cpu`` from ``COMFYUI_PATH`` on a throw-away ``--base-directory`` and a headless
+Chromium over the DevTools protocol (``web_driver.py``: aiohttp websocket, no extra package). Each
+panel test runs twice: in the classic LiteGraph canvas and in the Vue node mode ("Nodes 2.0",
+setting ``Comfy.VueNodes.Enabled``; skipped on a frontend without it). They check the panel's text
+(family, modules, layouts, scale, trigger words, family-mismatch badge, the run report from
+``onExecuted``), that the panel sits on its node and is the element under the pointer there, real
+clicks (a trigger word to the clipboard, a block slider), the LoKr Stack rows, the block-weight editor,
+a saved and re-opened workflow, and that a screenshot of each can be taken (written under pytest's tmp
+dir only: the README images come from ``tools/make_screenshots.py``).
 
 Skips cleanly without ``COMFYUI_PATH`` or a Chromium binary (``CHROMIUM`` or ``chromium`` on PATH).
 ``COMFYUI_PYTHON`` picks the interpreter for ComfyUI (default: ``<COMFYUI_PATH>/../venv/bin/python``).
@@ -15,495 +16,232 @@ Skips cleanly without ``COMFYUI_PATH`` or a Chromium binary (``CHROMIUM`` or ``c
 from __future__ import annotations
 
 import asyncio
-import base64
-import itertools
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_env import stop_process  # noqa: E402
+import web_driver as wd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-IMG = ROOT / "docs" / "img"
-FIXTURE = "lokr_sd15_fixture.safetensors"
-CKPT = "sd_xl_base_1.0.safetensors"
-TINY_CKPT_CACHE = "lokr_tiny_sd15_v1.safetensors"
-TINY_CKPT = "tiny_v1-5_test.safetensors"
-TINY_FIXTURE = "lokr_tiny_fixture.safetensors"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--mute-audio"]
 MAX_PNG = 300_000
+MODES = ["classic", "vue"]
 
 
-def _chromium() -> str | None:
-    for cand in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if cand and shutil.which(cand):
-            return shutil.which(cand)
-    return None
-
-
-def _comfy_python(comfy: Path) -> str:
-    if os.environ.get("COMFYUI_PYTHON"):
-        return os.environ["COMFYUI_PYTHON"]
-    for cand in (comfy.parent / "venv" / "bin" / "python", comfy / "venv" / "bin" / "python",
-                 comfy / ".venv" / "bin" / "python"):
-        if cand.exists():
-            return str(cand)
-    return sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_fixture_lokr(path: Path) -> None:
-    """A small SD1.5-named LoKr: attn1 q/k/v/out and attn2 k/v of six UNet blocks (split W2, factor 8,
-    rank 4, alpha 4) and two text-encoder layers (full W2), with kohya training metadata (tags, dim, args)."""
-    g = torch.Generator().manual_seed(0)
-    tensors: dict[str, torch.Tensor] = {}
-    blocks = {"down_blocks_0_attentions_0": 320, "down_blocks_1_attentions_0": 640,
-              "down_blocks_2_attentions_1": 1280, "mid_block_attentions_0": 1280,
-              "up_blocks_1_attentions_2": 1280, "up_blocks_3_attentions_0": 320}
-    for block, dim in blocks.items():
-        for proj in ("to_q", "to_k", "to_v", "to_out_0"):
-            name = f"lora_unet_{block}_transformer_blocks_0_attn1_{proj}"
-            tensors[f"{name}.lokr_w1"] = torch.randn(8, 8, generator=g) * 0.01
-            tensors[f"{name}.lokr_w2_a"] = torch.randn(dim // 8, 4, generator=g) * 0.01
-            tensors[f"{name}.lokr_w2_b"] = torch.randn(4, dim // 8, generator=g) * 0.01
-            tensors[f"{name}.alpha"] = torch.tensor(4.0)
-        for proj in ("to_k", "to_v"):  # cross-attention reads CLIP-L's 768 channels: SD1
-            name = f"lora_unet_{block}_transformer_blocks_0_attn2_{proj}"
-            tensors[f"{name}.lokr_w1"] = torch.randn(8, 8, generator=g) * 0.01
-            tensors[f"{name}.lokr_w2_a"] = torch.randn(dim // 8, 4, generator=g) * 0.01
-            tensors[f"{name}.lokr_w2_b"] = torch.randn(4, 768 // 8, generator=g) * 0.01
-            tensors[f"{name}.alpha"] = torch.tensor(4.0)
-    for layer in (0, 11):
-        for proj in ("q_proj", "v_proj"):
-            name = f"lora_te_text_model_encoder_layers_{layer}_self_attn_{proj}"
-            tensors[f"{name}.lokr_w1"] = torch.randn(8, 8, generator=g) * 0.01
-            tensors[f"{name}.lokr_w2"] = torch.randn(96, 96, generator=g) * 0.01
-            tensors[f"{name}.alpha"] = torch.tensor(4.0)
-    metadata = {
-        "ss_network_module": "lycoris.kohya", "ss_network_dim": "4", "ss_network_alpha": "4",
-        "ss_network_args": json.dumps({"algo": "lokr", "factor": "8"}),
-        "ss_sd_model_name": "v1-5-pruned-emaonly.safetensors", "ss_output_name": "ohwx_corgi",
-        "ss_tag_frequency": json.dumps({"10_ohwx corgi": {"ohwx corgi": 24, "grass": 9, "sitting": 7,
-                                                          "outdoors": 5, "red collar": 3}}),
-    }
-    save_file(tensors, str(path), metadata=metadata)
-
-
-def write_tiny_fixture_lokr(path: Path) -> None:
-    """A LoKr for comfy_env's tiny SD1.5 checkpoint (2 levels: 320 and 640 channels): four modules
-    it has and one it lacks (a third-level block), so a real run reports 4 / 5 matched."""
-    g = torch.Generator().manual_seed(1)
-    tensors: dict[str, torch.Tensor] = {}
-    for block, dim in {"down_blocks_0_attentions_0": 320, "down_blocks_1_attentions_0": 640,
-                       "mid_block_attentions_0": 640, "down_blocks_2_attentions_0": 1280}.items():
-        name = f"lora_unet_{block}_transformer_blocks_0_attn1_to_q"
-        tensors[f"{name}.lokr_w1"] = torch.randn(8, 8, generator=g) * 0.01
-        tensors[f"{name}.lokr_w2_a"] = torch.randn(dim // 8, 4, generator=g) * 0.01
-        tensors[f"{name}.lokr_w2_b"] = torch.randn(4, dim // 8, generator=g) * 0.01
-        tensors[f"{name}.alpha"] = torch.tensor(4.0)
-    name = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    tensors[f"{name}.lokr_w1"] = torch.randn(8, 8, generator=g) * 0.01
-    tensors[f"{name}.lokr_w2"] = torch.randn(96, 96, generator=g) * 0.01
-    save_file(tensors, str(path))
-
-
-# ------------------------------------------------------------------------------------ DevTools
-class CDP:
-    """Minimal Chrome DevTools Protocol client over one page's websocket (aiohttp)."""
-
-    def __init__(self, ws) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-        self.console: list[str] = []
-
-    async def call(self, method: str, **params):
-        msg_id = next(self.ids)
-        await self.ws.send_json({"id": msg_id, "method": method, "params": params})
-        while True:
-            msg = await asyncio.wait_for(self.ws.receive_json(), 60)
-            if msg.get("method") == "Runtime.consoleAPICalled":
-                args = msg["params"].get("args", [])
-                self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
-            elif msg.get("method") == "Runtime.exceptionThrown":
-                self.console.append("EXCEPTION " + json.dumps(msg["params"]["exceptionDetails"])[:500])
-            if msg.get("id") == msg_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def js(self, expression: str):
-        """Evaluate ``expression`` (awaiting promises) and return its JSON value."""
-        res = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
-        if "exceptionDetails" in res:
-            raise RuntimeError(f"JS error: {json.dumps(res['exceptionDetails'])[:800]}")
-        return res.get("result", {}).get("value")
-
-    async def wait_js(self, expression: str, timeout: float = 60.0, what: str = ""):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                value = await self.js(expression)
-            except RuntimeError:
-                value = None
-            if value:
-                return value
-            await asyncio.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what or expression}; console: {self.console[-10:]}")
-
-    async def screenshot(self, path: Path, clip: dict) -> int:
-        shot = await self.call("Page.captureScreenshot", format="png", clip={**clip, "scale": 1},
-                               captureBeyondViewport=False)
-        data = base64.b64decode(shot["data"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".png.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        return len(data)
-
-
-# ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    """(base URL, server log path) of a ComfyUI started for this module; stopped afterwards."""
+    """(base URL, server log path, frontend version) of a ComfyUI started for this module."""
     path = os.environ.get("COMFYUI_PATH")
     if not path or not (Path(path) / "main.py").exists():
         pytest.skip("COMFYUI_PATH (a ComfyUI checkout with main.py) is not set")
-    if _chromium() is None:
+    if wd.chromium_path() is None:
         pytest.skip("no chromium binary (set CHROMIUM or install Debian's chromium)")
     comfy_dir = Path(path)
-    base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
-    os.symlink(ROOT, base / "custom_nodes" / "comfyui_lokr")
-    (base / "models" / "loras").mkdir(parents=True)
-    (base / "models" / "checkpoints").mkdir(parents=True)
-    write_fixture_lokr(base / "models" / "loras" / FIXTURE)
-    (base / "models" / "checkpoints" / CKPT).write_bytes(b"")  # only its name is used
-    tiny = comfy_dir.parent / "ref" / TINY_CKPT_CACHE  # made by tests/comfyui/comfy_env.py, when present
-    if tiny.is_file():
-        os.symlink(tiny, base / "models" / "checkpoints" / TINY_CKPT)
-        write_tiny_fixture_lokr(base / "models" / "loras" / TINY_FIXTURE)
-    settings = base / "user" / "default" / "comfy.settings.json"
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Validation.Workflows": False,
-                                    "Comfy.Sidebar.Location": "left", "Comfy.UseNewMenu": "Top",
-                                    "Comfy.Minimap.Visible": False}))
-    port = _free_port()
-    log = base / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [_comfy_python(comfy_dir), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-             "--base-directory", str(base), "--disable-auto-launch"],
-            cwd=comfy_dir, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    base = wd.make_base(tmp_path_factory.mktemp("comfy_base"), comfy_dir)
+    frontend = wd.frontend_version(wd.comfy_python(comfy_dir))
     try:
-        end = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/object_info/LoKrLoader", timeout=5) as r:
-                    if json.loads(r.read()).get("LoKrLoader"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > end:
-                pytest.fail(f"ComfyUI did not list LoKrLoader in 240 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1.0)
-        yield url, log
-    finally:
-        stop_process(proc, 20)
+        with wd.comfy_server(comfy_dir, base) as url:
+            yield url, base / "server.log", frontend
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """(process, DevTools port) of a headless Chromium; stopped afterwards."""
-    exe = _chromium()
-    if exe is None:
+    """DevTools port of a headless Chromium; stopped afterwards."""
+    if wd.chromium_path() is None:
         pytest.skip("no chromium binary")
-    profile = tmp_path_factory.mktemp("chromium_profile")
-    proc = subprocess.Popen([exe, *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                             "--window-size=1400,1000", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with wd.chromium(tmp_path_factory.mktemp("chromium_profile")) as port:
+        yield port
+
+
+def run(scenario, devtools: int, url: str, mode: str):
+    """Run ``scenario(cdp)`` on a fresh page of ComfyUI in ``mode``; skip Vue mode where the frontend lacks it."""
+
+    async def main():
+        async with wd.page(devtools) as cdp:
+            info = await wd.open_app(cdp, url, vue=mode == "vue")
+            if mode == "vue" and not info["has_vue"]:
+                return "this frontend has no Vue node mode (Comfy.VueNodes.Enabled)"
+            assert info["vue"] == (mode == "vue"), info
+            if mode == "vue" and not await vue_mounts_dom_widgets(cdp):
+                return ("this frontend's Vue nodes mount no DOM widget at all (they came with "
+                        "ComfyUI_frontend PR #6006, Oct 2025): the pack's panels show in the classic canvas only")
+            result = await scenario(cdp)
+            return result, cdp.console
+
+    out = asyncio.run(main())
+    if isinstance(out, str):
+        pytest.skip(out)
+    return out
+
+
+async def vue_mounts_dom_widgets(cdp: wd.CDP) -> bool:
+    """Whether this frontend's Vue nodes show a plain ``addDOMWidget`` element (a probe on a LoKr Info
+    node, not the pack's code): the nodes must be Vue elements first, else AssertionError."""
+    await cdp.js("""(() => { const app = window.comfyAPI.app.app; app.graph.clear();
+        const n = LiteGraph.createNode('LoKrInfo'); const probe = document.createElement('div');
+        probe.id = 'lokr-dom-probe'; probe.textContent = 'probe';
+        n.addDOMWidget('probe', 'probe', probe, {serialize: false}); app.graph.add(n); return true; })()""")
+    await cdp.wait_js("!!document.querySelector('.lg-node[data-node-id]')", 20, "a Vue node element")
     try:
-        port_file = profile / "DevToolsActivePort"
-        end = time.monotonic() + 60
-        while not port_file.exists() or not port_file.read_text().strip():
-            if proc.poll() is not None or time.monotonic() > end:
-                pytest.fail("chromium did not start its DevTools server")
-            time.sleep(0.2)
-        yield proc, int(port_file.read_text().split()[0])
-    finally:
-        stop_process(proc, 10)
+        await cdp.wait_js("!!document.querySelector('.lg-node #lokr-dom-probe')", 10)
+        return True
+    except AssertionError:
+        return False
 
 
-async def _page(devtools_port: int):
-    import aiohttp
-
-    session = aiohttp.ClientSession()
-    async with session.get(f"http://127.0.0.1:{devtools_port}/json/list") as r:
-        targets = await r.json()
-    page = next(t for t in targets if t.get("type") == "page")
-    ws = await session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=64 * 2**20)
-    cdp = CDP(ws)
-    await cdp.call("Runtime.enable")
-    await cdp.call("Page.enable")
-    await cdp.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
-    return session, cdp
+def widget_inputs(url: str, node_type: str) -> list[str]:
+    """Names of ``node_type``'s inputs that are widgets (not links), from the server's /object_info."""
+    with urllib.request.urlopen(f"{url}/object_info/{node_type}", timeout=10) as r:
+        spec = json.loads(r.read())[node_type]["input"]
+    names = []
+    for group in ("required", "optional"):
+        for name, value in (spec.get(group) or {}).items():
+            kind = value[0]
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                names.append(name)
+    return names
 
 
-def _save(name: str) -> Path | None:
-    if os.environ.get("LOKR_SCREENSHOTS", "1") == "0":
-        return None
-    return IMG / name
+async def placement(cdp: wd.CDP, node_id: int, element: str) -> dict:
+    """Where ``element`` (a JS expression) is against node ``node_id``: its rect, the node's rect,
+    whether it is visible, inside the node and the element under the pointer at its centre."""
+    await wd.settle(cdp)
+    rect = await wd.element_rect(cdp, element)
+    node = await wd.node_rect(cdp, [node_id])
+    assert rect is not None, "no element"
+    return {"rect": rect, "node": node, "visible": rect["visible"], "inside": wd.inside(rect, node),
+            "hit": rect["hit"]}
 
 
-def _clip(rect: dict, pad: int = 24) -> dict:
-    return {"x": max(0, rect["x"] - pad), "y": max(0, rect["y"] - pad),
-            "width": rect["width"] + 2 * pad, "height": rect["height"] + 2 * pad}
+# ------------------------------------------------------------------------------------ loader panel
+@pytest.mark.parametrize("mode", MODES)
+def test_loader_panel(comfy, browser, tmp_path, mode):
+    """Checkpoint (SDXL name) -> LoKr Loader with an SD1 LoKr: summary, tags, mismatch badge (which
+    follows the upstream checkpoint name), the run report, a real click that copies a trigger word,
+    the panel placed on its node, not serialized, back after reloading the workflow."""
+    url, log, frontend = comfy
+
+    async def scenario(cdp: wd.CDP):
+        clipboard = await wd.grant_clipboard(cdp, url)
+        ids = await wd.loader_scene(cdp)
+        panel = wd.panel_js(ids["lokr"])
+        text = await cdp.js(f"{panel}.innerText")
+        report = await wd.feed_report(cdp, ids["lokr"], wd.SAMPLE_REPORT)
+        tags = await cdp.js(f"[...{panel}.querySelectorAll('.lokr-tag')].map((t) => t.textContent)")
+        where = await placement(cdp, ids["lokr"], panel)
+        chip = await wd.element_rect(cdp, f"{panel}.querySelector('.lokr-tag')")
+        await cdp.click(chip["cx"], chip["cy"])
+        copied = await cdp.wait_js(f"{panel}.querySelector('.lokr-tag.lokr-copied') ? true : null", 5,
+                                   "the copied mark on the clicked trigger word")
+        pasted = await cdp.js("navigator.clipboard.readText().catch(() => null)") if clipboard else None
+        shot = await cdp.screenshot(tmp_path / f"loader_{mode}.png", wd.clip(await wd.node_rect(cdp, list(ids.values()))))
+        # the model's family follows the checkpoint name upstream: an SD1 name clears the badge
+        await cdp.js(f"window.comfyAPI.app.app.graph.getNodeById({ids['ckpt']}).widgets"
+                     f".find((w) => w.name === 'ckpt_name').value = 'v1-5-pruned-emaonly.safetensors'; true")
+        cleared = await cdp.wait_js(f"!{panel}.querySelector('[data-lokr=mismatch]')", 10,
+                                    "the mismatch badge gone after choosing an SD1 checkpoint")
+        saved = await cdp.js(f"""(async () => {{ const app = window.comfyAPI.app.app;
+            const n = app.graph.getNodeById({ids['lokr']});
+            const live = n.widgets.filter((w) => w.serialize !== false && w.options?.serialize !== false)
+                .map((w) => [w.name, w.value]);
+            const wf = JSON.parse(JSON.stringify(app.graph.serialize()));
+            await app.loadGraphData(wf);
+            return {{live, saved: wf.nodes.find((x) => x.type === 'LoKrLoader').widgets_values}}; }})()""")
+        reloaded = await cdp.wait_js("(() => { const n = window.comfyAPI.app.app.graph.nodes.find("
+                                     "(x) => x.type === 'LoKrLoader'); const t = n?.lokrPanel?.element.innerText;"
+                                     " return t && /Modules/.test(t) ? t : null; })()", 30,
+                                     "the panel after reloading the workflow")
+        return dict(text=text, report=report, tags=tags, where=where, copied=copied, pasted=pasted,
+                    shot=shot, cleared=cleared, saved=saved, reloaded=reloaded, clipboard=clipboard)
+
+    r, console = run(scenario, browser, url, mode)
+    ctx = (frontend, mode)
+    text = r["text"]
+    assert "SD 1.x" in text or "SD 2.x" in text, (ctx, text)
+    assert "Modules" in text and "40" in text, (ctx, text)
+    assert "Layouts" in text and "Scale" in text, (ctx, text)
+    assert "family mismatch" in text, (ctx, text)  # LoKr for SD1, checkpoint named like SDXL
+    assert r["tags"][:2] == ["ohwx corgi", "grass"], (ctx, r["tags"])
+    assert "Matched" in r["report"] and "30 / 32" in r["report"] and "Unmatched" in r["report"], (ctx, r["report"])
+    where = r["where"]
+    assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
+    assert where["rect"]["height"] > 80, (ctx, where)  # the panel is not squeezed to a sliver
+    assert r["copied"], ctx
+    if r["clipboard"]:
+        assert r["pasted"] in (None, "ohwx corgi"), (ctx, r["pasted"])
+    assert 0 < r["shot"] < MAX_PNG, (ctx, r["shot"])
+    assert r["cleared"], ctx
+    # saved: exactly the node's widget inputs (from /object_info), no value for the panel
+    names = widget_inputs(url, "LoKrLoader")
+    saved = r["saved"]["saved"]
+    assert [n for n, _ in r["saved"]["live"]] == names, (ctx, r["saved"]["live"], names)
+    assert saved == [v for _, v in r["saved"]["live"]], (ctx, saved)
+    assert saved[names.index("lokr_name")] == wd.FIXTURE, (ctx, saved)
+    assert "Modules" in r["reloaded"], (ctx, r["reloaded"])
+    assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
 
 
-# JS run in the page: place nodes at fixed spots at zoom 1, return the screen rectangle around them
-SETUP_LOADER = """
-(async () => {
-  const app = window.comfyAPI.app.app;
-  app.graph.clear();
-  const ckpt = LiteGraph.createNode("CheckpointLoaderSimple");
-  ckpt.pos = [30, 150];
-  app.graph.add(ckpt);
-  const w = ckpt.widgets.find((x) => x.name === "ckpt_name");
-  w.value = %(ckpt)s;
-  const lokr = LiteGraph.createNode("LoKrLoader");
-  lokr.pos = [400, 150];
-  app.graph.add(lokr);
-  ckpt.connect(0, lokr, 0);
-  ckpt.connect(1, lokr, 1);
-  const fw = lokr.widgets.find((x) => x.name === "lokr_name");
-  fw.value = %(file)s;
-  fw.callback?.(fw.value);
-  lokr.setSize([380, lokr.size[1]]);
-  app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0];
-  app.graph.setDirtyCanvas(true, true);
-  window.__lokr = lokr.id;
-  return true;
-})()
-"""
 
-PANEL_TEXT = """
-(() => {
-  const p = document.querySelector('.lokr-panel');
-  return p && /Modules/.test(p.textContent) && /mismatch/.test(p.textContent) ? p.innerText : null;
-})()
-"""
+# ------------------------------------------------------------------------------------ block editor
+@pytest.mark.parametrize("mode", MODES)
+def test_block_editor(comfy, browser, tmp_path, mode):
+    """LoKr Block Weights: preset SD-OUTALL on the sliders, a real click on a slider and two slider
+    inputs write block_vector and switch preset to custom; sliders come back after reloading."""
+    url, log, frontend = comfy
 
-NODE_RECT = """
-(() => {
-  const app = window.comfyAPI.app.app;
-  const ids = %s;
-  const nodes = ids.map((id) => app.graph.getNodeById(id));
-  const canvas = app.canvas.canvas.getBoundingClientRect();
-  const s = app.canvas.ds.scale, off = app.canvas.ds.offset;
-  let x0 = 1e9, y0 = 1e9, x1 = -1e9, y1 = -1e9;
-  for (const n of nodes) {
-    const title = LiteGraph.NODE_TITLE_HEIGHT;
-    x0 = Math.min(x0, (n.pos[0] + off[0]) * s); y0 = Math.min(y0, (n.pos[1] - title + off[1]) * s);
-    x1 = Math.max(x1, (n.pos[0] + n.size[0] + off[0]) * s); y1 = Math.max(y1, (n.pos[1] + n.size[1] + off[1]) * s);
-  }
-  return {x: canvas.left + x0, y: canvas.top + y0, width: x1 - x0, height: y1 - y0};
-})()
-"""
-
-
-def test_loader_panel_and_block_editor(comfy, browser):
-    url, log = comfy
-    _proc, devtools = browser
-
-    async def scenario():
-        session, cdp = await _page(devtools)
-        try:
-            await cdp.call("Page.navigate", url=url + "/")
-            await cdp.wait_js("!!(window.comfyAPI?.app?.app?.graph && window.LiteGraph"
-                              " && LiteGraph.registered_node_types['LoKrLoader'])", 120, "the ComfyUI app")
-            await asyncio.sleep(1.5)  # let the first-load dialogs / menus settle
-            await cdp.js("document.querySelectorAll('.p-dialog-mask').forEach((d) => d.remove());"
-                         "const st = document.createElement('style'); st.textContent ="
-                         " '.minimap-main-container{display:none!important}'; document.head.appendChild(st); true")
-            await cdp.js(SETUP_LOADER % {"ckpt": json.dumps(CKPT), "file": json.dumps(FIXTURE)})
-            text = await cdp.wait_js(PANEL_TEXT, 60, "the LoKr panel with the file summary")
-            # the run report the node returns, fed through the node's onExecuted
-            await cdp.js("""(() => { const app = window.comfyAPI.app.app;
-                const n = app.graph.getNodeById(window.__lokr);
-                n.onExecuted({lokr_report: [{matched: 30, total: 32, family: 'sd1',
-                    unmatched: {lora_te_text_model_encoder_layers_11_self_attn_q_proj: [],
-                                lora_te_text_model_encoder_layers_11_self_attn_v_proj: []},
-                    shape_mismatch: {}}]});
-                app.graph.setDirtyCanvas(true, true); return true; })()""")
-            report = await cdp.wait_js("document.querySelector('.lokr-panel [data-lokr=report]')?.innerText", 10,
-                                       "the run report in the panel")
-            tags = await cdp.js("[...document.querySelectorAll('.lokr-panel .lokr-tag')].map((t) => t.textContent)")
-            await asyncio.sleep(1.0)
-            rect = await cdp.js(NODE_RECT % "[window.__lokr - 1, window.__lokr]")
-            shots = {}
-            if (out := _save("lokr_loader_panel.png")) is not None:
-                shots["loader"] = (out, await cdp.screenshot(out, _clip(rect)))
-            editor = None
-            block_types = await cdp.js("Object.keys(LiteGraph.registered_node_types).filter((t) => "
-                                       "/^LoKr.*Block/i.test(t))")
-            if block_types:
-                editor = await block_editor(cdp, block_types[0], shots)
-            reload = await reload_workflow(cdp, bool(block_types))
-            return text, report, tags, editor, shots, reload, cdp.console
-        finally:
-            await cdp.ws.close()
-            await session.close()
-
-    text, report, tags, editor, shots, reload, console = asyncio.run(scenario())
-    assert "SD 1.x" in text or "SD 2.x" in text, text
-    assert "Modules" in text and "40" in text, text
-    assert "Layouts" in text and "Scale" in text, text
-    assert "family mismatch" in text, text  # LoKr for SD1, checkpoint named like SDXL
-    assert "ohwx corgi" in tags and "grass" in tags, tags
-    assert "Matched" in report and "30 / 32" in report and "Unmatched" in report, report
-    errors = [c for c in console if "comfyui-lokr" in c or "EXCEPTION" in c and "lokr" in c]
-    assert not errors, errors
-    for name, (path, size) in shots.items():
-        assert 0 < size < MAX_PNG, (name, path, size)
-    # saved and re-opened: the panels are not serialized (widget values unchanged) and come back
-    assert reload["widgets_values"] == [FIXTURE, 1, 1, "file", "interpolate"], reload
-    assert "Modules" in reload["panel"], reload
-    if editor is not None:
-        assert reload["sliders"][:5] == ["1", "0", "0", "0", "1.25"], reload
-    if editor is not None:
-        rows, vector, preset = editor
-        assert rows[:3] == ["BASE", "IN01", "IN02"], rows
-        # SD-OUTALL with MID set to 0.5 and IN05 to 1.25 by the sliders; the node now uses the text
-        assert vector == "1,0,0,0,1.25,0,0,0.5,1,1,1,1,1,1,1,1,1", vector
-        assert preset == "custom", preset
-
-
-async def block_editor(cdp: CDP, node_type: str, shots: dict):
-    """Add the block-weights node with the fixture file, move two sliders; return (ids, vector, preset)."""
-    await cdp.js(f"""(() => {{ const app = window.comfyAPI.app.app;
-        const n = LiteGraph.createNode({json.dumps(node_type)}); n.pos = [830, 150]; app.graph.add(n);
-        const fw = n.widgets.find((x) => x.name === "lokr_name");
-        if (fw) {{ fw.value = {json.dumps(FIXTURE)}; fw.callback?.(fw.value); }}
-        const pw = n.widgets.find((x) => x.name === "preset");
-        if (pw) {{ pw.value = "SD-OUTALL"; pw.callback?.(pw.value); }}
-        n.setSize([440, n.size[1]]); window.__lokrBW = n.id; app.graph.setDirtyCanvas(true, true); return true; }})()""")
-    await cdp.wait_js("document.querySelectorAll('.lokr-bw .lokr-bw-row').length >= 17", 20, "the block editor")
-    await cdp.wait_js("(() => { const s = document.querySelectorAll('.lokr-bw input[type=range]');"
-                      " return s.length === 17 && s[1].value === '0' && s[16].value === '1'; })()", 20,
-                      "the SD-OUTALL preset on the sliders")
-    result = await cdp.js("""(() => { const app = window.comfyAPI.app.app;
-        const n = app.graph.getNodeById(window.__lokrBW);
-        const s = document.querySelectorAll('.lokr-bw input[type=range]');
-        s[7].value = '0.5'; s[7].dispatchEvent(new Event('input'));
-        s[4].value = '1.25'; s[4].dispatchEvent(new Event('input'));
-        const tw = n.widgets.find((x) => x.name === 'block_vector');
-        const pw = n.widgets.find((x) => x.name === 'preset');
-        return [tw.value, pw ? pw.value : null]; })()""")
-    ids = await cdp.js("[...document.querySelectorAll('.lokr-bw .lokr-bw-id')].map((e) => e.textContent)")
-    await cdp.wait_js("document.querySelectorAll('.lokr-bw')[0].closest('.lokr-host') && "
-                      "/Modules/.test(document.querySelectorAll('.lokr-panel')[1]?.textContent ?? '')", 20,
-                      "the panel on the block-weights node")
-    await asyncio.sleep(1.0)
-    rect = await cdp.js(NODE_RECT % "[window.__lokrBW]")
-    if (out := _save("lokr_block_weights.png")) is not None:
-        shots["block_weights"] = (out, await cdp.screenshot(out, _clip(rect)))
-    return ids, result[0], result[1]
-
-
-async def reload_workflow(cdp: CDP, with_editor: bool) -> dict:
-    """Serialize the graph, load it again (app.loadGraphData), and read the panels back."""
-    saved = await cdp.js("""(async () => { const app = window.comfyAPI.app.app;
-        const wf = JSON.parse(JSON.stringify(app.graph.serialize()));
-        await app.loadGraphData(wf);
-        const node = wf.nodes.find((n) => n.type === 'LoKrLoader');
-        return node.widgets_values; })()""")
-    panel = await cdp.wait_js("[...document.querySelectorAll('.lokr-panel')].map((p) => p.innerText)"
-                              ".find((t) => /Modules/.test(t))", 30, "the panel after reloading the workflow")
-    sliders = []
-    if with_editor:
-        sliders = await cdp.wait_js("(() => { const s = [...document.querySelectorAll('.lokr-bw input[type=range]')];"
+    async def scenario(cdp: wd.CDP):
+        await wd.clear_graph(cdp)
+        node_id = await wd.block_weights_scene(cdp, (400, 150))
+        editor = wd.panel_js(node_id, "lokrEditor")
+        ids = await cdp.js(f"[...{editor}.querySelectorAll('.lokr-bw-id')].map((e) => e.textContent)")
+        where = await placement(cdp, node_id, editor)
+        # a real click at the right end of OUT11's slider (last one): the browser moves it to 2
+        slider = await wd.element_rect(cdp, f"[...{editor}.querySelectorAll('input[type=range]')].at(-1)")
+        await cdp.click(slider["x"] + slider["width"] - 2, slider["cy"])
+        clicked = await cdp.wait_js(f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({node_id});"
+                                    " const v = n.widgets.find((w) => w.name === 'block_vector').value;"
+                                    " return /,2$/.test(v) ? v : null; })()", 10,
+                                    "block_vector ending in 2 after clicking the last slider")
+        typed = await cdp.js(f"""(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({node_id});
+            const s = {editor}.querySelectorAll('input[type=range]');
+            s[16].value = '1'; s[16].dispatchEvent(new Event('input'));
+            s[7].value = '0.5'; s[7].dispatchEvent(new Event('input'));
+            s[4].value = '1.25'; s[4].dispatchEvent(new Event('input'));
+            const tw = n.widgets.find((x) => x.name === 'block_vector');
+            const pw = n.widgets.find((x) => x.name === 'preset');
+            return [tw.value, pw ? pw.value : null]; }})()""")
+        shot = await cdp.screenshot(tmp_path / f"block_weights_{mode}.png", wd.clip(await wd.node_rect(cdp, [node_id])))
+        await cdp.js("""(async () => { const app = window.comfyAPI.app.app;
+            await app.loadGraphData(JSON.parse(JSON.stringify(app.graph.serialize()))); return true; })()""")
+        sliders = await cdp.wait_js("(() => { const n = window.comfyAPI.app.app.graph.nodes.find("
+                                    "(x) => x.type === 'LoKrBlockWeights');"
+                                    " const s = [...(n?.lokrEditor?.element.querySelectorAll('input[type=range]') ?? [])];"
                                     " return s.length === 17 && s[4].value === '1.25' ? s.map((x) => x.value) : null; })()",
                                     30, "the block editor after reloading the workflow")
-    return {"widgets_values": saved, "panel": panel, "sliders": sliders}
+        return dict(ids=ids, where=where, clicked=clicked, typed=typed, shot=shot, sliders=sliders)
+
+    r, console = run(scenario, browser, url, mode)
+    ctx = (frontend, mode)
+    assert r["ids"][:3] == ["BASE", "IN01", "IN02"] and r["ids"][-1] == "OUT11", (ctx, r["ids"])
+    where = r["where"]
+    assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
+    assert r["clicked"] == "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,2", (ctx, r["clicked"])
+    # SD-OUTALL with MID set to 0.5 and IN05 to 1.25 by the sliders; the node now uses the text
+    assert r["typed"] == ["1,0,0,0,1.25,0,0,0.5,1,1,1,1,1,1,1,1,1", "custom"], (ctx, r["typed"])
+    assert r["sliders"][:8] == ["1", "0", "0", "0", "1.25", "0", "0", "0.5"], (ctx, r["sliders"])
+    assert 0 < r["shot"] < MAX_PNG, (ctx, r["shot"])
+    assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
 
 
-RUN_GRAPH = """
-(async () => {
-  const app = window.comfyAPI.app.app;
-  app.graph.clear();
-  const ckpt = LiteGraph.createNode("CheckpointLoaderSimple");
-  ckpt.pos = [30, 150]; app.graph.add(ckpt);
-  ckpt.widgets.find((x) => x.name === "ckpt_name").value = %(ckpt)s;
-  const lokr = LiteGraph.createNode("LoKrLoader");
-  lokr.pos = [400, 150]; app.graph.add(lokr);
-  ckpt.connect(0, lokr, 0); ckpt.connect(1, lokr, 1);
-  const fw = lokr.widgets.find((x) => x.name === "lokr_name");
-  fw.value = %(file)s; fw.callback?.(fw.value);
-  const info = LiteGraph.createNode("LoKrInfo");
-  info.pos = [820, 150]; app.graph.add(info);
-  info.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
-  lokr.connect(0, info, info.inputs.findIndex((i) => i.name === "model"));
-  lokr.connect(1, info, info.inputs.findIndex((i) => i.name === "clip"));
-  window.__lokrRun = lokr.id;
-  await app.queuePrompt(0, 1);
-  return true;
-})()
-"""
-
-
-def test_run_report_from_a_real_run(comfy, browser):
-    """Queue Checkpoint -> LoKr Loader -> LoKr Info on comfy_env's tiny SD1.5 checkpoint; the loader's
-    panel shows the report the node returned (ui.lokr_report through the 'executed' event)."""
-    url, log = comfy
-    _proc, devtools = browser
-    if not (Path(os.environ["COMFYUI_PATH"]).parent / "ref" / TINY_CKPT_CACHE).is_file():
-        pytest.skip("no cached tiny SD1.5 checkpoint (tests/comfyui/comfy_env.py makes it)")
-
-    async def scenario():
-        session, cdp = await _page(devtools)
-        try:
-            await cdp.call("Page.navigate", url=url + "/")
-            await cdp.wait_js("!!(window.comfyAPI?.app?.app?.graph && window.LiteGraph"
-                              " && LiteGraph.registered_node_types['LoKrLoader'])", 120, "the ComfyUI app")
-            await asyncio.sleep(1.0)
-            await cdp.js(RUN_GRAPH % {"ckpt": json.dumps(TINY_CKPT), "file": json.dumps(TINY_FIXTURE)})
-            return await cdp.wait_js(
-                "(() => { const app = window.comfyAPI.app.app; const n = app.graph.getNodeById(window.__lokrRun);"
-                " const r = n?.lokrPanel?.element.querySelector('[data-lokr=report]'); return r ? r.innerText : null; })()",
-                240, "the run report on the LoKr Loader")
-        finally:
-            await cdp.ws.close()
-            await session.close()
-
-    report = asyncio.run(scenario())
-    assert "Matched" in report and "4 / 5" in report, (report, log.read_text()[-2000:])
-    assert "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q" in report, report
-
-
+# ------------------------------------------------------------------------------------ stack panel
 STACK_ROWS = """
 (() => {
-  const app = window.comfyAPI.app.app;
-  const n = app.graph.getNodeById(window.__lokrStack);
-  const p = n?.lokrStackPanel?.element;
+  const p = %s;
   if (!p || !p.isConnected) return null;
   return [...p.querySelectorAll('[data-lokr=stack-row]')].map((r) => ({
     slot: r.dataset.slot, text: r.innerText,
@@ -513,58 +251,81 @@ STACK_ROWS = """
 """
 
 
-def test_stack_panel(comfy, browser):
+@pytest.mark.parametrize("mode", MODES)
+def test_stack_panel(comfy, browser, tmp_path, mode):
     """LoKr Stack: one compact row per chosen slot (family, modules, layouts, scale, first tags), updated
-    when any lokr_i widget changes."""
-    url, _log = comfy
-    _proc, devtools = browser
+    when any lokr_i widget changes; the panel sits on its node."""
+    url, log, frontend = comfy
 
-    def set_slot(slot: int, value: str) -> str:
-        return (f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById(window.__lokrStack);"
-                f" const w = n.widgets.find((x) => x.name === 'lokr_{slot}'); w.value = {json.dumps(value)};"
-                f" w.callback?.(w.value); return true; }})()")
+    def rows_when(node_id: int, cond: str) -> str:
+        rows = STACK_ROWS % wd.panel_js(node_id, "lokrStackPanel")
+        return f"(() => {{ const rows = {rows.strip()}; return rows && ({cond}) ? rows : null; }})()"
 
-    def rows_when(cond: str) -> str:
-        return f"(() => {{ const rows = {STACK_ROWS.strip()}; return rows && ({cond}) ? rows : null; }})()"
+    async def scenario(cdp: wd.CDP):
+        await wd.clear_graph(cdp)
+        node_id = await wd.add_node(cdp, "LoKrStack", (400, 150), 420)
+        panel = wd.panel_js(node_id, "lokrStackPanel")
+        empty = await cdp.wait_js(f"(() => {{ const p = {panel}; return p?.isConnected ? p.innerText : null; }})()",
+                                  20, "the empty stack panel")
+        await wd.set_widget(cdp, node_id, "lokr_1", wd.FIXTURE)
+        one = await cdp.wait_js(rows_when(node_id, "rows.length === 1 && /modules/.test(rows[0].text)"), 60,
+                                "the stack panel row of slot 1")
+        await wd.set_widget(cdp, node_id, "lokr_3", wd.FIXTURE)
+        two = await cdp.wait_js(rows_when(node_id, "rows.length === 2 && rows.every((r) => /modules/.test(r.text))"),
+                                30, "the stack panel rows of slots 1 and 3")
+        where = await placement(cdp, node_id, panel)
+        shot = await cdp.screenshot(tmp_path / f"stack_{mode}.png", wd.clip(await wd.node_rect(cdp, [node_id])))
+        await wd.set_widget(cdp, node_id, "lokr_1", "None")
+        last = await cdp.wait_js(rows_when(node_id, "rows.length === 1 && rows[0].slot === '3'"), 30,
+                                 "the stack panel after emptying slot 1")
+        return dict(empty=empty, one=one, two=two, last=last, where=where, shot=shot)
 
-    async def scenario():
-        session, cdp = await _page(devtools)
-        try:
-            await cdp.call("Page.navigate", url=url + "/")
-            await cdp.wait_js("!!(window.comfyAPI?.app?.app?.graph && window.LiteGraph"
-                              " && LiteGraph.registered_node_types['LoKrStack'])", 120, "the ComfyUI app")
-            await asyncio.sleep(1.0)
-            await cdp.js("""(() => { const app = window.comfyAPI.app.app; app.graph.clear();
-                const n = LiteGraph.createNode("LoKrStack"); n.pos = [400, 150]; app.graph.add(n);
-                n.setSize([420, n.size[1]]); window.__lokrStack = n.id;
-                app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true);
-                return true; })()""")
-            empty = await cdp.wait_js("(() => { const n = window.comfyAPI.app.app.graph.getNodeById(window.__lokrStack);"
-                                      " const p = n?.lokrStackPanel?.element; return p?.isConnected ? p.innerText : null; })()",
-                                      20, "the empty stack panel")
-            await cdp.js(set_slot(1, FIXTURE))
-            one = await cdp.wait_js(rows_when("rows.length === 1 && /modules/.test(rows[0].text)"), 60,
-                                    "the stack panel row of slot 1")
-            await cdp.js(set_slot(3, FIXTURE))
-            two = await cdp.wait_js(rows_when("rows.length === 2 && rows.every((r) => /modules/.test(r.text))"), 30,
-                                    "the stack panel rows of slots 1 and 3")
-            await cdp.js(set_slot(1, "None"))
-            last = await cdp.wait_js(rows_when("rows.length === 1 && rows[0].slot === '3'"), 30,
-                                     "the stack panel after emptying slot 1")
-            return empty, one, two, last, cdp.console
-        finally:
-            await cdp.ws.close()
-            await session.close()
+    r, console = run(scenario, browser, url, mode)
+    ctx = (frontend, mode)
+    assert "No LoKr files selected" in r["empty"], (ctx, r["empty"])
+    row = r["one"][0]
+    assert row["slot"] == "1" and wd.FIXTURE in row["text"], (ctx, row)
+    assert row["family"] in ("SD 1.x", "SD 1.x/2.x"), (ctx, row)
+    assert "40 modules" in row["text"] and "scale" in row["text"], (ctx, row)
+    assert "split" in row["text"] or "full" in row["text"], (ctx, row)  # the layouts
+    assert row["tags"][:2] == ["ohwx corgi", "grass"] and len(row["tags"]) <= 3, (ctx, row)
+    assert [x["slot"] for x in r["two"]] == ["1", "3"], (ctx, r["two"])
+    assert r["last"][0]["text"] == r["two"][1]["text"], (ctx, r["last"], r["two"])
+    where = r["where"]
+    assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
+    assert 0 < r["shot"] < MAX_PNG, (ctx, r["shot"])
+    assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
 
-    empty, one, two, last, console = asyncio.run(scenario())
-    assert "No LoKr files selected" in empty, empty
-    row = one[0]
-    assert row["slot"] == "1" and FIXTURE in row["text"], row
-    assert row["family"] in ("SD 1.x", "SD 1.x/2.x"), row
-    assert "40 modules" in row["text"] and "scale" in row["text"], row
-    assert "split" in row["text"] or "full" in row["text"], row  # the layouts
-    assert row["tags"][:2] == ["ohwx corgi", "grass"] and len(row["tags"]) <= 3, row
-    assert [r["slot"] for r in two] == ["1", "3"], two
-    assert last[0]["text"] == two[1]["text"], (last, two)
-    errors = [c for c in console if "comfyui-lokr" in c or "EXCEPTION" in c and "lokr" in c]
-    assert not errors, errors
+
+# ------------------------------------------------------------------------------------ real run
+RUN_GRAPH = """
+(async () => {
+  const app = window.comfyAPI.app.app;
+  const lokr = app.graph.getNodeById(%(lokr)s);
+  const info = LiteGraph.createNode("LoKrInfo");
+  info.pos = [900, 150]; app.graph.add(info);
+  info.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
+  lokr.connect(0, info, info.inputs.findIndex((i) => i.name === "model"));
+  lokr.connect(1, info, info.inputs.findIndex((i) => i.name === "clip"));
+  await app.queuePrompt(0, 1);
+  return true;
+})()
+"""
+
+
+def test_run_report_from_a_real_run(comfy, browser):
+    """Queue Checkpoint -> LoKr Loader -> LoKr Info on comfy_env's tiny SD1.5 checkpoint; the loader's
+    panel shows the report the node returned (ui.lokr_report through the 'executed' event)."""
+    url, log, frontend = comfy
+    if not wd.link_tiny_checkpoint(log.parent, Path(os.environ["COMFYUI_PATH"])):
+        pytest.skip("no cached tiny SD1.5 checkpoint (tests/comfyui/comfy_env.py makes it)")
+
+    async def scenario(cdp: wd.CDP):
+        ids = await wd.add_loader(cdp, wd.TINY_CKPT, wd.TINY_FIXTURE)
+        await cdp.js(RUN_GRAPH % {"lokr": ids["lokr"], "file": json.dumps(wd.TINY_FIXTURE)})
+        return await cdp.wait_js(f"{wd.panel_js(ids['lokr'])}?.querySelector('[data-lokr=report]')?.innerText",
+                                 240, "the run report on the LoKr Loader")
+
+    report, _console = run(scenario, browser, url, "classic")
+    assert "Matched" in report and "4 / 5" in report, (frontend, report, log.read_text()[-2000:])
+    assert "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q" in report, report
