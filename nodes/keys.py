@@ -113,10 +113,15 @@ def match_names(names: Iterable[str], key_map: Mapping[str, Any]) -> tuple[dict[
 
 
 def target_shape(key: Any, state_dict: Mapping[str, Any]) -> tuple[int, ...]:
-    """Shape of the weight (or of its ``(dim, start, length)`` slice) that ComfyUI key ``key`` patches."""
+    """Shape of the weight (or of its ``(dim, start, length)`` slice) that ComfyUI key ``key`` patches.
+
+    ``key``: a state-dict key, ``(key, offset)`` or ``(key, offset, function)``; offset None = the whole weight.
+    """
     if isinstance(key, str):
         return tuple(state_dict[key].shape)
     base = tuple(state_dict[key[0]].shape)
+    if key[1] is None:
+        return base
     dim, _start, length = key[1]
     return base[:dim] + (int(length),) + base[dim + 1:]
 
