@@ -138,7 +138,7 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
         await cdp.click(chip["cx"], chip["cy"])
         copied = await cdp.wait_js(f"{panel}.querySelector('.lokr-tag.lokr-copied') ? true : null", 5,
                                    "the copied mark on the clicked trigger word")
-        pasted = await cdp.js("navigator.clipboard.readText().catch(() => null)") if clipboard else None
+        pasted = await cdp.js("navigator.clipboard.readText().catch((e) => 'error: ' + e)") if clipboard else None
         shot = await cdp.screenshot(tmp_path / f"loader_{mode}.png", wd.clip(await wd.node_rect(cdp, list(ids.values()))))
         # the model's family follows the checkpoint name upstream: an SD1 name clears the badge
         await cdp.js(f"window.comfyAPI.app.app.graph.getNodeById({ids['ckpt']}).widgets"
@@ -172,8 +172,8 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
     assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
     assert where["rect"]["height"] > 80, (ctx, where)  # the panel is not squeezed to a sliver
     assert r["copied"], ctx
-    if r["clipboard"]:
-        assert r["pasted"] in (None, "ohwx corgi"), (ctx, r["pasted"])
+    if r["clipboard"]:  # the browser let the page read the clipboard back
+        assert r["pasted"] == "ohwx corgi", (ctx, r["pasted"])
     assert 0 < r["shot"] < MAX_PNG, (ctx, r["shot"])
     assert r["cleared"], ctx
     # saved: exactly the node's widget inputs (from /object_info), no value for the panel
