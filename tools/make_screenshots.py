@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     frontend = wd.frontend_version(wd.comfy_python(comfy_dir))
     print(f"ComfyUI {comfy_dir}, comfyui-frontend-package {frontend}")
     with tempfile.TemporaryDirectory(prefix="lokr_shots_") as tmp:
-        base = wd.make_base(Path(tmp) / "base", comfy_dir)
+        base = wd.make_base(Path(tmp) / "base")
         (Path(tmp) / "profile").mkdir()
         with wd.comfy_server(comfy_dir, base) as url, wd.chromium(Path(tmp) / "profile") as devtools:
             lines = asyncio.run(take(devtools, url, args.out, args.only or list(SHOTS)))

@@ -40,7 +40,7 @@ def comfy(tmp_path_factory):
     if wd.chromium_path() is None:
         pytest.skip("no chromium binary (set CHROMIUM or install Debian's chromium)")
     comfy_dir = Path(path)
-    base = wd.make_base(tmp_path_factory.mktemp("comfy_base"), comfy_dir)
+    base = wd.make_base(tmp_path_factory.mktemp("comfy_base"))
     frontend = wd.frontend_version(wd.comfy_python(comfy_dir))
     try:
         with wd.comfy_server(comfy_dir, base) as url:
@@ -313,12 +313,13 @@ RUN_GRAPH = """
 """
 
 
-def test_run_report_from_a_real_run(comfy, browser):
+def test_run_report_from_a_real_run(comfy, browser, tmp_path):
     """Queue Checkpoint -> LoKr Loader -> LoKr Info on comfy_env's tiny SD1.5 checkpoint; the loader's
     panel shows the report the node returned (ui.lokr_report through the 'executed' event)."""
     url, log, frontend = comfy
-    if not wd.link_tiny_checkpoint(log.parent, Path(os.environ["COMFYUI_PATH"])):
-        pytest.skip("no cached tiny SD1.5 checkpoint (tests/comfyui/comfy_env.py makes it)")
+    import comfy_env
+
+    wd.link_checkpoint(log.parent, comfy_env.cached_tiny_sd15(tmp_path))  # made once per bench
 
     async def scenario(cdp: wd.CDP):
         ids = await wd.add_loader(cdp, wd.TINY_CKPT, wd.TINY_FIXTURE)

@@ -5,7 +5,7 @@ Shared by ``tests/comfyui/test_web_panel.py`` (checks, screenshots only under a 
 
 - :func:`make_base`: a throw-away ComfyUI ``--base-directory``: this repo symlinked into
   ``custom_nodes/comfyui_lokr``, fixture LoKr files in ``models/loras``, a dummy SDXL checkpoint name
-  (never loaded), first-run settings that keep dialogs away.
+  (never loaded), first-run settings that keep dialogs away; :func:`link_checkpoint` adds a real one.
 - :func:`comfy_server` / :func:`chromium`: context managers that start ``main.py --cpu`` and a
   headless Chromium (``--remote-debugging-port``) and stop them afterwards.
 - :class:`CDP`: a minimal DevTools-protocol client over one page's websocket (aiohttp only).
@@ -37,7 +37,6 @@ from comfy_env import stop_process  # noqa: E402
 
 FIXTURE = "lokr_sd15_fixture.safetensors"
 CKPT = "sd_xl_base_1.0.safetensors"
-TINY_CKPT_CACHE = "lokr_tiny_sd15_v2.safetensors"
 TINY_CKPT = "tiny_v1-5_test.safetensors"
 TINY_FIXTURE = "lokr_tiny_fixture.safetensors"
 VUE_SETTING = "Comfy.VueNodes.Enabled"
@@ -145,22 +144,15 @@ def write_tiny_fixture_lokr(path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def tiny_checkpoint(comfy_dir: Path) -> Path | None:
-    """comfy_env's cached tiny SD1.5 checkpoint (``<COMFYUI_PATH>/../ref/``), when it was made."""
-    path = comfy_dir.parent / "ref" / TINY_CKPT_CACHE
-    return path if path.is_file() else None
+def link_checkpoint(base: Path, checkpoint: str | os.PathLike, name: str = TINY_CKPT) -> Path:
+    """Link ``checkpoint`` into ``base``'s models/checkpoints as ``name`` (once); the link."""
+    link = base / "models" / "checkpoints" / name
+    if not link.exists():
+        os.symlink(Path(checkpoint).resolve(), link)
+    return link
 
 
-def link_tiny_checkpoint(base: Path, comfy_dir: Path) -> bool:
-    """Link the tiny checkpoint into ``base``'s checkpoints (once it exists); whether it is there."""
-    link = base / "models" / "checkpoints" / TINY_CKPT
-    tiny = tiny_checkpoint(comfy_dir)
-    if tiny is not None and not link.exists():
-        os.symlink(tiny, link)
-    return link.exists()
-
-
-def make_base(base: Path, comfy_dir: Path) -> Path:
+def make_base(base: Path) -> Path:
     """Fill ``base`` (an empty folder) as a ComfyUI ``--base-directory``; returns ``base``."""
     (base / "custom_nodes").mkdir(parents=True)
     os.symlink(ROOT, base / "custom_nodes" / "comfyui_lokr")
@@ -168,8 +160,7 @@ def make_base(base: Path, comfy_dir: Path) -> Path:
     (base / "models" / "checkpoints").mkdir(parents=True)
     write_fixture_lokr(base / "models" / "loras" / FIXTURE)
     (base / "models" / "checkpoints" / CKPT).write_bytes(b"")  # only its name is used
-    write_tiny_fixture_lokr(base / "models" / "loras" / TINY_FIXTURE)
-    link_tiny_checkpoint(base, comfy_dir)
+    write_tiny_fixture_lokr(base / "models" / "loras" / TINY_FIXTURE)  # for a checkpoint linked later
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps(FIRST_RUN_SETTINGS))
