@@ -176,7 +176,7 @@ class LoKrMergeCheckpoint:
         sd = checkpoint_state_dict(model, clip, vae, DTYPES[dtype], _progress(max(n, 1)))
         meta = {"lokr_merged": json.dumps(merged_lokr_sources(model, getattr(clip, "patcher", None))),
                 "lokr_merge_dtype": dtype, "lokr_merge_tool": "comfyui-lokr LoKr Merge Checkpoint"}
-        core("atomic").atomic_save_file(sd, path, meta)
+        core("base.atomic").atomic_save_file(sd, path, meta)
         return {"ui": {"text": [path]}, "result": (path,)}
 
 

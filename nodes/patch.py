@@ -34,10 +34,10 @@ import torch
 
 from . import core
 
-_kron = core("kron")
-_errors = core("errors")
-LoKrFactors = core("factors").LoKrFactors
-FACTOR_SLOTS = core("factors").FACTOR_NAMES + ("dora_scale",)
+_kron = core("tensor.kron")
+_errors = core("base.errors")
+LoKrFactors = core("tensor.factors").LoKrFactors
+FACTOR_SLOTS = core("tensor.factors").FACTOR_NAMES + ("dora_scale",)
 
 __all__ = ["PatchParams", "LoKrPatchMixin", "lokr_patch_class", "make_patch", "is_identity", "is_lokr_patch"]
 

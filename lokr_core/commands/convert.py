@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import LoKrKeyError, where
+from ..base.errors import LoKrKeyError, where
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -39,11 +39,11 @@ def peft_name_map(weights: Any, family: str | None, against: str | None = None,
     ``unet.`` / ``text_encoder.`` prefix. Raises LoKrKeyError when the family is unknown or a module
     does not resolve.
     """
-    from ..resolve import resolve
+    from ..keymap.resolve import resolve
 
     names = list(weights.module_names)
     if against:
-        from .info import checkpoint_shapes
+        from ..formats.checkpoint import checkpoint_shapes
 
         target, what = checkpoint_shapes(against), repr(against)
     else:
@@ -70,7 +70,7 @@ def peft_name_map(weights: Any, family: str | None, against: str | None = None,
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import load_lokr, save_lokr
+    from ..formats.io import load_lokr, save_lokr
 
     weights = load_lokr(args.input)
     weights.validate_all()  # read every module before writing anything

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import LoKrFormatError, where
-from . import group_keys, module_kind
+from ..base.errors import LoKrFormatError, where
+from ..base.peft_names import PEFT_PREFIX, WEIGHTS_NAME
+from .keys import group_keys, module_kind
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
-PEFT_MARK = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def format_of_keys(keys: Iterable[str], file: str | None = None) -> str:
     Raises LoKrFormatError when LoKr modules of both naming styles are present.
     """
     groups = group_keys(list(keys))
-    peft = [m for m, p in groups.items() if module_kind(p) == "lokr" and (m.startswith(PEFT_MARK) or f".{PEFT_MARK}" in m)]
+    peft = [m for m, p in groups.items() if module_kind(p) == "lokr" and (m.startswith(PEFT_PREFIX) or f".{PEFT_PREFIX}" in m)]
     other = [m for m, p in groups.items() if module_kind(p) == "lokr" and m not in set(peft)]
     if peft and other:
         raise LoKrFormatError(f"{where(file, other[0])}file mixes PEFT names ({peft[0]!r}) and LyCORIS/kohya names; "
@@ -48,7 +48,7 @@ def locate(path: str | os.PathLike) -> FileInfo:
     """Find the weights file (and PEFT config) for ``path``; LoKrFormatError naming it when unusable."""
     p = Path(path)
     if p.is_dir():
-        weights = p / "adapter_model.safetensors"
+        weights = p / WEIGHTS_NAME
         config = p / "adapter_config.json"
         if not weights.is_file():
             pickled = p / "adapter_model.bin"

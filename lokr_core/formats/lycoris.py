@@ -12,10 +12,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..adapter import LoKrWeights
-from ..errors import LoKrFormatError, where
-from ..factors import LoKrFactors
-from . import LOKR_PARAMS, DictSource, SafetensorsSource, group_keys, module_kind
+from .weights import LoKrWeights
+from ..base.errors import LoKrFormatError, where
+from ..tensor.factors import LoKrFactors
+from .keys import LOKR_PARAMS, group_keys, module_kind
+from .sources import DictSource, SafetensorsSource
 
 Source = SafetensorsSource | DictSource
 

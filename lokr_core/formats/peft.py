@@ -14,15 +14,14 @@ from typing import Any, Mapping
 
 import torch
 
-from ..adapter import LoKrWeights
-from ..config import LoKrConfig
-from ..errors import LoKrFormatError, LoKrKeyError, where
-from . import DictSource, SafetensorsSource
+from ..base.peft_names import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME  # noqa: F401 (WEIGHTS_NAME re-used by io)
+from .weights import LoKrWeights
+from ..tuner.config import LoKrConfig
+from ..base.errors import LoKrFormatError, LoKrKeyError, where
+from .sources import DictSource, SafetensorsSource
 from .lycoris import read_modules
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-PEFT_NAME = re.compile(r"^(?:(?P<component>[A-Za-z0-9_]+)\.)?base_model\.model\.(?P<path>.+)$")
+PEFT_NAME = re.compile(r"^(?:(?P<component>[A-Za-z0-9_]+)\.)?" + re.escape(PEFT_PREFIX) + r"(?P<path>.+)$")
 
 
 def module_path(name: str) -> tuple[str | None, str]:
@@ -32,6 +31,15 @@ def module_path(name: str) -> tuple[str | None, str]:
     if not m:
         return None, name
     return m.group("component"), m.group("path")
+
+
+def kohya_name_of(peft_name: str) -> str:
+    """The kohya / LyCORIS name of a PEFT module, as LyCORIS files name it: ``base_model.model.a.b``
+    (or ``unet.base_model.model.a.b``) -> ``lora_unet_a_b``; ``text_encoder.`` / ``text_encoder_2.``
+    modules -> ``lora_te1_...`` / ``lora_te2_...``."""
+    comp, path = module_path(peft_name)
+    prefix = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}.get(comp or "", "lora_unet_")
+    return prefix + path.replace(".", "_")
 
 
 def as_config(config: Any, file: str | None = None) -> LoKrConfig | None:
@@ -91,8 +99,8 @@ def _lycoris_to_peft_name(name: str, name_map: Mapping[str, str] | None) -> str:
                            "lokr_core.keymap)")
     comp, _, rest = path.partition(".")
     if comp in ("unet", "text_encoder", "text_encoder_2", "transformer") and rest:
-        return f"{comp}.base_model.model.{rest}"
-    return f"base_model.model.{path}"
+        return f"{comp}.{PEFT_PREFIX}{rest}"
+    return f"{PEFT_PREFIX}{path}"
 
 
 def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None, *, base_config: Any = None,
@@ -110,7 +118,7 @@ def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None,
     config) or is -1. ``shapes``: module name -> base weight shape, for modules whose
     factors do not say their kernel (see ``LoKrWeights.natural_shape``).
     """
-    from ..shapes import plan_factors
+    from ..tensor.shapes import plan_factors
 
     names = {n: _lycoris_to_peft_name(n, name_map) for n in weights.module_names}
     dup = {}

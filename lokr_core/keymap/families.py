@@ -13,7 +13,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Mapping
 
-from ..errors import LoKrKeyError
+from ..base.errors import LoKrKeyError
 from .clip_text import canonical_text_path, hf_to_openclip
 from .ldm_unet import diffusers_to_ldm, layout_from_config, unet_rules
 

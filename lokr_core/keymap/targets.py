@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..errors import LoKrKeyError
+from ..base.errors import LoKrKeyError
 from . import clip_text, ldm_unet
 from .kohya import underscore
 

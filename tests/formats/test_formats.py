@@ -1,0 +1,225 @@
+"""formats/: detection, LyCORIS and PEFT readers, conversions checked by loading the results in
+lycoris-lora and peft."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.support import lokr_fixtures as F
+from lokr_core.base.errors import LoKrFormatError, LoKrKeyError
+from lokr_core.formats.keys import group_keys, module_kind, split_key
+from lokr_core.formats.detect import format_of_keys, locate
+from lokr_core.formats.lycoris import canonical_name
+from lokr_core.formats.peft import module_path
+from lokr_core.formats.io import load_lokr, save_lokr
+
+PEFT_OK = ["full_linear", "split_w2_linear", "split_w2_linear_rect", "full_conv1x1", "split_conv1x1",
+           "tucker_conv3x3", "full_conv3x3"]
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def test_split_key_group_and_kind():
+    assert split_key("a_b.lokr_w1") == ("a_b", "lokr_w1")
+    assert split_key("a.b.lokr_w2_a") == ("a.b", "lokr_w2_a")
+    assert split_key("x.lora_up.weight") == ("x", "lora_up.weight")
+    assert split_key("x.hada_w1_a") == ("x", "hada_w1_a")
+    assert split_key("plain") == ("plain", "")
+    g = group_keys(["m.lokr_w1", "m.alpha", "n.lora_down.weight", "o.hada_w1_a", "p.diff", "q.w_norm", "r.foo"])
+    assert {k: module_kind(v) for k, v in g.items()} == {"m": "lokr", "n": "lora", "o": "loha", "p": "diff",
+                                                         "q": "norm", "r": "unknown"}
+
+
+def test_canonical_names_and_peft_paths():
+    assert canonical_name("lora_te_text_model_encoder_layers_0_mlp_fc1") == ("te1", "encoder_layers_0_mlp_fc1")
+    assert canonical_name("lora_te1_encoder_layers_0_mlp_fc1") == ("te1", "encoder_layers_0_mlp_fc1")
+    assert canonical_name("lycoris_down_blocks_0") == canonical_name("lora_unet_down_blocks_0")
+    assert canonical_name("lora_te2_x") == ("te2", "x")
+    assert module_path("unet.base_model.model.a.b") == ("unet", "a.b")
+    assert module_path("base_model.model.a.b") == (None, "a.b")
+
+
+def test_format_of_keys_and_locate(tmp_path):
+    assert format_of_keys(["lora_unet_x.lokr_w1", "lora_unet_x.lokr_w2"]) == "lycoris"
+    assert format_of_keys(["base_model.model.x.lokr_w1"]) == "peft"
+    assert format_of_keys(["unet.base_model.model.x.lokr_w1"]) == "peft"
+    with pytest.raises(LoKrFormatError, match=r"file 'f', module 'lora_unet_y'.*mixes PEFT names"):
+        format_of_keys(["base_model.model.x.lokr_w1", "lora_unet_y.lokr_w1"], "f")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(LoKrFormatError, match=r"directory has no adapter_model.safetensors"):
+        locate(tmp_path / "d")
+    with pytest.raises(LoKrFormatError, match="no such file"):
+        locate(tmp_path / "missing.safetensors")
+
+
+def test_lycoris_reader_kohya_te_names_and_lycoris_prefix(tmp_path):
+    te = F.make_lycoris_file(tmp_path, ["te_split_q", "te_full_fc1"], filename="te.safetensors")
+    w = load_lokr(te.path)
+    assert all(n.startswith("lora_te_text_model_encoder_layers_") for n in w.module_names)
+    for name, ref in te.reference.items():
+        assert rel(w.delta(name, ref.shape), ref) < 1e-5
+    un = F.make_lycoris_file(tmp_path, ["split_w2_linear"], filename="ly.safetensors", unet_prefix="lycoris_")
+    w2 = load_lokr(un.path)
+    assert w2.module_names[0].startswith("lycoris_down_blocks_0")
+    assert rel(w2.delta(w2.module_names[0], next(iter(un.reference.values())).shape), next(iter(un.reference.values()))) < 1e-5
+
+
+def test_mixed_file_lists_other_modules(tmp_path):
+    lf, others = F.make_mixed_file(tmp_path)
+    w = load_lokr(lf.path)
+    assert w.other_modules == others
+    assert set(w.module_names) == set(lf.reference)
+    for name, ref in lf.reference.items():
+        assert rel(w.delta(name, ref.shape), ref) < 1e-5
+    lora = next(n for n, k in others.items() if k == "lora")
+    assert set(w.raw_keys(lora)) == {f"{lora}.lora_up.weight", f"{lora}.lora_down.weight", f"{lora}.alpha"}
+    # lycoris -> lycoris keeps LoKr and other modules bit for bit, metadata kept
+    out = save_lokr(w, tmp_path / "copy.safetensors", metadata={"note": "x"})
+    sd = load_file(out)
+    assert set(sd) == set(lf.state_dict)
+    for k, t in lf.state_dict.items():
+        assert torch.equal(sd[k], t), k
+    w2 = load_lokr(out)
+    assert w2.metadata["ss_network_module"] == "lycoris.kohya" and w2.metadata["note"] == "x"
+
+
+def test_peft_state_dict_with_component_prefix_and_config(tmp_path):
+    pd = F.make_peft_dir(tmp_path)
+    sd = load_file(pd.path / "adapter_model.safetensors")
+    cfg = json.loads((pd.path / "adapter_config.json").read_text())
+    w = load_lokr({f"unet.{k}": v for k, v in sd.items()}, config=cfg)
+    for name, ref in pd.reference.items():
+        assert rel(w.delta(f"unet.{name}", ref.shape), ref) < 1e-5
+    # no config: scale 1 with a plain warning
+    w0 = load_lokr(sd)
+    assert any("adapter_config.json" in m for m in w0.scale_warnings())
+    name = next(iter(pd.reference))
+    assert w0.scale(name) == 1.0
+    # the safetensors file alone, config beside it
+    w1 = load_lokr(pd.path / "adapter_model.safetensors")
+    assert w1.format == "peft" and w1.peft_r_alpha(name) == pd.r_alpha[name]
+
+
+def _fresh_unet():
+    return F.build_model("unet")
+
+
+def test_lycoris_to_peft_loads_in_peft_with_equal_outputs(tmp_path):
+    from peft import PeftModel
+
+    from tests.support import models
+
+    lf = F.make_lycoris_file(tmp_path, PEFT_OK)
+    w = load_lokr(lf.path)
+    out = save_lokr(w, tmp_path / "as_peft", format="peft", name_map=lf.paths)
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    model = PeftModel.from_pretrained(_fresh_unet(), str(out)).eval()
+    mods = dict(model.named_modules())
+    for name, ref in lf.reference.items():
+        layer = mods["base_model.model." + lf.paths[name]]
+        assert rel(layer.get_delta_weight("default").float(), ref) < 1e-5, name
+    merged = _fresh_unet()
+    named = dict(merged.named_modules())
+    with torch.no_grad():
+        for name, ref in lf.reference.items():
+            named[lf.paths[name]].weight += ref
+        x = models.unet_inputs()
+        y_peft = model(*x).sample
+        y_ref = merged(*x).sample
+    assert rel(y_peft, y_ref) < 1e-5
+    # and back: peft -> lycoris -> same ΔW
+    back = load_lokr(out)
+    for name, ref in lf.reference.items():
+        assert rel(back.delta("base_model.model." + lf.paths[name], ref.shape), ref) < 1e-5
+
+
+def _lycoris_module_from(sd, name, org):
+    """A lycoris LokrModule holding the file's module (make_module_from_state_dict, or a constructed
+    Tucker module, since make_module_from_state_dict cannot rebuild Tucker: LOKR_SPEC 6)."""
+    from lycoris.modules.lokr import LokrModule
+
+    g = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
+    if "lokr_t2" in g:
+        r = g["lokr_t2"].shape[0]
+        mod = LokrModule(name, org, lora_dim=r, alpha=float(g["alpha"]), use_tucker=True,
+                         decompose_both="lokr_w1_a" in g)
+        mod.load_state_dict(g, strict=False)
+        return mod
+    with torch.no_grad():
+        return LokrModule.make_module_from_state_dict(
+            name, org, g.get("lokr_w1"), g.get("lokr_w1_a"), g.get("lokr_w1_b"), g.get("lokr_w2"),
+            g.get("lokr_w2_a"), g.get("lokr_w2_b"), None, g.get("lokr_t2"), g.get("alpha", torch.tensor(0.0)),
+            g.get("dora_scale"))
+
+
+def test_peft_to_lycoris_loads_in_lycoris(tmp_path):
+    pd = F.make_peft_dir(tmp_path)
+    w = load_lokr(pd.path)
+    out = save_lokr(w, tmp_path / "conv.safetensors")
+    sd = load_file(out)
+    base = dict(_fresh_unet().named_modules())
+    full_full = 0
+    for name, ref in pd.reference.items():
+        path = name[len("base_model.model."):]
+        kname = "lora_unet_" + path.replace(".", "_")
+        full_full += f"{kname}.lokr_w2" in sd and f"{kname}.lokr_w1" in sd
+        mod = _lycoris_module_from(sd, kname, base[path])
+        with torch.no_grad():
+            got = mod.get_weight(mod.shape).float()
+        assert rel(got, ref) < 1e-5, name
+    assert full_full > 0  # the alpha/r fold into lokr_w1 was exercised
+    assert load_lokr(out).metadata["ss_network_module"] == "lycoris.kohya"
+
+
+def test_peft_export_refuses_what_peft_cannot_express(tmp_path):
+    lf = F.make_lycoris_file(tmp_path, ["dora_out_linear", "split_w2_linear"])
+    w = load_lokr(lf.path)
+    target = tmp_path / "out_dir"
+    with pytest.raises(LoKrFormatError, match=r"module 'lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_ff_net_2'.*DoRA"):
+        save_lokr(w, target, format="peft", name_map=lf.paths)
+    assert not target.exists()
+    lf2 = F.make_lycoris_file(tmp_path, ["tucker_split_w1_conv3x3"], filename="t.safetensors")
+    with pytest.raises(LoKrFormatError, match=r"module 'lora_unet_mid_block_resnets_1_conv2'.*not what PEFT creates"):
+        save_lokr(load_lokr(lf2.path), target, format="peft", name_map=lf2.paths)
+    assert not target.exists()
+    with pytest.raises(LoKrKeyError, match="name_map"):
+        save_lokr(load_lokr(lf2.path), target, format="peft")
+    assert not target.exists()
+
+
+def test_duplicate_modules_are_errors(tmp_path):
+    keys = ["lora_te_text_model_encoder_layers_0_q.lokr_w1", "lora_te_text_model_encoder_layers_0_q.lokr_w2",
+            "lora_te1_encoder_layers_0_q.lokr_w1", "lora_te1_encoder_layers_0_q.lokr_w2"]
+    sd = {k: torch.ones(2, 2) for k in keys}
+    save_file(sd, str(tmp_path / "dup.safetensors"))
+    with pytest.raises(LoKrFormatError, match=r"dup.safetensors', module '.*same module as ") as err:
+        load_lokr(tmp_path / "dup.safetensors")
+    assert "'lora_te1_encoder_layers_0_q'" in str(err.value)
+    assert "'lora_te_text_model_encoder_layers_0_q'" in str(err.value)
+    t = torch.ones(2, 2)
+    sd2 = {"unet.base_model.model.a.lokr_w1": t, "unet.base_model.model.a.lokr_w2": t,
+           "base_model.model.a.lokr_w1": t, "base_model.model.a.lokr_w2": t}
+    with pytest.raises(LoKrFormatError, match=r"module 'base_model.model.a'.*same module as 'unet.base_model.model.a'"):
+        load_lokr(sd2)
+
+
+def test_peft_with_decompose_factor_roundtrips_to_peft(tmp_path):
+    from peft import LoKrConfig, PeftModel, get_peft_model
+
+    cfg = LoKrConfig(r=2, alpha=3, target_modules=["ff.net.0.proj", "to_q"], decompose_factor=4, init_weights=False)
+    model = get_peft_model(_fresh_unet(), cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lokr_" in n:
+                p.copy_(torch.randn(p.shape))
+    model.save_pretrained(str(tmp_path / "a"))
+    ref = {n: m.get_delta_weight("default").float() for n, m in model.named_modules()
+           if hasattr(m, "get_delta_weight") and "default" in getattr(m, "lokr_w1", {})}
+    out = save_lokr(load_lokr(tmp_path / "a"), tmp_path / "b", format="peft")
+    assert json.loads((out / "adapter_config.json").read_text())["decompose_factor"] == 4
+    again = dict(PeftModel.from_pretrained(_fresh_unet(), str(out)).named_modules())
+    for n, r in ref.items():
+        assert rel(again[n].get_delta_weight("default").float(), r) < 1e-5, n
