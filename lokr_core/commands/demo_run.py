@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..base.peft_names import strip_peft_prefix
+
 TINY_UNET_CONFIG = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -64,20 +66,41 @@ def run_demo(out_dir: str | Path, seed: int = 0, log: Callable[[str], None] = pr
     ``rel_output_error_bypass`` (UNet output, bypass vs merged), ``checkpoint_rel_error``
     (merged diffusers checkpoint vs merge_and_unload), ``seconds``.
     """
-    from ..ops.apply import apply_lokr
-    from ..tuner.config import LoKrConfig
-    from ..formats.io import load_lokr, save_lokr
-    from ..keymap import kohya_name
-    from ..ops.merge import merge_checkpoint
-    from ..tuner.model import inject, merge_and_unload, save_peft_adapter
+    from ..formats.io import load_lokr
     from ..ops.report import format_report, summarize
-    from ..base.peft_names import strip_peft_prefix
+    from ..tuner.model import merge_and_unload
 
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     unet, text = build_models(seed)
     base_unet, base_text = copy.deepcopy(unet), copy.deepcopy(text)
+    peft_unet, peft_text = _inject_and_save(unet, text, out, seed, log)
+    w_unet, w_text = load_lokr(peft_unet), load_lokr(peft_text)
+    combined = _convert_to_lycoris(w_unet, w_text, out, log)
+    lyco = load_lokr(combined)
+    worst = _compare_deltas(lyco, w_unet, w_text, log)
+    reference_unet, reference_text = merge_and_unload(unet), merge_and_unload(text)
+    merged_unet, merge_err = _check_merge(combined, base_unet, base_text, reference_unet, reference_text, log)
+    bypass_err = _check_bypass(lyco, base_unet, merged_unet, seed, log)
+    ckpt_err, merged_dir = _check_checkpoint(combined, base_unet, base_text, reference_unet, out, log)
+    log("8. report")
+    log(format_report(summarize(lyco)))
+    return {
+        "files": [str(p) for p in (peft_unet, peft_text, combined, merged_dir)],
+        "unet_modules": len(w_unet.module_names), "text_modules": len(w_text.module_names),
+        "layouts": sorted({lyco.modules[n].layout for n in lyco.module_names}),
+        "max_rel_delta_peft_vs_lycoris": worst, "max_rel_merge_error": merge_err,
+        "rel_output_error_bypass": bypass_err, "checkpoint_rel_error": ckpt_err,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _inject_and_save(unet: torch.nn.Module, text: torch.nn.Module, out: Path, seed: int,
+                     log: Callable[[str], None]) -> tuple[Path, Path]:
+    """Steps 1-2: inject LoKr (every layout) into both models, give it trained-like values, save as PEFT dirs."""
+    from ..tuner.config import LoKrConfig
+    from ..tuner.model import inject, save_peft_adapter
 
     log("1. inject LoKr (PEFT-style config) into a tiny SD-shaped UNet and CLIP text encoder")
     unet_cfg = LoKrConfig(r=4, alpha=2, target_modules=UNET_TARGETS, decompose_both=True, decompose_factor=8,
@@ -89,11 +112,15 @@ def run_demo(out_dir: str | Path, seed: int = 0, log: Callable[[str], None] = pr
     randomize_adapters(text, seed + 2)
 
     log("2. save both adapters as PEFT directories")
-    peft_unet = save_peft_adapter(unet, out / "peft_unet", unet_cfg)
-    peft_text = save_peft_adapter(text, out / "peft_text_encoder", text_cfg)
+    return save_peft_adapter(unet, out / "peft_unet", unet_cfg), save_peft_adapter(text, out / "peft_text_encoder", text_cfg)
+
+
+def _convert_to_lycoris(w_unet: Any, w_text: Any, out: Path, log: Callable[[str], None]) -> Path:
+    """Step 3: both PEFT adapters as one LyCORIS/kohya file (``lora_unet_*`` + ``lora_te_*``)."""
+    from ..formats.io import save_lokr
+    from ..keymap import kohya_name
 
     log("3. convert them to one LyCORIS/kohya safetensors file (lora_unet_* + lora_te_*)")
-    w_unet, w_text = load_lokr(peft_unet), load_lokr(peft_text)
     lyco_unet = save_lokr(w_unet, out / "demo_unet_part.safetensors", "lycoris",
                           name_map={n: kohya_name("unet", strip_peft_prefix(n)) for n in w_unet.module_names})
     lyco_text = save_lokr(w_text, out / "demo_te_part.safetensors", "lycoris",
@@ -101,24 +128,43 @@ def run_demo(out_dir: str | Path, seed: int = 0, log: Callable[[str], None] = pr
     combined = _combine([lyco_unet, lyco_text], out / "demo_lokr.safetensors")
     for part in (lyco_unet, lyco_text):
         part.unlink()
+    return combined
+
+
+def _compare_deltas(lyco: Any, w_unet: Any, w_text: Any, log: Callable[[str], None]) -> float:
+    """Step 4: the largest relative ΔW difference between the PEFT dirs and the LyCORIS file."""
+    from ..keymap import kohya_name
 
     log("4. reload and compare ΔW: PEFT dir vs LyCORIS file (PEFT alpha/r vs LyCORIS rule)")
-    lyco = load_lokr(combined)
     worst = 0.0
     for src, comp in ((w_unet, "unet"), (w_text, "te")):
         for name in src.module_names:
             ours = lyco.delta(kohya_name(comp, strip_peft_prefix(name)))
             worst = max(worst, _rel(ours, src.delta(name)))
     log(f"   {len(lyco.module_names)} modules, max relative ΔW difference {worst:.2e}")
+    return worst
+
+
+def _check_merge(combined: Path, base_unet: torch.nn.Module, base_text: torch.nn.Module,
+                 reference_unet: torch.nn.Module, reference_text: torch.nn.Module,
+                 log: Callable[[str], None]) -> tuple[torch.nn.Module, float]:
+    """Step 5: apply_lokr(merge) on fresh copies vs merge_and_unload; returns (merged UNet, max rel error)."""
+    from ..ops.apply import apply_lokr
 
     log("5. apply the LyCORIS file to fresh base models (merge) and compare with merge_and_unload")
     merged_unet, merged_text = copy.deepcopy(base_unet), copy.deepcopy(base_text)
     apply_lokr({"unet": merged_unet, "text_encoder": merged_text}, combined, mode="merge")
-    reference_unet, reference_text = merge_and_unload(unet), merge_and_unload(text)
     ref_params = dict(reference_unet.state_dict()) | {f"te.{k}": v for k, v in reference_text.state_dict().items()}
     got_params = dict(merged_unet.state_dict()) | {f"te.{k}": v for k, v in merged_text.state_dict().items()}
     merge_err = max(_rel(got_params[k], ref_params[k]) for k in ref_params if ref_params[k].is_floating_point())
     log(f"   max relative weight difference {merge_err:.2e}")
+    return merged_unet, merge_err
+
+
+def _check_bypass(lyco: Any, base_unet: torch.nn.Module, merged_unet: torch.nn.Module, seed: int,
+                  log: Callable[[str], None]) -> float:
+    """Step 6: UNet outputs in bypass mode vs the merged UNet (relative difference)."""
+    from ..ops.apply import apply_lokr
 
     log("6. bypass mode (weights untouched, ΔW never built for Linear / 1x1 conv): UNet outputs vs merged")
     bypass_unet = copy.deepcopy(base_unet)
@@ -132,28 +178,24 @@ def run_demo(out_dir: str | Path, seed: int = 0, log: Callable[[str], None] = pr
     handle.remove()
     bypass_err = _rel(y_bypass, y_merged)
     log(f"   relative output difference {bypass_err:.2e}")
+    return bypass_err
+
+
+def _check_checkpoint(combined: Path, base_unet: torch.nn.Module, base_text: torch.nn.Module,
+                      reference_unet: torch.nn.Module, out: Path, log: Callable[[str], None]) -> tuple[float, Path]:
+    """Step 7: merge_checkpoint into a diffusers folder vs merge_and_unload; returns (max rel error, folder)."""
+    from safetensors.torch import load_file
+
+    from ..ops.merge import merge_checkpoint
 
     log("7. merge the file into a diffusers-folder checkpoint, streamed tensor by tensor")
     base_unet.save_pretrained(out / "base" / "unet")
     base_text.save_pretrained(out / "base" / "text_encoder")
     result = merge_checkpoint(out / "base", [(combined, 1.0)], out / "merged", device="cpu")
-    from safetensors.torch import load_file
-
     merged_file = load_file(str(out / "merged" / "unet" / "diffusion_pytorch_model.safetensors"))
     ckpt_err = max(_rel(merged_file[k], reference_unet.state_dict()[k]) for k in merged_file)
     log(f"   {result.merged_tensors} of {result.tensors} tensors patched, max relative difference {ckpt_err:.2e}")
-
-    log("8. report")
-    log(format_report(summarize(lyco)))
-    figures = {
-        "files": [str(p) for p in (peft_unet, peft_text, combined, out / "merged")],
-        "unet_modules": len(w_unet.module_names), "text_modules": len(w_text.module_names),
-        "layouts": sorted({lyco.modules[n].layout for n in lyco.module_names}),
-        "max_rel_delta_peft_vs_lycoris": worst, "max_rel_merge_error": merge_err,
-        "rel_output_error_bypass": bypass_err, "checkpoint_rel_error": ckpt_err,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    return figures
+    return ckpt_err, out / "merged"
 
 
 def _combine(parts: list[Path], path: Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 
 from .weights import LoKrWeights
 from ..base.atomic import atomic_save_file, atomic_write_text, check_not_input
-from ..base.errors import LoKrFormatError, where
+from ..base.errors import LoKrFormatError, LoKrKeyError, where
 from .sources import DictSource, SafetensorsSource
 from .detect import format_of_keys, locate
 from .lycoris import lycoris_tensors, read_lycoris
@@ -73,48 +73,64 @@ def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lyco
     meta = {k: str(v) for k, v in weights.metadata.items()}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     target = Path(path)
-    inputs = [weights.source] if weights.source else []
     if format == "lycoris":
-        if target.is_dir():
-            raise LoKrFormatError(f"{where(str(target), None)}is a directory; expected a .safetensors file path for "
-                                  "format='lycoris'")
-        renames = {}
-        if weights.format == "peft":
-            renames = {n: kohya_name_of(n) for n in weights.module_names}
-            meta.setdefault("ss_network_module", "lycoris.kohya")
-            meta.setdefault("ss_network_args", json.dumps({"algo": "lokr"}))
-        renames.update(name_map or {})
-        tensors = lycoris_tensors(weights, names=renames, keep_other=keep_other)
-        return atomic_save_file(tensors, target, meta, inputs=inputs)
+        return _save_lycoris(weights, target, meta, name_map=name_map, keep_other=keep_other)
     if format == "peft":
-        if target.suffix.lower() == ".safetensors" or target.is_file():
-            raise LoKrFormatError(f"{where(str(target), None)}format='peft' writes a directory; expected a directory "
-                                  "path, not a file")
-        meta.setdefault("format", "pt")
-        if model is not None and weights.format != "peft":
-            name_map, shapes = _names_from_model(weights, model, name_map, shapes)
-        tensors, cfg = peft_export(weights, name_map, base_config=weights.peft_config, shapes=shapes,
-                                   file=weights.source)
-        for name in (WEIGHTS_NAME, CONFIG_NAME):
-            check_not_input(target / name, inputs + ([str(Path(weights.source).parent / name)] if weights.source else []))
-        created = not target.exists()
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            atomic_save_file(tensors, target / WEIGHTS_NAME, meta or None, inputs=inputs)
-            atomic_write_text(json.dumps(cfg, indent=2, sort_keys=True), target / CONFIG_NAME, inputs=inputs)
-        except BaseException:
-            if created:
-                shutil.rmtree(target, ignore_errors=True)
-            raise
-        return target
+        return _save_peft(weights, target, meta, name_map=name_map, shapes=shapes, model=model)
     raise LoKrFormatError(f"{where(str(target), None)}unknown format {format!r}; expected 'lycoris' or 'peft'")
+
+
+def _inputs(weights: LoKrWeights) -> list[str]:
+    """The files a save must not overwrite: the weights' own source."""
+    return [weights.source] if weights.source else []
+
+
+def _save_lycoris(weights: LoKrWeights, target: Path, meta: dict[str, str], *,
+                  name_map: Mapping[str, str] | None, keep_other: bool) -> Path:
+    """``save_lokr(format="lycoris")``: one safetensors file; PEFT names become kohya names."""
+    if target.is_dir():
+        raise LoKrFormatError(f"{where(str(target), None)}is a directory; expected a .safetensors file path for "
+                              "format='lycoris'")
+    renames = {}
+    if weights.format == "peft":
+        renames = {n: kohya_name_of(n) for n in weights.module_names}
+        meta.setdefault("ss_network_module", "lycoris.kohya")
+        meta.setdefault("ss_network_args", json.dumps({"algo": "lokr"}))
+    renames.update(name_map or {})
+    tensors = lycoris_tensors(weights, names=renames, keep_other=keep_other)
+    return atomic_save_file(tensors, target, meta, inputs=_inputs(weights))
+
+
+def _save_peft(weights: LoKrWeights, target: Path, meta: dict[str, str], *, name_map: Mapping[str, str] | None,
+               shapes: Mapping[str, tuple[int, ...]] | None, model: torch.nn.Module | None) -> Path:
+    """``save_lokr(format="peft")``: an adapter folder (weights + config), removed again on failure
+    when this call created it."""
+    if target.suffix.lower() == ".safetensors" or target.is_file():
+        raise LoKrFormatError(f"{where(str(target), None)}format='peft' writes a directory; expected a directory "
+                              "path, not a file")
+    meta.setdefault("format", "pt")
+    if model is not None and weights.format != "peft":
+        name_map, shapes = _names_from_model(weights, model, name_map, shapes)
+    tensors, cfg = peft_export(weights, name_map, base_config=weights.peft_config, shapes=shapes,
+                               file=weights.source)
+    inputs = _inputs(weights)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        check_not_input(target / name, inputs + ([str(Path(weights.source).parent / name)] if weights.source else []))
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_save_file(tensors, target / WEIGHTS_NAME, meta or None, inputs=inputs)
+        atomic_write_text(json.dumps(cfg, indent=2, sort_keys=True), target / CONFIG_NAME, inputs=inputs)
+    except BaseException:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
 
 
 def _names_from_model(weights: LoKrWeights, model: torch.nn.Module, name_map: Mapping[str, str] | None,
                       shapes: Mapping[str, tuple[int, ...]] | None) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
     """name_map and shapes for a PEFT export, from resolving ``weights`` against ``model``."""
-    from ..base.errors import LoKrKeyError
-
     names = dict(name_map or {})
     todo = [n for n in weights.module_names if n not in names]
     if todo:

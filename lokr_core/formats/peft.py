@@ -111,7 +111,7 @@ def peft_export(weights: LoKrWeights, name_map: Mapping[str, str] | None = None,
     PEFT create whole W1 and W2), alpha = scale * r, written as rank_pattern / alpha_pattern
     entries keyed by the full module path. ``decompose_both`` / ``use_effective_conv2d`` are set
     from the layouts present, and every module's factor shapes are checked against what PEFT would
-    create from that config (lokr_core.shapes.plan_factors); a file PEFT cannot express (DoRA,
+    create from that config (lokr_core.tensor.shapes.plan_factors); a file PEFT cannot express (DoRA,
     mixed Tucker / non-Tucker 3x3 convs, non-PEFT factorisations) raises LoKrFormatError naming
     the module. ``name_map``: LyCORIS name -> dotted module path (optionally ``unet.`` /
     ``text_encoder.`` prefixed). ``decompose_factor`` comes from ``base_config`` (the source's PEFT

@@ -158,7 +158,7 @@ class LoKrWeights:
 
     # --------------------------------------------------------------------------- scale and ΔW
     def scale(self, name: str, scale_rule: ScaleRule = "file") -> float:
-        """The scalar multiplying kron(W1, W2) for ``name`` under ``scale_rule`` (see lokr_core.scale)."""
+        """The scalar multiplying kron(W1, W2) for ``name`` under ``scale_rule`` (see lokr_core.tensor.scale)."""
         f = self.shapes(name)
         ra = self.peft_r_alpha(name)
         r, a = ra if ra is not None else (None, None)

@@ -146,7 +146,7 @@ def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "mer
 
     ``weights``: a LoKrWeights or a path for ``load_lokr``. ``strength``: finite multiplier of ΔW
     (DoRA: see ``kron.dora_apply``, ``dora_mode``). ``scale_rule``: ``"file" | "peft" |
-    "metadata-dim" | "none"`` or a number (lokr_core.scale). ``mode``: ``"merge"`` changes the
+    "metadata-dim" | "none"`` or a number (lokr_core.tensor.scale). ``mode``: ``"merge"`` changes the
     weights in place (fp32 math, written back in each weight's dtype); ``"bypass"`` leaves them and
     adds forward hooks, removable with ``result.remove()``.
 

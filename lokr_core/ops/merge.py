@@ -234,7 +234,7 @@ def plan_merge(lokrs: Sequence[_Lokr], shapes: Mapping[str, tuple[int, ...]], *,
     """Resolve every LoKr against a checkpoint's {key: shape} and build the merge plan.
 
     Keys may be LDM, ComfyUI or diffusers state-dict keys (diffusers folders: ``unet.``,
-    ``text_encoder.``, ``text_encoder_2.`` prefixes; see ``lokr_core.resolve``). Returns (plan
+    ``text_encoder.``, ``text_encoder_2.`` prefixes; see ``lokr_core.keymap.resolve``). Returns (plan
     {key: [KronUpdate]}, matched {lokr label: {module: key}}, unmatched {lokr label: [module]}:
     names that resolve nowhere, are ambiguous, or belong to a component the checkpoint lacks).
     Raises before anything is written: LoKrShapeError when a module matched by name but not by

@@ -143,7 +143,7 @@ def _trigger_words(metadata: Mapping[str, str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ summary
 def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "file", top_n: int = 20) -> dict[str, Any]:
-    """A JSON-able description of a LoKrWeights (see ``lokr_core.adapter``).
+    """A JSON-able description of a LoKrWeights (see :mod:`lokr_core.formats.weights`).
 
     Keys: ``file`` (base name), ``path``, ``format``, ``family`` (guess from names and shapes: sd1 / sd2 / sdxl / "sd1/sd2" / None),
     ``module_count``, ``blocks`` ({block: count}, see ``block_of``), ``layouts`` ({layout: count}),
@@ -152,10 +152,39 @@ def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "fi
     ``warnings`` (list of str: full/full alpha ambiguity, ...), ``other_modules`` ({kind: count}),
     ``other_module_names`` (first 50), ``metadata``: {``training``, ``trigger_words``, ``top_tags``
     [[tag, count]], ``keys`` (all metadata keys)}; with ``target`` (a model / state dict / {key:
-    shape}, see ``lokr_core.resolve``) also ``resolve``: {``matched`` count, ``unmatched`` names,
+    shape}, see :mod:`lokr_core.keymap.resolve`) also ``resolve``: {``matched`` count, ``unmatched`` names,
     ``shape_mismatch``}.
     """
     names = list(getattr(weights, "module_names", None) or list(weights.modules))
+    counts, scales, scale_warnings = _module_counts(weights, names, scale_rule)
+    scale_values, alphas = counts.pop("scale_values"), counts.pop("alphas")
+    other = dict(getattr(weights, "other_modules", {}) or {})
+    source = getattr(weights, "source", None)
+    summary: dict[str, Any] = {
+        "file": os.path.basename(str(source)) if source else None,
+        "path": str(source) if source else None,
+        "format": getattr(weights, "format", None),
+        "family": _family(weights, names),
+        "module_count": len(names),
+        **counts,
+        "scale_rule": scale_rule if isinstance(scale_rule, str) else float(scale_rule),
+        "scales": scales,
+        "scale_values": scale_values,
+        "alphas": alphas,
+        "warnings": _warnings(weights, other, scale_warnings),
+        "other_modules": dict(Counter(other.values())),
+        "other_module_names": sorted(other)[:50],
+        "metadata": _metadata_summary(dict(getattr(weights, "metadata", {}) or {}), top_n),
+    }
+    if target is not None:
+        summary["resolve"] = _resolve_summary(weights, target, names)
+    return summary
+
+
+def _module_counts(weights: Any, names: list[str], scale_rule: str | float,
+                   ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """({blocks, layouts, ranks, params, dora, scale_values, alphas}, {module: scale}, scale warnings),
+    from factor shapes only."""
     shapes = weights.shapes if hasattr(weights, "shapes") else (lambda n: weights.modules[n])
     blocks: Counter[str] = Counter()
     layouts: Counter[str] = Counter()
@@ -180,43 +209,36 @@ def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "fi
         except Exception as exc:  # report, do not fail: the CLI shows it
             scales[name] = None
             warnings.append(f"module {name!r}: scale rule {scale_rule!r} cannot be applied ({exc})")
-    if hasattr(weights, "scale_warnings"):
-        warnings = list(weights.scale_warnings()) + warnings
-    other = dict(getattr(weights, "other_modules", {}) or {})
-    if other:
-        kinds = Counter(other.values())
-        warnings.append(f"{len(other)} non-LoKr module(s) ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}) "
-                        "are not applied by lokr_core")
-    meta = dict(getattr(weights, "metadata", {}) or {})
-    source = getattr(weights, "source", None)
-    summary: dict[str, Any] = {
-        "file": os.path.basename(str(source)) if source else None,
-        "path": str(source) if source else None,
-        "format": getattr(weights, "format", None),
-        "family": _family(weights, names),
-        "module_count": len(names),
+    counts = {
         "blocks": {b: blocks[b] for b in BLOCK_ORDER if blocks[b]},
         "layouts": dict(sorted(layouts.items())),
         "ranks": dict(sorted(ranks.items(), key=lambda kv: (kv[0] == "full", int(kv[0]) if kv[0] != "full" else 0))),
         "params": params,
         "dora": dora,
-        "scale_rule": scale_rule if isinstance(scale_rule, str) else float(scale_rule),
-        "scales": scales,
         "scale_values": dict(scale_values),
         "alphas": dict(alphas),
-        "warnings": warnings,
-        "other_modules": dict(Counter(other.values())),
-        "other_module_names": sorted(other)[:50],
-        "metadata": {
-            "training": training_info(meta),
-            "trigger_words": _trigger_words(meta),
-            "top_tags": [[t, c] for t, c in top_tags(meta, top_n)],
-            "keys": sorted(meta),
-        },
     }
-    if target is not None:
-        summary["resolve"] = _resolve_summary(weights, target, names)
-    return summary
+    return counts, scales, warnings
+
+
+def _warnings(weights: Any, other: Mapping[str, str], scale_warnings: list[str]) -> list[str]:
+    """The file's own scale warnings, then per-module scale failures, then non-LoKr modules."""
+    warnings = (list(weights.scale_warnings()) if hasattr(weights, "scale_warnings") else []) + scale_warnings
+    if other:
+        kinds = Counter(other.values())
+        warnings.append(f"{len(other)} non-LoKr module(s) ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}) "
+                        "are not applied by lokr_core")
+    return warnings
+
+
+def _metadata_summary(meta: Mapping[str, str], top_n: int) -> dict[str, Any]:
+    """``summary["metadata"]``: training settings, trigger words, top tags, all keys."""
+    return {
+        "training": training_info(meta),
+        "trigger_words": _trigger_words(meta),
+        "top_tags": [[t, c] for t, c in top_tags(meta, top_n)],
+        "keys": sorted(meta),
+    }
 
 
 def _resolve_summary(weights: Any, target: Any, names: list[str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@
 - ``resize_factors``: a lower-rank module keeping ΔW best, scale preserved.
 - ``lora_error_at_params``: the error of a LoRA (truncated SVD) with at most the same parameter count.
 
-Every reconstruction goes through ``lokr_core.kron`` (the one implementation of the math).
+Every reconstruction goes through ``lokr_core.tensor.kron`` (the one implementation of the math).
 Shapes use LOKR_SPEC's names: W1 (out_l, in_m), W2 (out_k, in_n[, kh, kw]),
 ΔW (out_l*out_k, in_m*in_n[, kh, kw]).
 """

@@ -7,7 +7,7 @@ parameters as PEFT does. Parameter names inside the model follow PEFT (``<path>.
 gives PEFT's ``get_peft_model_state_dict`` keys: ``base_model.model.<path>.lokr_w1`` etc.
 
 Every function that changes a model checks everything first: on bad input it raises a
-``lokr_core.errors`` class naming the module / key and what was expected, and the model is left
+``lokr_core.base.errors`` class naming the module / key and what was expected, and the model is left
 exactly as it was.
 """
 from __future__ import annotations
