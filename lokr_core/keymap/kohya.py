@@ -41,13 +41,13 @@ def split_name(name: str) -> tuple[str | None, str]:
     """File module name -> (component hint or None, underscore form of the rest).
 
     ``lora_te2_text_model_encoder_layers_0_mlp_fc1`` -> (``te2``, ``text_model_encoder_layers_0_mlp_fc1``);
-    ``base_model.model.unet.conv_in`` -> (``unet``, ``conv_in``); ``base_model.model.conv_in`` ->
-    (None, ``conv_in``).
+    ``base_model.model.unet.conv_in`` and ``unet.base_model.model.conv_in`` -> (``unet``, ``conv_in``);
+    ``base_model.model.conv_in`` -> (None, ``conv_in``).
     """
     rest = strip_peft_prefix(name)
     for prefix in _ORDERED:
         if rest.startswith(prefix):
-            return NAME_PREFIXES[prefix], underscore(rest[len(prefix):])
+            return NAME_PREFIXES[prefix], underscore(strip_peft_prefix(rest[len(prefix):]))
     return None, underscore(rest)
 
 

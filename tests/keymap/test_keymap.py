@@ -169,6 +169,8 @@ def test_text_map_cases():
     ("lycoris_down_blocks_0_resnets_0_conv1", (None, "down_blocks_0_resnets_0_conv1")),
     ("base_model.model.down_blocks.0.attentions.0.to_out.0", (None, "down_blocks_0_attentions_0_to_out_0")),
     ("base_model.model.unet.conv_in", ("unet", "conv_in")),
+    ("unet.base_model.model.conv_in", ("unet", "conv_in")),
+    ("text_encoder.base_model.model.text_model.encoder.layers.0.mlp.fc1", ("te1", "text_model_encoder_layers_0_mlp_fc1")),
     ("base_model.model.text_encoder_2.text_model.encoder.layers.0.mlp.fc1", ("te2", "text_model_encoder_layers_0_mlp_fc1")),
     ("text_encoder.text_model.final_layer_norm", ("te1", "text_model_final_layer_norm")),
     ("model.diffusion_model.input_blocks.1.1.proj_in", ("unet", "input_blocks_1_1_proj_in")),
