@@ -3,6 +3,9 @@
 - a directory holding ``adapter_model.safetensors`` (+ ``adapter_config.json``): PEFT;
 - a ``.safetensors`` file: PEFT when its keys are ``[component.]base_model.model.*`` (config taken
   from an ``adapter_config.json`` beside it when present), else LyCORIS / kohya;
+- a PEFT config given by the caller means PEFT: then any module name that is not a LyCORIS / kohya
+  name (``lora_unet_*``, ``lora_te*``, ``lycoris_*``) is a PEFT module path, with or without
+  ``base_model.model.`` and a component prefix (``unet.``, ``text_encoder.``, ...);
 - pickle files (``.ckpt .pt .pth .bin``): refused, they can run code when loaded; load them with
   ``torch.load(path, weights_only=True)`` and pass the state dict instead.
 """
@@ -30,14 +33,34 @@ class FileInfo:
     format: str | None
 
 
-def format_of_keys(keys: Iterable[str], file: str | None = None) -> str:
+KOHYA_HEADS = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lycoris_")
+"""How LyCORIS / kohya module names begin (they hold no dots)."""
+
+
+def is_kohya_name(name: str) -> bool:
+    """True for a LyCORIS / kohya module name (``lora_unet_down_blocks_0_...``), never for a dotted
+    PEFT / diffusers module path."""
+    return name.startswith(KOHYA_HEADS) and "." not in name
+
+
+def format_of_keys(keys: Iterable[str], file: str | None = None, *, peft_config: bool = False) -> str:
     """``"peft"`` when the LoKr modules are named ``[component.]base_model.model.*``, else ``"lycoris"``.
 
-    Raises LoKrFormatError when LoKr modules of both naming styles are present.
+    ``peft_config``: the caller gave a PEFT config, so the modules are PEFT modules whatever their
+    prefix (bare diffusers paths, ``unet.`` paths): ``"peft"``, and a LyCORIS / kohya name is a
+    LoKrFormatError naming it. Raises LoKrFormatError when LoKr modules of both naming styles are present.
     """
     groups = group_keys(list(keys))
-    peft = [m for m, p in groups.items() if module_kind(p) == "lokr" and (m.startswith(PEFT_PREFIX) or f".{PEFT_PREFIX}" in m)]
-    other = [m for m, p in groups.items() if module_kind(p) == "lokr" and m not in set(peft)]
+    lokr = [m for m, p in groups.items() if module_kind(p) == "lokr"]
+    if peft_config:
+        kohya = [m for m in lokr if is_kohya_name(m)]
+        if kohya:
+            raise LoKrFormatError(f"{where(file, kohya[0])}is a LyCORIS/kohya name ({len(kohya)} such modules), but a "
+                                  "PEFT config was given; expected PEFT module paths with a config, or no config "
+                                  "for a LyCORIS file")
+        return "peft"
+    peft = [m for m in lokr if m.startswith(PEFT_PREFIX) or f".{PEFT_PREFIX}" in m]
+    other = [m for m in lokr if m not in set(peft)]
     if peft and other:
         raise LoKrFormatError(f"{where(file, other[0])}file mixes PEFT names ({peft[0]!r}) and LyCORIS/kohya names; "
                               "expected one naming style per file")

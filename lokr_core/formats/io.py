@@ -29,21 +29,24 @@ def load_lokr(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]
     """Read a LoKr file, PEFT adapter dir or state dict into a lazy :class:`LoKrWeights`.
 
     ``config``: PEFT config (LoKrConfig, dict or path) for PEFT weights; default: the
-    adapter_config.json in / beside the path. ``metadata``: metadata for a state dict. Every module
+    adapter_config.json in / beside the path. A given config means PEFT rules: the modules are read
+    as PEFT modules (r / alpha from the config, rank_pattern / alpha_pattern applied) whether their
+    names carry ``base_model.model.``, a component prefix (``unet.``) or neither; LyCORIS / kohya
+    names with a config are a LoKrFormatError. ``metadata``: metadata for a state dict. Every module
     is validated (shapes, alpha) now; factor tensors are read on first access. Raises
     LoKrFormatError naming the file (and module) for pickle files, truncated / corrupt files, no
     LoKr modules, duplicate modules, NaN alpha, non-finite alpha on split modules.
     """
     if isinstance(path_or_state_dict, Mapping):
         source = DictSource(path_or_state_dict, metadata=metadata)
-        fmt = format_of_keys(source.keys)
+        fmt = format_of_keys(source.keys, peft_config=config is not None)
         return read_peft(source, config) if fmt == "peft" else read_lycoris(source)
     info = locate(path_or_state_dict)
     if info.weights.suffix.lower() != ".safetensors":
         raise LoKrFormatError(f"{where(str(info.weights), None)}unknown file type {info.weights.suffix!r}; expected "
                               ".safetensors or a PEFT adapter directory")
     source = SafetensorsSource(info.weights)
-    fmt = info.format or format_of_keys(source.keys, source.name)
+    fmt = info.format or format_of_keys(source.keys, source.name, peft_config=config is not None)
     if fmt == "peft":
         if config is None and info.config is not None:
             config = read_config_file(info.config)

@@ -1,9 +1,13 @@
 """PEFT LoKr adapters: ``adapter_model.safetensors`` + ``adapter_config.json`` (LOKR_SPEC 5).
 
 Keys are ``[<component>.]base_model.model.<dotted module path>.lokr_*`` (component: ``unet``,
-``text_encoder``, ... from diffusers pipeline saves). Module names are kept as in the file
+``text_encoder``, ... from diffusers pipeline saves); with a config given, also bare module paths
+(``down_blocks.0...to_q``) and component-prefixed ones (``unet.down_blocks.0...to_q``), as state
+dicts stripped of ``base_model.model.`` have them. Module names are kept as in the file
 (``base_model.model.down_blocks.0...to_q``). PEFT stores no alpha: scale = alpha / r from the
-config, with rank_pattern / alpha_pattern applied per module (``LoKrConfig.r_alpha_for``).
+config, with rank_pattern / alpha_pattern applied per module (``LoKrConfig.r_alpha_for``) to the
+module path without its component (PEFT's patterns are relative to the model the adapter wraps).
+See docs/formats.md.
 """
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ from typing import Any, Mapping
 
 import torch
 
-from ..base.peft_names import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME  # noqa: F401 (WEIGHTS_NAME re-used by io)
+from ..base.peft_names import CONFIG_NAME, PEFT_COMPONENTS, PEFT_PREFIX, WEIGHTS_NAME  # noqa: F401 (WEIGHTS_NAME re-used by io)
 from .weights import LoKrWeights
 from ..tuner.config import LoKrConfig
 from ..base.errors import LoKrFormatError, LoKrKeyError, where
 from .sources import DictSource, SafetensorsSource
+from .detect import is_kohya_name
 from .lycoris import read_modules
 
 PEFT_NAME = re.compile(r"^(?:(?P<component>[A-Za-z0-9_]+)\.)?" + re.escape(PEFT_PREFIX) + r"(?P<path>.+)$")
@@ -26,11 +31,16 @@ PEFT_NAME = re.compile(r"^(?:(?P<component>[A-Za-z0-9_]+)\.)?" + re.escape(PEFT_
 
 def module_path(name: str) -> tuple[str | None, str]:
     """(component or None, dotted module path) of a PEFT module name:
-    ``unet.base_model.model.a.b`` -> ("unet", "a.b"); ``base_model.model.a.b`` -> (None, "a.b")."""
+    ``unet.base_model.model.a.b`` -> ("unet", "a.b"); ``base_model.model.a.b`` -> (None, "a.b");
+    without ``base_model.model.``: ``unet.a.b`` -> ("unet", "a.b") for the components of
+    ``PEFT_COMPONENTS``, ``a.b`` -> (None, "a.b")."""
     m = PEFT_NAME.match(name)
-    if not m:
-        return None, name
-    return m.group("component"), m.group("path")
+    if m:
+        return m.group("component"), m.group("path")
+    head, _, rest = name.partition(".")
+    if head in PEFT_COMPONENTS and rest:
+        return head, rest
+    return None, name
 
 
 def kohya_name_of(peft_name: str) -> str:
@@ -82,7 +92,7 @@ def read_peft(source: SafetensorsSource | DictSource, config: Any = None) -> LoK
     def r_alpha(name: str) -> tuple[int, float]:
         return cfg.r_alpha_for(module_path(name)[1])
 
-    return read_modules(source, format="peft", name_filter=lambda n: PEFT_NAME.match(n) is not None,
+    return read_modules(source, format="peft", name_filter=lambda n: not is_kohya_name(n),
                         canonical=_canonical, peft_config=cfg, peft_r_alpha=r_alpha if cfg is not None else None,
                         warnings=warnings)
 

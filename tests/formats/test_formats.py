@@ -223,3 +223,50 @@ def test_peft_with_decompose_factor_roundtrips_to_peft(tmp_path):
     again = dict(PeftModel.from_pretrained(_fresh_unet(), str(out)).named_modules())
     for n, r in ref.items():
         assert rel(again[n].get_delta_weight("default").float(), r) < 1e-5, n
+
+
+# ------------------------------------------------------------- a given PEFT config means PEFT rules
+def _peft_unet(rank_pattern, alpha_pattern, targets=("to_q", "to_v", "proj_in", "conv1"), seed=0):
+    """(PeftModel on a tiny UNet with random factors, peft's LoKrConfig, {module path: peft ΔW})."""
+    from peft import LoKrConfig, get_peft_model
+
+    from lokr_core.commands.demo_run import randomize_adapters
+
+    config = LoKrConfig(r=4, alpha=4.0, target_modules=list(targets), rank_pattern=dict(rank_pattern),
+                        alpha_pattern=dict(alpha_pattern), init_weights=False)
+    model = get_peft_model(F.build_model("unet", seed), config)
+    randomize_adapters(model, seed + 1, std=0.5)
+    ref = {}
+    for name, mod in model.named_modules():
+        if hasattr(mod, "get_delta_weight") and "default" in getattr(mod, "r", {}):
+            with torch.no_grad():
+                ref[name[len("base_model.model."):]] = mod.get_delta_weight("default").float().clone()
+    return model.eval(), config, ref
+
+
+@pytest.mark.parametrize("prefix", ["", "unet."])
+@pytest.mark.parametrize("config_as", ["ours", "peft dict"])
+def test_peft_state_dict_without_base_model_prefix_follows_the_given_config(prefix, config_as):
+    from peft import get_peft_model_state_dict
+
+    from lokr_core.tuner.config import LoKrConfig
+
+    model, config, ref = _peft_unet({"to_v": 2}, {"to_v": 6.0, "proj_in": 2.0})
+    sd = {prefix + k[len("base_model.model."):]: v for k, v in get_peft_model_state_dict(model).items()}
+    assert not any(k.startswith("base_model.model.") for k in sd)
+    given = config.to_dict()
+    cfg = LoKrConfig.from_peft_dict(given) if config_as == "ours" else given
+    w = load_lokr(sd, config=cfg)
+    assert w.format == "peft" and sorted(w.module_names) == sorted(prefix + p for p in ref)
+    to_v = next(p for p in ref if p.endswith("to_v"))
+    assert w.peft_r_alpha(prefix + to_v) == (2, 6.0) and w.scale(prefix + to_v) == 3.0
+    for path, delta in ref.items():
+        assert rel(w.delta(prefix + path, delta.shape), delta) < 1e-5, path
+    # the same dict without a config is still read as LyCORIS names at scale 1
+    assert load_lokr(sd).format == "lycoris"
+
+
+def test_given_config_with_kohya_names_is_an_error():
+    sd = {"lora_unet_a.lokr_w1": torch.randn(2, 2), "lora_unet_a.lokr_w2": torch.randn(4, 4)}
+    with pytest.raises(LoKrFormatError, match=r"module 'lora_unet_a'.*LyCORIS/kohya name.*config"):
+        load_lokr(sd, config={"peft_type": "LOKR", "r": 4, "alpha": 4})
