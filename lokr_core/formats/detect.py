@@ -1,6 +1,9 @@
 """What is this file? Decide the LoKr format from a path or from tensor keys.
 
 - a directory holding ``adapter_model.safetensors`` (+ ``adapter_config.json``): PEFT;
+- a directory holding such adapter folders named after pipeline parts (``unet/``, ``text_encoder/``,
+  ``text_encoder_2/``, ``transformer/``): PEFT, one adapter per part (how PEFT's and diffusers'
+  training scripts save a pipeline's adapters, and what ``save_lokr`` writes for several parts);
 - a ``.safetensors`` file: PEFT when its keys are ``[component.]base_model.model.*`` (config taken
   from an ``adapter_config.json`` beside it when present), else LyCORIS / kohya;
 - a PEFT config given by the caller means PEFT: then any module name that is not a LyCORIS / kohya
@@ -12,12 +15,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from ..base.errors import LoKrFormatError, where
-from ..base.peft_names import PEFT_PREFIX, WEIGHTS_NAME
+from ..base.peft_names import CONFIG_NAME, PEFT_COMPONENTS, PEFT_PREFIX, WEIGHTS_NAME
 from .keys import group_keys, module_kind
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -26,11 +29,13 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 @dataclass(frozen=True)
 class FileInfo:
     """Where to read: ``weights`` (the safetensors file), ``config`` (adapter_config.json or None),
-    ``format`` ("lycoris" | "peft" | None when only the keys can tell)."""
+    ``format`` ("lycoris" | "peft" | None when only the keys can tell); ``parts``: for a folder of
+    per-part PEFT adapters, {part: its FileInfo} (``weights`` is then the folder)."""
 
     weights: Path
     config: Path | None
     format: str | None
+    parts: dict[str, "FileInfo"] = field(default_factory=dict)
 
 
 KOHYA_HEADS = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lycoris_")
@@ -72,7 +77,10 @@ def locate(path: str | os.PathLike) -> FileInfo:
     p = Path(path)
     if p.is_dir():
         weights = p / WEIGHTS_NAME
-        config = p / "adapter_config.json"
+        config = p / CONFIG_NAME
+        parts = {c: locate(p / c) for c in PEFT_COMPONENTS if (p / c / WEIGHTS_NAME).is_file()}
+        if not weights.is_file() and parts:
+            return FileInfo(p, None, "peft", parts)
         if not weights.is_file():
             pickled = p / "adapter_model.bin"
             if pickled.is_file():
@@ -80,7 +88,7 @@ def locate(path: str | os.PathLike) -> FileInfo:
                                       "code when loaded; expected adapter_model.safetensors (load the .bin with "
                                       "torch.load(path, weights_only=True) and pass the state dict with config=)")
             raise LoKrFormatError(f"{where(str(p), None)}directory has no adapter_model.safetensors; expected a PEFT "
-                                  "adapter directory")
+                                  f"adapter directory (or one with adapter folders named {', '.join(PEFT_COMPONENTS)})")
         return FileInfo(weights, config if config.is_file() else None, "peft")
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise LoKrFormatError(f"{where(str(p), None)}is a pickle file ({p.suffix}), which can run code when loaded; "
@@ -89,5 +97,5 @@ def locate(path: str | os.PathLike) -> FileInfo:
     if not p.exists():
         raise LoKrFormatError(f"{where(str(p), None)}no such file; expected a .safetensors LoKr file or a PEFT "
                               "adapter directory")
-    config = p.parent / "adapter_config.json"
+    config = p.parent / CONFIG_NAME
     return FileInfo(p, config if config.is_file() else None, None)

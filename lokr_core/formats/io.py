@@ -16,12 +16,13 @@ import torch
 
 from .weights import LoKrWeights
 from ..base.atomic import atomic_save_file, atomic_write_text, check_not_input
-from ..base.errors import LoKrFormatError, LoKrKeyError, where
-from .sources import DictSource, SafetensorsSource
-from .detect import format_of_keys, locate
+from ..base.errors import LoKrFormatError, where
+from .sources import DictSource, PartsSource, SafetensorsSource
+from .detect import FileInfo, format_of_keys, locate
 from .lycoris import lycoris_tensors, read_lycoris
-from ..base.peft_names import CONFIG_NAME, WEIGHTS_NAME
-from .peft import kohya_name_of, peft_export, read_config_file, read_peft
+from ..base.peft_names import CONFIG_NAME, PEFT_COMPONENTS, WEIGHTS_NAME
+from .peft import config_for, kohya_name_of, peft_export, peft_modules, peft_parts, read_config_file, read_peft
+from .peft_paths import peft_module_paths
 
 
 def load_lokr(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor], config: Any = None,
@@ -42,6 +43,8 @@ def load_lokr(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]
         fmt = format_of_keys(source.keys, peft_config=config is not None)
         return read_peft(source, config) if fmt == "peft" else read_lycoris(source)
     info = locate(path_or_state_dict)
+    if info.parts:
+        return _load_parts(info, config)
     if info.weights.suffix.lower() != ".safetensors":
         raise LoKrFormatError(f"{where(str(info.weights), None)}unknown file type {info.weights.suffix!r}; expected "
                               ".safetensors or a PEFT adapter directory")
@@ -54,10 +57,20 @@ def load_lokr(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]
     return read_lycoris(source)
 
 
+def _load_parts(info: FileInfo, config: Any) -> LoKrWeights:
+    """A folder of per-part PEFT adapters as one LoKrWeights: module names ``<part>.base_model.model.*``,
+    each part's modules scaled by its own config (``config``: ``{part: config}``, default: each
+    part's adapter_config.json)."""
+    if config is None:
+        config = {part: read_config_file(p.config) for part, p in info.parts.items() if p.config is not None} or None
+    source = PartsSource({part: SafetensorsSource(p.weights) for part, p in info.parts.items()}, name=str(info.weights))
+    return read_peft(source, config)
+
+
 def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lycoris", *,
               name_map: Mapping[str, str] | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
               metadata: Mapping[str, str] | None = None, keep_other: bool = True,
-              model: torch.nn.Module | None = None) -> Path:
+              model: Any = None) -> Path:
     """Write ``weights`` to ``path`` as ``format`` and return the written path.
 
     - ``"lycoris"``: one safetensors file (module names kept; ``name_map`` renames: file name ->
@@ -65,11 +78,15 @@ def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lyco
       alpha / r folded into lokr_w1, so the applied ΔW stays the same under LyCORIS' rule.
       ``keep_other``: copy non-LoKr modules of a LyCORIS source too.
     - ``"peft"``: a directory with adapter_model.safetensors + adapter_config.json (r / alpha per
-      module in rank_pattern / alpha_pattern so that PEFT's alpha / r reproduces ΔW). LyCORIS
-      sources need ``name_map`` (file module name -> dotted module path in the model) or ``model``
-      (the nn.Module the file adapts: names resolved with ``weights.resolve(model)``, which must
-      match every module). ``shapes``: base weight shapes for modules whose factors do not say
-      their kernel (taken from ``model`` when given).
+      module in rank_pattern / alpha_pattern so that PEFT's alpha / r reproduces ΔW); for modules
+      of several pipeline parts, one such adapter folder per part (``path/unet/``,
+      ``path/text_encoder/``, ...), each loadable by ``PeftModel.from_pretrained(part, path/part)``.
+      LyCORIS sources need ``name_map`` (file module name -> dotted module path, optionally
+      prefixed ``unet.`` / ``text_encoder.`` / ...) or ``model``: what the file adapts, in the forms
+      ``apply_lokr`` takes (an nn.Module, or ``{"unet": unet, "text_encoder": te, ...}``); names are
+      resolved with ``weights.resolve(model)``, which must match every module
+      (:func:`lokr_core.formats.peft_paths.peft_module_paths`). ``shapes``: base weight shapes for
+      modules whose factors do not say their kernel (taken from ``model`` when given).
     Metadata of the source is kept (``metadata`` entries added / overriding). Writes are atomic;
     the source file is never overwritten. Nothing is written when any module cannot be converted.
     """
@@ -86,6 +103,15 @@ def save_lokr(weights: LoKrWeights, path: str | os.PathLike, format: str = "lyco
 def _inputs(weights: LoKrWeights) -> list[str]:
     """The files a save must not overwrite: the weights' own source."""
     return [weights.source] if weights.source else []
+
+
+def _source_adapter_files(weights: LoKrWeights) -> list[str]:
+    """The adapter files of the weights' own PEFT folder(s), which a PEFT save must not overwrite."""
+    if not weights.source:
+        return []
+    src = Path(weights.source)
+    folders = [src, *(src / part for part in PEFT_COMPONENTS)] if src.is_dir() else [src.parent]
+    return [str(f / name) for f in folders for name in (WEIGHTS_NAME, CONFIG_NAME)]
 
 
 def _save_lycoris(weights: LoKrWeights, target: Path, meta: dict[str, str], *,
@@ -105,45 +131,33 @@ def _save_lycoris(weights: LoKrWeights, target: Path, meta: dict[str, str], *,
 
 
 def _save_peft(weights: LoKrWeights, target: Path, meta: dict[str, str], *, name_map: Mapping[str, str] | None,
-               shapes: Mapping[str, tuple[int, ...]] | None, model: torch.nn.Module | None) -> Path:
-    """``save_lokr(format="peft")``: an adapter folder (weights + config), removed again on failure
-    when this call created it."""
+               shapes: Mapping[str, tuple[int, ...]] | None, model: Any) -> Path:
+    """``save_lokr(format="peft")``: one adapter folder (weights + config), or one per pipeline part
+    under ``target``; every part is converted before anything is written, and folders this call
+    created are removed again on failure."""
     if target.suffix.lower() == ".safetensors" or target.is_file():
         raise LoKrFormatError(f"{where(str(target), None)}format='peft' writes a directory; expected a directory "
                               "path, not a file")
     meta.setdefault("format", "pt")
     if model is not None and weights.format != "peft":
-        name_map, shapes = _names_from_model(weights, model, name_map, shapes)
-    tensors, cfg = peft_export(weights, name_map, base_config=weights.peft_config, shapes=shapes,
-                               file=weights.source)
+        name_map, shapes = peft_module_paths(weights, model, name_map=name_map, shapes=shapes)
+    parts = peft_parts(peft_modules(weights, name_map, file=weights.source), weights.source)
+    exports = {target if part is None else target / part:
+               peft_export(weights, name_map, only=mods, base_config=config_for(weights.peft_config, part),
+                           shapes=shapes, file=weights.source)
+               for part, mods in parts.items()}
     inputs = _inputs(weights)
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
-        check_not_input(target / name, inputs + ([str(Path(weights.source).parent / name)] if weights.source else []))
-    created = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
+    for folder in exports:
+        for name in (WEIGHTS_NAME, CONFIG_NAME):
+            check_not_input(folder / name, inputs + _source_adapter_files(weights))
+    created = [f for f in (target, *exports) if not f.exists()]
     try:
-        atomic_save_file(tensors, target / WEIGHTS_NAME, meta or None, inputs=inputs)
-        atomic_write_text(json.dumps(cfg, indent=2, sort_keys=True), target / CONFIG_NAME, inputs=inputs)
+        for folder, (tensors, cfg) in exports.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_save_file(tensors, folder / WEIGHTS_NAME, meta or None, inputs=inputs)
+            atomic_write_text(json.dumps(cfg, indent=2, sort_keys=True), folder / CONFIG_NAME, inputs=inputs)
     except BaseException:
-        if created:
-            shutil.rmtree(target, ignore_errors=True)
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     return target
-
-
-def _names_from_model(weights: LoKrWeights, model: torch.nn.Module, name_map: Mapping[str, str] | None,
-                      shapes: Mapping[str, tuple[int, ...]] | None) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
-    """name_map and shapes for a PEFT export, from resolving ``weights`` against ``model``."""
-    names = dict(name_map or {})
-    todo = [n for n in weights.module_names if n not in names]
-    if todo:
-        report = weights.resolve(model)
-        missing = [n for n in todo if n not in report.matched]
-        if missing:
-            raise LoKrKeyError(f"{where(weights.source, missing[0])}does not resolve to a module of the given model "
-                               f"({len(missing)} such modules); expected name_map entries for them")
-        names.update({n: report.matched[n] for n in todo})
-    named = dict(model.named_modules())
-    found = {n: tuple(named[p].weight.shape) for n, p in names.items() if p in named and hasattr(named[p], "weight")}
-    found.update(shapes or {})
-    return names, found

@@ -2,7 +2,8 @@
 
 A *tensor source* gives key list, shapes and dtypes without reading tensor data, and one tensor
 on demand: :class:`SafetensorsSource` (a .safetensors file, through ``safe_open``; only the header
-is read at open) and :class:`DictSource` (a state dict already in memory).
+is read at open), :class:`DictSource` (a state dict already in memory) and :class:`PartsSource`
+(several sources seen as one, each key prefixed with its part: a pipeline's PEFT adapters).
 """
 from __future__ import annotations
 
@@ -101,4 +102,35 @@ class DictSource:
         return {k: self._sd[k] for k in keys}
 
 
-TensorSource = SafetensorsSource | DictSource
+class PartsSource:
+    """Several sources as one: ``parts[c]``'s key ``k`` is ``f"{c}.{k}"`` here (a PEFT pipeline folder:
+    ``unet/adapter_model.safetensors`` + ``text_encoder/...`` -> ``unet.base_model.model...``).
+    ``metadata``: every part's entries, the first part's winning; ``name``: the folder."""
+
+    def __init__(self, parts: Mapping[str, "SafetensorsSource | DictSource"], name: str | None = None):
+        self.name = name
+        self._where: dict[str, tuple[SafetensorsSource | DictSource, str]] = {}
+        self.metadata: dict[str, str] = {}
+        for part, src in parts.items():
+            self._where.update({f"{part}.{k}": (src, k) for k in src.keys})
+            for k, v in src.metadata.items():
+                self.metadata.setdefault(k, v)
+        self.keys = list(self._where)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        src, k = self._where[key]
+        return src.shape(k)
+
+    def dtype(self, key: str) -> torch.dtype:
+        src, k = self._where[key]
+        return src.dtype(k)
+
+    def get(self, key: str) -> torch.Tensor:
+        src, k = self._where[key]
+        return src.get(k)
+
+    def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        return {key: self.get(key) for key in keys}
+
+
+TensorSource = SafetensorsSource | DictSource | PartsSource

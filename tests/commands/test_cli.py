@@ -127,6 +127,25 @@ def test_convert_lycoris_to_peft_loads_in_peft(pipe, tmp_path, capsys):
     assert "--family" in capsys.readouterr().err and not (tmp_path / "p2").exists()
 
 
+def test_convert_unet_and_text_encoder_file_writes_one_peft_adapter_per_part(tmp_path, capsys):
+    from peft import PeftModel
+
+    lu = FX.make_lycoris_file(tmp_path, ["split_w2_linear", "full_linear"], filename="u.safetensors")
+    lt = FX.make_lycoris_file(tmp_path, ["te_split_q", "te_full_fc1"], filename="t.safetensors")
+    both = tmp_path / "both.safetensors"
+    save_file({**lu.state_dict, **lt.state_dict}, str(both))
+    pipe = tmp_path / "pipe"
+    for part, model, fname in (("unet", lu.model, "diffusion_pytorch_model"), ("text_encoder", lt.model, "model")):
+        (pipe / part).mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(pipe / part / f"{fname}.safetensors"))
+    out = tmp_path / "adapters"
+    assert cli.main(["convert", str(both), str(out), "--to", "peft", "--against", str(pipe)]) == 0, capsys.readouterr().err
+    for part, lf, base in (("unet", lu, models.tiny_unet(0)), ("text_encoder", lt, FX.build_model("clip"))):
+        merged = PeftModel.from_pretrained(base, str(out / part)).merge_and_unload()
+        for name, path in lf.paths.items():
+            _close(merged.get_submodule(path).weight.detach(), lf.weights[name] + lf.reference[name], rtol=1e-4)
+
+
 def test_convert_peft_to_lycoris_and_bad_input(tmp_path, capsys):
     from lokr_core.formats.io import load_lokr
 

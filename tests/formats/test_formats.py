@@ -270,3 +270,75 @@ def test_given_config_with_kohya_names_is_an_error():
     sd = {"lora_unet_a.lokr_w1": torch.randn(2, 2), "lora_unet_a.lokr_w2": torch.randn(4, 4)}
     with pytest.raises(LoKrFormatError, match=r"module 'lora_unet_a'.*LyCORIS/kohya name.*config"):
         load_lokr(sd, config={"peft_type": "LOKR", "r": 4, "alpha": 4})
+
+
+# ------------------------------------------------------------- one PEFT adapter per pipeline part
+UNET_PART = ["split_w2_linear", "full_linear", "split_conv1x1", "tucker_conv3x3"]
+TE_PART = ["te_split_q", "te_full_fc1"]
+
+
+def _unet_and_te_file(tmp_path):
+    """One kohya file adapting a tiny UNet and a tiny CLIP text encoder: (path, unet LokrFile, te LokrFile)."""
+    lu = F.make_lycoris_file(tmp_path, UNET_PART, filename="u.safetensors")
+    lt = F.make_lycoris_file(tmp_path, TE_PART, filename="t.safetensors")
+    path = tmp_path / "unet_te.safetensors"
+    save_file({**lu.state_dict, **lt.state_dict}, str(path), metadata={"ss_network_module": "lycoris.kohya"})
+    return path, lu, lt
+
+
+@pytest.mark.parametrize("te_key", ["text_encoder", "te1"])
+def test_lycoris_unet_and_text_encoder_to_peft_parts_load_in_peft(tmp_path, te_key):
+    from peft import PeftModel
+
+    from tests.support import models
+
+    path, lu, lt = _unet_and_te_file(tmp_path)
+    w = load_lokr(path)
+    out = save_lokr(w, tmp_path / "pipe_adapter", format="peft", model={"unet": lu.model, te_key: lt.model})
+    assert sorted(p.name for p in out.iterdir()) == ["text_encoder", "unet"]
+    for part in ("unet", "text_encoder"):
+        assert sorted(p.name for p in (out / part).iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    unet = PeftModel.from_pretrained(F.build_model("unet"), str(out / "unet")).eval()
+    te = PeftModel.from_pretrained(F.build_model("clip"), str(out / "text_encoder")).eval()
+    for lf, peft_model in ((lu, unet), (lt, te)):
+        mods = dict(peft_model.named_modules())
+        for name, ref in lf.reference.items():
+            layer = mods["base_model.model." + lf.paths[name]]
+            assert rel(layer.get_delta_weight("default").float(), ref) < 1e-5, name
+    # outputs: peft's adapted models == the base models with lycoris' ΔW added
+    ref_unet, ref_te = F.build_model("unet"), F.build_model("clip")
+    with torch.no_grad():
+        for lf, model in ((lu, ref_unet), (lt, ref_te)):
+            for name, ref in lf.reference.items():
+                model.get_submodule(lf.paths[name]).weight += ref
+        x = models.unet_inputs()
+        assert rel(unet(*x).sample, ref_unet(*x).sample) < 1e-5
+        ids = torch.tensor([[0, 5, 9, 3, 1]])
+        assert rel(te(ids).last_hidden_state, ref_te(ids).last_hidden_state) < 1e-5
+    # load_lokr reads the folder back: one module per part, same ΔW, resolvable against the parts
+    back = load_lokr(out)
+    assert back.format == "peft" and len(back) == len(lu.reference) + len(lt.reference)
+    for prefix, lf in (("unet.base_model.model.", lu), ("text_encoder.base_model.model.", lt)):
+        for name, ref in lf.reference.items():
+            assert rel(back.delta(prefix + lf.paths[name], ref.shape), ref) < 1e-5, name
+    assert len(back.resolve({"unet": lu.model, "text_encoder": lt.model}).matched) == len(back)
+    # and to LyCORIS again: kohya names per part, same ΔW
+    again = load_lokr(save_lokr(back, tmp_path / "again.safetensors"))
+    for prefix, lf in (("lora_unet_", lu), ("lora_te1_", lt)):
+        for name, ref in lf.reference.items():
+            assert rel(again.delta(prefix + lf.paths[name].replace(".", "_"), ref.shape), ref) < 1e-5, name
+
+
+def test_peft_parts_unet_only_file_and_errors(tmp_path):
+    path, lu, lt = _unet_and_te_file(tmp_path)
+    only_unet = load_lokr(lu.path)
+    out = save_lokr(only_unet, tmp_path / "u", format="peft", model={"unet": lu.model, "text_encoder": lt.model})
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "unet").exists()  # plain UNet adapter
+    w = load_lokr(path)
+    with pytest.raises(LoKrKeyError, match="does not resolve to a module of the given model"):
+        save_lokr(w, tmp_path / "no_te", format="peft", model={"unet": lu.model})
+    assert not (tmp_path / "no_te").exists()
+    mixed = {**lu.paths, **{n: "text_encoder." + p for n, p in lt.paths.items()}}
+    with pytest.raises(LoKrFormatError, match="has no component while other modules belong to 'text_encoder'"):
+        save_lokr(w, tmp_path / "mixed", format="peft", name_map=mixed)
+    assert not (tmp_path / "mixed").exists()
