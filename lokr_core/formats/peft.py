@@ -1,4 +1,4 @@
-"""PEFT LoKr adapters: ``adapter_model.safetensors`` + ``adapter_config.json`` (LOKR_SPEC 5).
+"""PEFT LoKr adapters: ``adapter_model.safetensors`` + ``adapter_config.json`` (docs/formats.md).
 
 Keys are ``[<component>.]base_model.model.<dotted module path>.lokr_*`` (component: ``unet``,
 ``text_encoder``, ... from diffusers pipeline saves); with a config given, also bare module paths

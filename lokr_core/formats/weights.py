@@ -229,7 +229,7 @@ class LoKrWeights:
         ``shape``: the base weight shape (out, in[, k...]); default: :meth:`natural_shape`. Checked
         against the factors (LoKrShapeError naming file and module). Computed on ``device`` in
         ``dtype`` (default fp32, whatever the file stores). ``peft_conv1d``: reproduce PEFT's
-        (non-Kronecker) product for Conv1d modules with a full 3-D ``lokr_w2`` (LOKR_SPEC 2), for
+        (non-Kronecker) product for Conv1d modules with a full 3-D ``lokr_w2`` (docs/formats.md), for
         adapters trained through PEFT; default is the true Kronecker product.
         """
         self._check(name)
