@@ -383,7 +383,7 @@ def setup(device_name: str) -> tuple[Any, dict]:
                          "must honour LOKR_COMFY_DEVICE (see docs/benchmarks.md)")
     comfy_env.load_pack()
     pack = {n: importlib.import_module(f"{comfy_env.PACK_NAME}.{m}") for n, m in
-            (("io", "lokr_core.io"), ("loaders", "nodes.loaders"))}
+            (("io", "lokr_core.formats.io"), ("loaders", "nodes.loaders"))}
     return torch.device(got), pack
 
 

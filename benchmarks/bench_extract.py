@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 def sd15_shapes() -> Counter:
     """{(component, shape): count} of the weights extraction adapts in SD1.5 (UNet + CLIP-L)."""
     import models
-    from lokr_core.extract import _targets_for_key
+    from lokr_core.ops.extract import _targets_for_key
 
     shapes: Counter = Counter()
     unet = models.unet(models.SD15_UNET, device="meta")
@@ -48,8 +48,8 @@ def sd15_shapes() -> Counter:
 def known_lokr_delta(shape: tuple[int, ...], rank: int, conv: str, gen: torch.Generator, factor: int = -1
                      ) -> torch.Tensor:
     """ΔW of a random LoKr with the layout extraction will use (so a perfect fit exists)."""
-    from lokr_core.extract_math import factors_for_w, plan_layout
-    from lokr_core.kron import kron_delta
+    from lokr_core.tensor.decompose import factors_for_w, plan_layout
+    from lokr_core.tensor.kron import kron_delta
 
     lay = plan_layout(shape, rank, factor, tucker=(conv == "tucker"))
     w1 = torch.randn(lay.w1_shape, generator=gen)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", type=int, default=12,
                    help="time the N shapes with the most parameters in total (count x size; 0 = all 42)")
     args = p.parse_args(argv)
-    from lokr_core.extract import extract_lokr
+    from lokr_core.ops.extract import extract_lokr
 
     gen = torch.Generator().manual_seed(0)
     shapes = sd15_shapes()

@@ -67,7 +67,7 @@ def build(factory: Callable[[], nn.Module], r: int, alpha: float, device: torch.
     from peft import LoKrConfig as PeftLoKrConfig
     from peft.tuners.lokr import layer as peft_layer
 
-    from lokr_core.layers import wrap_layer
+    from lokr_core.tuner.layers import wrap_layer
 
     torch.manual_seed(0)
     base = factory()

@@ -114,7 +114,7 @@ def prepare(work: Path, config: str, rank: int, seed: int) -> dict:
     from peft import LoKrConfig, get_peft_model
     from safetensors.torch import save_file
 
-    from lokr_core.demo import randomize_adapters
+    from lokr_core.commands.demo_run import randomize_adapters
 
     import models
 
@@ -167,8 +167,8 @@ def worker(method: str, work: Path, config: str, device: str, out_json: Path) ->
             seconds = time.perf_counter() - t0
         state = merged.state_dict()
     elif method == "apply":
-        from lokr_core.apply import apply_lokr
-        from lokr_core.io import load_lokr
+        from lokr_core.ops.apply import apply_lokr
+        from lokr_core.formats.io import load_lokr
 
         unet = _load_unet(work, config, device)
         weights = load_lokr(work / "adapter")
@@ -200,7 +200,7 @@ def worker(method: str, work: Path, config: str, device: str, out_json: Path) ->
     elif method == "stream":
         from safetensors.torch import load_file
 
-        from lokr_core.merge import merge_checkpoint
+        from lokr_core.ops.merge import merge_checkpoint
 
         out = work / "merged.safetensors"
         with PeakMemory(device) as mem:

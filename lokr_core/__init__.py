@@ -1,37 +1,40 @@
 """lokr_core: LoKr (low-rank Kronecker product adapters) for Stable Diffusion in pure PyTorch.
 
-The public names below are imported lazily on first use, so ``import lokr_core`` does no work.
+The package is built in layers, each importing only from the ones below it (docs/architecture.md):
+``base`` (errors, files, dtypes, devices) < ``tensor`` (the math) < ``tuner`` (PEFT-style layers)
+< ``keymap`` (names and resolving) < ``formats`` (files) < ``ops`` (apply, merge, extract,
+report) < ``commands`` (the ``lokr`` command line). This module is the public surface above them:
+the names below are imported lazily on first use, so ``import lokr_core`` does no work.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from .base.version import __version__
 
 _EXPORTS = {
-    "LoKrError": "errors", "LoKrConfigError": "errors", "LoKrFormatError": "errors",
-    "LoKrShapeError": "errors", "LoKrKeyError": "errors",
-    "factorization": "factorization",
-    "LoKrFactors": "factors",
-    "LoKrConfig": "config",
-    "plan_factors": "shapes", "FactorPlan": "shapes",
-    "find_targets": "targeting", "Target": "targeting",
-    "model_family": "resolve",
-    "parse_block_weights": "block_weights", "block_multiplier": "block_weights",
-    "summarize": "report", "format_report": "report",
-    "inject": "model", "merge_and_unload": "model", "unload": "model", "set_adapter_scale": "model",
-    "lokr_state_dict": "model", "load_lokr_state_dict": "model", "set_adapter": "model",
-    "save_peft_adapter": "model", "enable_adapters": "model",
-    "LoKrLayer": "layers", "wrap_layer": "layers",
-    "LoKrWeights": "adapter",
-    "load_lokr": "io", "save_lokr": "io",
-    "ResolveReport": "resolve", "resolve": "resolve",
-    "apply_lokr": "apply",
-    "merge_checkpoint": "merge", "merge_into_state_dict": "merge", "MergeResult": "merge",
-    "ApplyResult": "apply",
-    "extract_lokr": "extract", "resize_lokr": "extract",
+    "LoKrError": "base.errors", "LoKrConfigError": "base.errors", "LoKrFormatError": "base.errors",
+    "LoKrShapeError": "base.errors", "LoKrKeyError": "base.errors",
+    "factorization": "tensor.factorization",
+    "LoKrFactors": "tensor.factors",
+    "plan_factors": "tensor.shapes", "FactorPlan": "tensor.shapes",
+    "LoKrConfig": "tuner.config",
+    "find_targets": "tuner.targeting", "Target": "tuner.targeting",
+    "inject": "tuner.model", "merge_and_unload": "tuner.model", "unload": "tuner.model",
+    "set_adapter_scale": "tuner.model", "lokr_state_dict": "tuner.model", "load_lokr_state_dict": "tuner.model",
+    "set_adapter": "tuner.model", "save_peft_adapter": "tuner.model", "enable_adapters": "tuner.model",
+    "LoKrLayer": "tuner.layers", "wrap_layer": "tuner.layers",
+    "model_family": "keymap.resolve", "ResolveReport": "keymap.resolve", "resolve": "keymap.resolve",
+    "parse_block_weights": "keymap.block_weights", "block_multiplier": "keymap.block_weights",
+    "LoKrWeights": "formats.weights",
+    "load_lokr": "formats.io", "save_lokr": "formats.io",
+    "apply_lokr": "ops.apply", "ApplyResult": "ops.apply",
+    "merge_checkpoint": "ops.merge", "merge_into_state_dict": "ops.merge", "MergeResult": "ops.merge",
+    "extract_lokr": "ops.extract", "resize_lokr": "ops.extract",
+    "summarize": "ops.report", "format_report": "ops.report",
 }
+"""Public name -> the module (relative to this package) that defines it."""
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

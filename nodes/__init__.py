@@ -18,7 +18,7 @@ _NODE_MODULES = ("loaders", "block_weights", "stack", "info", "merge", "extract"
 
 
 def core(module: str) -> ModuleType:
-    """``lokr_core.<module>``: relative to the pack inside ComfyUI, absolute otherwise."""
+    """``lokr_core.<module>`` (a dotted path such as ``"tensor.kron"``): relative to the pack inside ComfyUI, absolute otherwise."""
     pkg = __package__ or __name__
     if "." in pkg:
         return importlib.import_module(f"..lokr_core.{module}", pkg)

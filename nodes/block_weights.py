@@ -1,6 +1,6 @@
 """LoKr Block Weights: the LoKr loader with per-block strengths (LBW vectors, mapped by block ID).
 
-The vector / preset / ``%`` syntax and its parser are ``lokr_core.block_weights``
+The vector / preset / ``%`` syntax and its parser are ``lokr_core.keymap.block_weights``
 (``parse_block_weights``, ``PRESETS``); the block of each ComfyUI weight key comes from
 ``block_multiplier`` (LDM numbering: ``diffusion_model.input_blocks.4...`` -> IN04, text encoders
 -> BASE). This node only picks the family, parses, and hands ``multiplier(key)`` to the loader.
@@ -20,7 +20,7 @@ CUSTOM = "custom"
 
 def preset_names() -> list[str]:
     """``custom`` (use the vector text) followed by lokr_core's preset names."""
-    return [CUSTOM] + list(core("block_weights").PRESETS)
+    return [CUSTOM] + list(core("keymap.block_weights").PRESETS)
 
 
 def detect_family(model: Any) -> str:
@@ -37,12 +37,12 @@ def detect_family(model: Any) -> str:
 def parse_vector(text: str, preset: str, family: str, a: float, b: float, seed: int) -> dict[str, float]:
     """{block ID: value} for the chosen preset (or the free text when preset is ``custom``)."""
     spec = text if preset == CUSTOM else preset
-    return core("block_weights").parse_block_weights(spec, family, a=a, b=b, seed=seed)
+    return core("keymap.block_weights").parse_block_weights(spec, family, a=a, b=b, seed=seed)
 
 
 def multiplier_for(values: dict[str, float]):
     """``key -> value`` of the block holding ComfyUI weight ``key`` (str or (key, offset) tuple)."""
-    bw = core("block_weights")
+    bw = core("keymap.block_weights")
 
     def mult(key: Any) -> float:
         return bw.block_multiplier(values, key if isinstance(key, str) else key[0])
@@ -106,7 +106,7 @@ class LoKrBlockWeights:
             raise LoKrFormatError(f"LoKr Block Weights ({lokr_name!r}): {e}") from None
         new_model, new_clip, plan = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
                                                    scale_rule, dora_mode, multiplier=multiplier_for(values), apply=apply)
-        text = core("block_weights").format_block_weights(values)
+        text = core("keymap.block_weights").format_block_weights(values)
         report = dict(plan_report(plan, lokr_name), block_weights=values, family=fam)
         return {"ui": {"lokr_report": [report], "text": [text]}, "result": (new_model, new_clip, text)}
 

@@ -27,7 +27,7 @@ from torch import nn
 from . import core
 from .patch import bypass_delta, is_identity, is_lokr_patch
 
-_errors = core("errors")
+_errors = core("base.errors")
 INJECTION_KEY = "lokr_bypass"
 
 __all__ = ["INJECTION_KEY", "BypassEntry", "BypassSet", "core_bypass_supported", "bypass_injections", "conv_params", "is_linear",

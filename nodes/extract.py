@@ -21,7 +21,7 @@ def _checkpoints() -> list[str]:
 
 def _checkpoint_path(name: str) -> str:
     import folder_paths  # type: ignore[import-not-found]
-    errors = core("errors")
+    errors = core("base.errors")
     path = folder_paths.get_full_path("checkpoints", name) if name else None
     if path is None or not os.path.isfile(path):
         raise errors.LoKrFormatError(f"{errors.where(name, None)}no such file in the 'checkpoints' folders; "
@@ -36,7 +36,7 @@ def output_path(filename: str, overwrite: bool) -> str:
     when ``overwrite`` is False.
     """
     import folder_paths  # type: ignore[import-not-found]
-    errors = core("errors")
+    errors = core("base.errors")
     name = filename.strip()
     if not name.lower().endswith(".safetensors"):
         name += ".safetensors"
@@ -98,7 +98,7 @@ class LoKrExtract:
                 conv: str, filename: str, save_dtype: str, device: str, overwrite: bool) -> tuple[str, str]:
         import torch
 
-        extract = core("extract")
+        extract = core("ops.extract")
         base = _checkpoint_path(base_checkpoint)
         tuned = _checkpoint_path(tuned_checkpoint)
         out = output_path(filename, overwrite)

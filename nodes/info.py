@@ -51,7 +51,7 @@ def format_match(match: dict, max_names: int = 20) -> str:
 
 def info_text(weights: Any, model: Any = None, clip: Any = None, scale_rule: Any = "file") -> tuple[str, dict]:
     """(report text, match dict or {}) for ``weights`` and the optional connected models."""
-    report = core("report")
+    report = core("ops.report")
     text = report.format_report(report.summarize(weights, scale_rule=scale_rule))
     match: dict = {}
     if model is not None or clip is not None:

@@ -19,7 +19,7 @@ from .keys import base_key, clip_key_map, match_names, target_shape, unet_key_ma
 from .bypass import INJECTION_KEY
 from .patch import is_lokr_patch, make_patch
 
-_errors = core("errors")
+_errors = core("base.errors")
 LoKrError, LoKrFormatError, LoKrKeyError = _errors.LoKrError, _errors.LoKrFormatError, _errors.LoKrKeyError
 LoKrShapeError, LoKrConfigError, where = _errors.LoKrShapeError, _errors.LoKrConfigError, _errors.where
 log = logging.getLogger("comfyui-lokr")
@@ -106,7 +106,7 @@ class WeightsCache:
         st = os.stat(path)
         key = (path, st.st_mtime_ns, st.st_size)
         if key != self._key:
-            weights = core("io").load_lokr(path)
+            weights = core("formats.io").load_lokr(path)
             self._key, self._weights = key, weights
         return self._weights
 
@@ -139,7 +139,7 @@ def _state_dict(obj: Any) -> Mapping[str, Any]:
 
 def _family_hint(weights: Any) -> str:
     try:
-        fam = core("resolve").model_family(list(weights.module_names))
+        fam = core("keymap.resolve").model_family(list(weights.module_names))
     except Exception:
         fam = None
     return f" (the file looks like a {fam} LoKr)" if fam else ""

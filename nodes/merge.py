@@ -9,7 +9,7 @@ extra keys such as ``v_pred``), with the patched weights computed here instead:
 - names come from the model's ``state_dict_for_saving`` in the form this ComfyUI offers (its
   parameters are read: the UNet is passed first where it takes one), extra keys as CheckpointSave
   adds them;
-- the file is written atomically (temp file + rename, ``lokr_core.atomic``) into the output folder,
+- the file is written atomically (temp file + rename, ``lokr_core.base.atomic``) into the output folder,
   with metadata naming the merged LoKr files, strengths and module counts. A ComfyUI ProgressBar
   advances per weight; Cancel stops the merge before anything is written. The inputs are never changed.
 """
@@ -269,7 +269,7 @@ class LoKrMergeCheckpoint:
                 "lokr_merge_dtype": dtype, "lokr_merge_tool": "comfyui-lokr LoKr Merge Checkpoint"}
         path = output_path(filename_prefix)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        core("atomic").atomic_save_file(sd, path, meta)
+        core("base.atomic").atomic_save_file(sd, path, meta)
         return {"ui": {"text": [path]}, "result": (path,)}
 
 

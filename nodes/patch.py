@@ -11,13 +11,13 @@ where it exists). It follows the adapter contract of every supported ComfyUI (0.
 - ``memory_required`` of ComfyUI's ``LowVramPatch`` counts the tensors in ``weights``: the factors,
   never ΔW.
 - ``calculate_weight(weight, key, strength, strength_model, offset, function, intermediate_dtype,
-  original_weight)``: W + strength * block * scale * kron(W1, W2), formed with ``lokr_core.kron`` in
+  original_weight)``: W + strength * block * scale * kron(W1, W2), formed with ``lokr_core.tensor.kron`` in
   fp32 on ``weight.device`` whatever ``intermediate_dtype`` says, written back once in the weight's
   dtype (also for ComfyUI 0.8.0's fp16 ``lora_compute_dtype`` copies and ``QuantizedTensor`` weights,
   which ComfyUI re-quantizes).
 - ``calculate_shape`` is None (a LoKr never changes a weight's shape).
 - bypass (0.28.0's ``h()`` / ``g()``): ``h(x, base_out)`` is ``multiplier * block * scale * x·kron(W1, W2)``
-  without building ΔW for Linear and convs (``lokr_core.kron``), in fp32; ``g`` is the identity.
+  without building ΔW for Linear and convs (``lokr_core.tensor.kron``), in fp32; ``g`` is the identity.
 
 The factors sit one level down in ``weights`` on purpose: ComfyUI's own bypass hook casts the
 top-level tensors of an adapter to the layer's (half) dtype; ours stay as stored and are cast to
@@ -34,10 +34,10 @@ import torch
 
 from . import core
 
-_kron = core("kron")
-_errors = core("errors")
-LoKrFactors = core("factors").LoKrFactors
-FACTOR_SLOTS = core("factors").FACTOR_NAMES + ("dora_scale",)
+_kron = core("tensor.kron")
+_errors = core("base.errors")
+LoKrFactors = core("tensor.factors").LoKrFactors
+FACTOR_SLOTS = core("tensor.factors").FACTOR_NAMES + ("dora_scale",)
 
 __all__ = ["PatchParams", "LoKrPatchMixin", "lokr_patch_class", "make_patch", "is_identity", "is_lokr_patch"]
 

@@ -7,7 +7,7 @@ Three GET routes, registered on ComfyUI's ``PromptServer.instance.routes`` by :f
   scales, training metadata, trigger words).
 - ``/lokr/report?file=<name>&family=sd1|sd2|sdxl``: match report of the file against that model
   family's key list.
-- ``/lokr/presets``: the block-weight presets (``lokr_core.block_weights``).
+- ``/lokr/presets``: the block-weight presets (``lokr_core.keymap.block_weights``).
 
 Security: only names that ``folder_paths.get_filename_list("loras")`` lists are served, only
 ``.safetensors`` files are opened, and the resolved real path (symlinks followed) must lie inside
@@ -132,18 +132,18 @@ class Backend:
 
 
 def _default_load() -> Callable[[str], Any]:
-    return _core("io").load_lokr
+    return _core("formats.io").load_lokr
 
 
 def _default_summarize() -> Callable[[Any], Mapping[str, Any]]:
-    return _core("report").summarize
+    return _core("ops.report").summarize
 
 
 def _default_report() -> Callable[[Any, str], Mapping[str, Any]]:
-    report = _core("report")
+    report = _core("ops.report")
     if hasattr(report, "family_report"):
         return report.family_report
-    resolve, keymap = _core("resolve"), _core("keymap")
+    resolve, keymap = _core("keymap.resolve"), _core("keymap")
     family_target = keymap.family_target
 
     def family_report(weights: Any, family: str) -> Mapping[str, Any]:
@@ -153,7 +153,7 @@ def _default_report() -> Callable[[Any, str], Mapping[str, Any]]:
 
 
 def _default_presets() -> Callable[[], Mapping[str, Any]]:
-    block_weights = _core("block_weights")
+    block_weights = _core("keymap.block_weights")
     if hasattr(block_weights, "presets"):
         return block_weights.presets
     table = block_weights.PRESETS
@@ -169,7 +169,7 @@ _DEFAULTS: Mapping[str, Callable[[], Callable[..., Any]]] = {
 def _load_lokr(path: str, name: str, backend: Backend) -> Any:
     """Load the file with the backend's loader; 422 when it is not a LoKr file (message: no content)."""
     load = backend.get("load")
-    errors = _core("errors")
+    errors = _core("base.errors")
     try:
         weights = load(path)
     except errors.LoKrError as exc:

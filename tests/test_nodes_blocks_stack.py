@@ -40,7 +40,7 @@ def test_block_weights_by_block_id(env):
 
 
 def test_block_weights_preset_and_bad_vector(env):
-    from lokr_core.errors import LoKrError
+    from lokr_core import LoKrError
 
     B = _bw()
     assert "SD-ALL" in B.preset_names() and B.preset_names()[0] == "custom"
@@ -90,7 +90,7 @@ def test_apply_stack_equals_sequential_loaders(env):
 
 
 def test_apply_stack_bad_entries_change_nothing(env):
-    from lokr_core.errors import LoKrError
+    from lokr_core import LoKrError
 
     S = _stack()
     apply = S.ApplyLoKrStack().apply

@@ -50,7 +50,7 @@ def env(tmp_path, monkeypatch):
     save_file(state_dict_of(mods), str(loras / "test.safetensors"))
     return dict(loras=loras, model=cs.ModelPatcher(unet), clip=cs.CLIP(clip),
                 L=importlib.import_module("nodes.loaders"), S=importlib.import_module("nodes.stack"),
-                errors=importlib.import_module("lokr_core.errors"))
+                errors=importlib.import_module("lokr_core.base.errors"))
 
 
 def _probe(layer: nn.Module) -> torch.Tensor:
@@ -162,7 +162,7 @@ def test_row_block_and_function_entries_equal_patch_weight():
     """Bypass entries with ComfyUI's ``(dim 0, start, length)`` row block and a ``function`` on ΔW
     (Flux's swap_scale_shift) == the layer run with the weight the same patch computes in patch mode."""
     B, P = importlib.import_module("nodes.bypass"), importlib.import_module("nodes.patch")
-    from lokr_core.factors import LoKrFactors
+    from lokr_core.tensor.factors import LoKrFactors
 
     g = torch.Generator().manual_seed(5)
     layer = nn.Linear(8, 24)

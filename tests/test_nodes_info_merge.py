@@ -85,7 +85,7 @@ def test_merge_checkpoint_writes_merged_weights(env):
 
 
 def test_merge_bad_input_writes_nothing(env):
-    from lokr_core.errors import LoKrError
+    from lokr_core import LoKrError
 
     M = importlib.import_module("nodes.merge")
     with pytest.raises(LoKrError, match="dtype 'int3'"):
@@ -147,7 +147,7 @@ def test_merge_names_through_either_saving_api(env, saving):
 
 
 def test_merge_refuses_an_unknown_saving_api(env):
-    from lokr_core.errors import LoKrError
+    from lokr_core.base.errors import LoKrError
 
     M = importlib.import_module("nodes.merge")
     env["model"].model.model_config = _SavingConfig()

@@ -150,7 +150,7 @@ def test_patch_fp16_compute_dtype_rounds_once(env):
 
 def test_patch_function_offset_and_base_class(env, monkeypatch):
     P = importlib.import_module("nodes.patch")
-    from lokr_core.factors import LoKrFactors
+    from lokr_core import LoKrFactors
 
     g = torch.Generator().manual_seed(1)
     f = LoKrFactors(w1=torch.randn(2, 4, generator=g), w2=torch.randn(3, 2, generator=g))
@@ -263,7 +263,7 @@ def _assert_untouched(env, fn, exc, *words):
 
 
 def test_wrong_family_and_wrong_shape_raise_and_change_nothing(env):
-    from lokr_core.errors import LoKrKeyError, LoKrShapeError
+    from lokr_core import LoKrKeyError, LoKrShapeError
 
     L = _loader_module()
     other = lycoris_module("lora_unet_down_blocks_5_x", nn.Linear(32, 32), dim=2)
@@ -280,7 +280,7 @@ def test_wrong_family_and_wrong_shape_raise_and_change_nothing(env):
 
 
 def test_missing_corrupt_file_and_nan_strength(env):
-    from lokr_core.errors import LoKrError
+    from lokr_core import LoKrError
 
     L = _loader_module()
     msg = L.LoKrLoader.VALIDATE_INPUTS(lokr_name="nope.safetensors", strength_model=1.0, strength_clip=1.0)

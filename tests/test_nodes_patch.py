@@ -1,6 +1,6 @@
 """nodes/patch.py against ComfyUI's weight-adapter contract, without ComfyUI (CPU stand-ins).
 
-Every layout lycoris-lora writes (tests/lokr_fixtures.py LAYOUTS + DORA_LAYOUTS: full, split W1 /
+Every layout lycoris-lora writes (tests/support/lokr_fixtures.py LAYOUTS + DORA_LAYOUTS: full, split W1 /
 W2 / both, Tucker, 1x1 / 3x3 conv, DoRA on both axes) is checked for:
 
 - rebuild: ``type(p)(p.loaded_keys, p.weights)`` computes the same weight, also with every tensor
@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 import comfy_standins as cs
-import lokr_fixtures as F
-from lokr_core.errors import LoKrConfigError
-from lokr_core.io import load_lokr
+from lokr_core import LoKrConfigError, load_lokr
+from tests.support import lokr_fixtures as F
 
 P = importlib.import_module("nodes.patch")
 ALIGN = 1024  # comfy.memory_management.vram_aligned_size (ComfyUI 0.28.0)

@@ -11,8 +11,8 @@ def test_every_exported_name_resolves():
 
 
 def test_import_is_lazy():
-    code = ("import sys, lokr_core; heavy = [m for m in ('diffusers', 'transformers', 'peft', 'lokr_core.model', "
-            "'lokr_core.io') if m in sys.modules]; print(heavy)")
+    code = ("import sys, lokr_core; heavy = [m for m in ('diffusers', 'transformers', 'peft', 'lokr_core.tuner.model', "
+            "'lokr_core.formats.io') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from safetensors.torch import save_file
 from yarl import URL
 
-from lokr_core.errors import LoKrFormatError
+from lokr_core import LoKrFormatError
 from nodes import routes
 
 SECRET = "TOPSECRET-CONTENT-0123"
@@ -289,9 +289,7 @@ def test_register_outside_comfyui_does_nothing():
 
 
 def test_real_lokr_core_backend(tree):
-    """With lokr_core's own loader and summary (skips until lokr_core.io / report exist)."""
-    pytest.importorskip("lokr_core.io")
-    pytest.importorskip("lokr_core.report")
+    """With lokr_core's own loader and summary."""
     status, body, text = info(tree.fp, "good.safetensors", routes.Backend())
     assert status == 200, text
     assert body["file"] == "good.safetensors"
@@ -306,9 +304,8 @@ def test_real_report_and_presets(tree, monkeypatch):
 
     The family key list is a small stand-in (lokr_core builds the real one from a meta-device
     diffusers model, ~30 s here; its own tests cover it)."""
-    pytest.importorskip("lokr_core.report")
-    bw = pytest.importorskip("lokr_core.block_weights")
-    keymap = pytest.importorskip("lokr_core.keymap.families")
+    from lokr_core.keymap import block_weights as bw
+    from lokr_core.keymap import families as keymap
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
     asked = []
     monkeypatch.setattr(keymap, "family_target", lambda fam, *a, **k: asked.append(fam) or {key: (320, 320)})
@@ -327,7 +324,6 @@ def test_real_report_and_presets(tree, monkeypatch):
 
 def test_real_family_guess_uses_shapes(tree):
     """The names-only guess cannot tell SD1 from SD2; the route adds the factor shapes."""
-    pytest.importorskip("lokr_core.io")
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
     save_file({f"{name}.lokr_w1": torch.randn(8, 8), f"{name}.lokr_w2_a": torch.randn(40, 2),
                f"{name}.lokr_w2_b": torch.randn(2, 128), f"{name}.alpha": torch.tensor(2.0)},

@@ -23,8 +23,8 @@ def test_node_tests_pass():
 
 
 def _python_parser():
-    """lokr_core.block_weights.parse_block_weights as f(text, family, A, B) -> {block id: value}."""
-    bw = pytest.importorskip("lokr_core.block_weights")
+    """lokr_core.keymap.block_weights.parse_block_weights as f(text, family, A, B) -> {block id: value}."""
+    from lokr_core.keymap import block_weights as bw
 
     def parse(text: str, family: str, a: float, b: float) -> dict:
         return dict(bw.parse_block_weights(text, family, a=a, b=b, seed=0))
@@ -35,7 +35,7 @@ def _python_parser():
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_python_parser_agrees_with_js(case):
     parse = _python_parser()
-    from lokr_core.errors import LoKrError
+    from lokr_core import LoKrError
 
     args = (case["vector"], case["family"], case.get("A", 4.0), case.get("B", 1.0))
     if "error" in case:

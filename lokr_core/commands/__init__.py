@@ -1,13 +1,18 @@
-"""Subcommands of the ``lokr`` command line, one module each (``add_parser(subparsers)``, ``run(args)``).
+"""Layer 6, the top: the ``lokr`` command line (:mod:`.cli`) and its subcommands, one module each.
 
-Shared helpers for them live here: :func:`parse_scale_rule`, :func:`tqdm_progress`.
+Each subcommand module (``info``, ``merge``, ``convert``, ``demo``, ``extract``, ``resize``) has
+``add_parser(subparsers)`` and ``run(args)``; :mod:`.demo_run` is the embedded end-to-end demo.
+Shared helpers for them live here: :func:`parse_scale_rule`, :func:`tqdm_progress`. Nothing in
+the library imports from this layer.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
+
+from ..base.progress import BarProgress
 
 
 def parse_scale_rule(text: str) -> str | float:
@@ -27,22 +32,16 @@ def add_scale_rule(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def tqdm_progress(desc: str, unit: str = "tensor", enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+def tqdm_progress(desc: str, unit: str = "tensor", enabled: bool = True) -> Iterator[BarProgress]:
     """A ``progress(done, total)`` callable drawing a tqdm bar on stderr (closed on exit)."""
-    bar = None
 
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if not enabled:
-            return
-        if bar is None:
-            from tqdm import tqdm
+    def open_bar(total: int) -> object:
+        from tqdm import tqdm
 
-            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
-        bar.update(done - bar.n)
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
+    progress = BarProgress(open_bar, enabled)
     try:
         yield progress
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()

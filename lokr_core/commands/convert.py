@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import LoKrKeyError, where
+from ..base.errors import LoKrKeyError, where
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,42 +35,32 @@ def peft_name_map(weights: Any, family: str | None, against: str | None = None,
 
     Paths come from resolving the names against ``against`` (a diffusers folder: keys ``unet.*``,
     ``text_encoder.*``) or else ``family``'s full-size diffusers layout (default family: guessed from
-    the file). A file touching only the UNet gets plain UNet paths; otherwise paths keep their
-    ``unet.`` / ``text_encoder.`` prefix. Raises LoKrKeyError when the family is unknown or a module
-    does not resolve.
+    the file), by :func:`lokr_core.formats.peft_paths.peft_module_paths`: a file touching only the
+    UNet gets plain UNet paths; otherwise paths keep their ``unet.`` / ``text_encoder.`` prefix (one
+    PEFT adapter per part). Raises LoKrKeyError when the family is unknown or a module does not resolve.
     """
-    from ..resolve import resolve
+    from ..formats.peft_paths import peft_module_paths
 
-    names = list(weights.module_names)
     if against:
-        from .info import checkpoint_shapes
+        from ..formats.checkpoint import checkpoint_shapes
 
         target, what = checkpoint_shapes(against), repr(against)
     else:
         from ..keymap.families import family_target
         from ..keymap.family import model_family
 
-        family = family or model_family(names, dict(weights.modules))
+        family = family or model_family(list(weights.module_names), dict(weights.modules))
         family = "sd1" if family == "sd1/sd2" else family
         if family not in ("sd1", "sd2", "sdxl"):
             raise LoKrKeyError(f"{where(weights.source, None)}cannot tell the model family of this file; expected "
                                "--family sd1, sd2 or sdxl, or --against MODEL")
         target, what = family_target(family, "diffusers"), f"a {family} model"
-    report = resolve(weights, target)
-    missing = [n for n in names if n not in report.matched]
-    if missing or report.rows:
-        raise LoKrKeyError(f"{where(weights.source, missing[0] if missing else None)}{len(missing)} module(s) do not "
-                           f"resolve in {what} (first: {missing[:3]}); expected --family / --against to name the "
-                           "model this LoKr was trained for")
-    keys = {n: report.matched[n] for n in names}
-    paths = {n: k[: -len(".weight")] if k.endswith(".weight") else k for n, k in keys.items()}
-    if all(p.startswith("unet.") for p in paths.values()):
-        paths = {n: p[len("unet."):] for n, p in paths.items()}
-    return paths, {n: tuple(target[keys[n]]) for n in names}
+    return peft_module_paths(weights, target, what=what,
+                             hint="expected --family / --against to name the model this LoKr was trained for")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import load_lokr, save_lokr
+    from ..formats.io import load_lokr, save_lokr
 
     weights = load_lokr(args.input)
     weights.validate_all()  # read every module before writing anything

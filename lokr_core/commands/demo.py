@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from .demo_run import run_demo
 
     if args.out is None:
         with tempfile.TemporaryDirectory(prefix="lokr-demo-") as tmp:

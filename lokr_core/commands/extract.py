@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="only modules whose kohya name or checkpoint key matches one of these regexes")
     p.add_argument("--min-rel-change", type=float, default=1e-6,
                    help="skip weights with ||dW||/||W|| at or below this (default 1e-6)")
-    p.add_argument("--device", help="where to compute (cpu, cuda, cuda:1; default cpu)")
+    p.add_argument("--device", help="where to compute (cpu, cuda, cuda:1; default: cuda if available, else cpu)")
     p.add_argument("--save-dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="factor dtype in the file")
     p.add_argument("--no-lora-compare", action="store_true", help="skip the equal-size LoRA comparison (faster)")
     p.add_argument("--no-hash", action="store_true", help="do not store the inputs' sha256 in the metadata (faster)")
@@ -39,14 +39,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import atomic_write_text
-    from ..extract import extract_lokr, format_extract_report
+    from ..base.atomic import atomic_write_text, check_output
+    from ..ops.extract import extract_lokr, format_extract_report
 
     inputs = [args.base, args.tuned]
     if args.report_json:
-        from ..extract import _check_out
-
-        _check_out(args.report_json, inputs + [args.output])
+        check_output(args.report_json, inputs + [args.output])
     with tqdm_progress("extracting", unit="weight", enabled=not args.no_progress) as progress:
         _, report = extract_lokr(args.base, args.tuned, args.rank, factor=args.factor,
                                  decompose_both=args.decompose_both, conv=args.conv, targets=args.targets,

@@ -1,10 +1,9 @@
-"""``lokr info FILE [--json] [--against CKPT]``: what a LoKr file holds (``lokr_core.report``)."""
+"""``lokr info FILE [--json] [--against CKPT]``: what a LoKr file holds (:mod:`lokr_core.ops.report`)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from . import add_scale_rule
@@ -24,32 +23,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """{key: shape} of a safetensors checkpoint, or of the unet / text_encoder / text_encoder_2 files
-    of a diffusers folder (keys prefixed with their sub-folder: ``unet.down_blocks...``)."""
-    from ..merge import RESOLVED_COMPONENTS, _components, _file_keys_shapes
-
-    root = Path(path)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for comp, files in _components(root).items():
-        if root.is_dir() and comp not in RESOLVED_COMPONENTS:
-            continue
-        for f in files:
-            s, _ = _file_keys_shapes(f)
-            prefix = comp.replace("/", ".") + "." if comp else ""
-            shapes.update({prefix + k: v for k, v in s.items()})
-    return shapes
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..io import load_lokr
-    from ..report import format_report, summarize
+    from ..formats.checkpoint import checkpoint_shapes
+    from ..formats.io import load_lokr
+    from ..ops.report import format_report, summarize
 
     weights = load_lokr(args.file)
     target = checkpoint_shapes(args.against) if args.against else None
     summary = summarize(weights, target, scale_rule=args.scale_rule, top_n=args.top_tags)
     if args.json:
-        from ..report import jsonable
+        from ..base.jsonable import jsonable
 
         print(json.dumps(jsonable(summary), indent=2))
     else:

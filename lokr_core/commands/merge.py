@@ -41,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..merge import merge_checkpoint
+    from ..ops.merge import merge_checkpoint
 
     pairs = [parse_lokr_arg(s) for s in args.lokrs]
     with tqdm_progress("merging", enabled=not args.no_progress) as progress:

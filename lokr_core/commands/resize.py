@@ -27,12 +27,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import atomic_write_text
-    from ..extract import _check_out, format_extract_report, resize_lokr, save_extracted
+    from ..base.atomic import atomic_write_text, check_output
+    from ..ops.extract import format_extract_report, resize_lokr, save_extracted
 
-    _check_out(args.output, [args.input])
+    check_output(args.output, [args.input])
     if args.report_json:
-        _check_out(args.report_json, [args.input, args.output])
+        check_output(args.report_json, [args.input, args.output])
     with tqdm_progress("resizing", unit="module", enabled=not args.no_progress) as progress:
         weights, report = resize_lokr(args.input, args.rank, progress=progress)
     save_extracted(weights, args.output, dtype=args.save_dtype, inputs=[args.input])

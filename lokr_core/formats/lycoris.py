@@ -1,7 +1,7 @@
 """LyCORIS / kohya LoKr safetensors: read into LoKrWeights, write from LoKrWeights.
 
 Keys are ``<module>.<param>`` with params ``lokr_w1 | lokr_w1_a | lokr_w1_b | lokr_w2 | lokr_w2_a |
-lokr_w2_b | lokr_t2 | alpha | dora_scale`` (LOKR_SPEC 5). Module names are kept as in the file
+lokr_w2_b | lokr_t2 | alpha | dora_scale`` (docs/formats.md). Module names are kept as in the file
 (``lora_unet_...``, ``lora_te_...``, ``lora_te1_...``, ``lora_te2_...``, ``lycoris_...`` or any other).
 Other algorithms in the same file (LoRA, LoHa, diff, norms, ...) are listed in ``other_modules``.
 """
@@ -12,10 +12,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..adapter import LoKrWeights
-from ..errors import LoKrFormatError, where
-from ..factors import LoKrFactors
-from . import LOKR_PARAMS, DictSource, SafetensorsSource, group_keys, module_kind
+from .weights import LoKrWeights
+from ..base.errors import LoKrFormatError, where
+from ..tensor.factors import LoKrFactors
+from .keys import LOKR_PARAMS, group_keys, module_kind
+from .sources import DictSource, SafetensorsSource
 
 Source = SafetensorsSource | DictSource
 

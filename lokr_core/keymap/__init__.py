@@ -1,4 +1,6 @@
-"""Module-name maps for SD1.x, SD2.x and SDXL: kohya / LyCORIS / PEFT names <-> diffusers <-> LDM.
+"""Layer 3, names: which weight of which model a file's module adapts (SD1.x, SD2.x, SDXL).
+
+kohya / LyCORIS / PEFT names <-> diffusers <-> LDM paths, resolved against a model or checkpoint:
 
 - :mod:`.ldm_unet`: diffusers <-> LDM UNet paths, generated from the UNet config;
 - :mod:`.clip_text`: transformers CLIP <-> OpenCLIP text-encoder paths (fused q/k/v rows);
@@ -6,7 +8,11 @@
 - :mod:`.targets`: an index of a target model / state dict under all its names;
 - :mod:`.family`: which SD family names / shapes belong to;
 - :mod:`.families`: reference SD1.5 / SD2.1 / SDXL configs and their key lists;
-- :mod:`.blocks`: LDM block IDs (BASE, IN00.., MID, OUT00..) for block weights.
+- :mod:`.blocks`: LDM block IDs (BASE, IN00.., MID, OUT00..) for block weights;
+- :mod:`.resolve`: file modules -> target keys and shapes (the one resolver);
+- :mod:`.block_weights`: per-block strength vectors and presets (LoRA Block Weight syntax).
+
+Uses :mod:`lokr_core.tensor` (factor shapes tell families apart); reads no files.
 """
 from __future__ import annotations
 

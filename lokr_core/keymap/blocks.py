@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import LoKrKeyError
+from ..base.errors import LoKrKeyError
 from .ldm_unet import UNetLayout
 
 _LDM = re.compile(r"(?:^|[._])(input_blocks|output_blocks)[._](\d+)(?:$|[._])|(?:^|[._])middle_block(?:$|[._])")

@@ -4,7 +4,7 @@
 ``meta`` device (no memory, no download; needs diffusers and transformers) and returns their weight
 shapes under LDM checkpoint keys (``layout="ldm"``) or diffusers pipeline keys
 (``layout="diffusers"``: ``unet.``, ``text_encoder.``, ``text_encoder_2.``). The result is a
-read-only {key: shape} that :func:`lokr_core.resolve.resolve` takes as a target, e.g. to report how a
+read-only {key: shape} that :func:`lokr_core.keymap.resolve.resolve` takes as a target, e.g. to report how a
 file resolves on "an SDXL model" without loading one.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Mapping
 
-from ..errors import LoKrKeyError
+from ..base.errors import LoKrKeyError
 from .clip_text import canonical_text_path, hf_to_openclip
 from .ldm_unet import diffusers_to_ldm, layout_from_config, unet_rules
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from ..factors import LoKrFactors
-from .kohya import PEFT_PREFIX, split_name
+from ..base.peft_names import strip_peft_prefix
+from ..tensor.factors import LoKrFactors
+from .kohya import split_name
 
 FAMILY_BY_CROSS_DIM = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 FAMILY_LABELS = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL", "sd1/sd2": "SD1.x or SD2.x"}
@@ -48,7 +49,7 @@ def family_signals(names: Iterable[str], factors: Mapping[str, object] | None = 
     out: set[str] = set()
     factors = factors or {}
     for name in names:
-        bare = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+        bare = strip_peft_prefix(name)
         hint, rest = split_name(name)
         if hint == "te2" or bare.startswith("conditioner."):
             out.add("sdxl")

@@ -12,10 +12,11 @@ paths (:mod:`lokr_core.keymap.targets`).
 """
 from __future__ import annotations
 
+from ..base.peft_names import strip_peft_prefix
+
 COMPONENTS = ("unet", "te1", "te2")
 """``te1``: the (first) text encoder, CLIP-L for SD1/SDXL, OpenCLIP-H for SD2; ``te2``: SDXL OpenCLIP-G."""
 
-PEFT_PREFIX = "base_model.model."
 
 NAME_PREFIXES: dict[str, str | None] = {
     "lora_unet_": "unet", "lora_te_": "te1", "lora_te1_": "te1", "lora_te2_": "te2",
@@ -40,13 +41,13 @@ def split_name(name: str) -> tuple[str | None, str]:
     """File module name -> (component hint or None, underscore form of the rest).
 
     ``lora_te2_text_model_encoder_layers_0_mlp_fc1`` -> (``te2``, ``text_model_encoder_layers_0_mlp_fc1``);
-    ``base_model.model.unet.conv_in`` -> (``unet``, ``conv_in``); ``base_model.model.conv_in`` ->
-    (None, ``conv_in``).
+    ``base_model.model.unet.conv_in`` and ``unet.base_model.model.conv_in`` -> (``unet``, ``conv_in``);
+    ``base_model.model.conv_in`` -> (None, ``conv_in``).
     """
-    rest = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+    rest = strip_peft_prefix(name)
     for prefix in _ORDERED:
         if rest.startswith(prefix):
-            return NAME_PREFIXES[prefix], underscore(rest[len(prefix):])
+            return NAME_PREFIXES[prefix], underscore(strip_peft_prefix(rest[len(prefix):]))
     return None, underscore(rest)
 
 

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ..errors import LoKrKeyError
+from ..base.errors import LoKrKeyError
 
 RESNET_RENAMES: tuple[tuple[str, str], ...] = (
     ("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),

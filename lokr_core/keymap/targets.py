@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..errors import LoKrKeyError
+from ..base.errors import LoKrKeyError
 from . import clip_text, ldm_unet
 from .kohya import underscore
 
@@ -121,7 +121,7 @@ def _shape_of(value: Any, key: str) -> tuple[int, ...]:
 def _weight_modules(module: torch.nn.Module) -> Iterable[tuple[str, str, tuple[int, ...]]]:
     """(module name, path without wrapper levels, weight shape) of every sub-module holding a ``weight`` parameter.
 
-    Wrapper levels named ``base_layer`` (PEFT, lokr_core.layers) are dropped from the path.
+    Wrapper levels named ``base_layer`` (PEFT, lokr_core.tuner.layers) are dropped from the path.
     """
     for name, mod in module.named_modules():
         w = mod._parameters.get("weight") if hasattr(mod, "_parameters") else None

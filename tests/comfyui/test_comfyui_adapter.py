@@ -88,7 +88,7 @@ def env(tmp_path_factory):
     comfy_env.load_pack()
     loaders = sys.modules[comfy_env.PACK_NAME + ".nodes.loaders"]
     patch_mod = sys.modules[comfy_env.PACK_NAME + ".nodes.patch"]
-    io = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.io")
+    io = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io")
     mods, base = {}, {}
     for i, (layout, (name, key, kw, _)) in enumerate(LAYOUTS.items()):
         layer = model.model.get_submodule(key)

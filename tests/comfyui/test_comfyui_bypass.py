@@ -72,7 +72,7 @@ def env(tmp_path_factory):
     pack = comfy_env.load_pack()
     mod = lambda name: sys.modules[f"{comfy_env.PACK_NAME}.{name}"]  # noqa: E731
     env = dict(comfy=comfy, tmp=tmp, model=model, clip=clip, pack=pack, loaders=mod("nodes.loaders"),
-               bypass=mod("nodes.bypass"), errors=importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.errors"))
+               bypass=mod("nodes.bypass"), errors=importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.base.errors"))
     _unload()
     with torch.no_grad():
         env["cond"] = _encode(clip, "a photo of a cat")
@@ -128,7 +128,7 @@ def _make(env, specs, fname, seed=0):
 def _apply(env, fname, sm, sc, apply, model=None, clip=None, multiplier=None):
     L = env["loaders"]
     path = str(env["tmp"] / "loras" / fname)
-    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.io").load_lokr(path)
+    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io").load_lokr(path)
     model = env["model"] if model is None else model
     clip = env["clip"] if clip is None else clip
     plan = L.plan_patches(weights, model, clip, multiplier=multiplier, other_state_dict=L.other_state_dict_from_file(path))

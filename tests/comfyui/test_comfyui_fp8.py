@@ -197,7 +197,7 @@ def _dyadic_lokr(env, model, fname):
 
 def _ours(env, path, model, clip, apply):
     L = env["loaders"]
-    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.io").load_lokr(path)
+    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io").load_lokr(path)
     plan = L.plan_patches(weights, model, clip)
     return L.apply_plan(plan, model, clip, STRENGTH, 0.0, apply)[0]
 

@@ -241,7 +241,7 @@ def test_merged_file_samples_like_the_loader(env):
 def test_cancel_and_bad_prefix_write_nothing(env):
     import comfy.model_management as mm
 
-    LoKrError = sys.modules[comfy_env.PACK_NAME + ".lokr_core.errors"].LoKrError
+    LoKrError = sys.modules[comfy_env.PACK_NAME + ".lokr_core.base.errors"].LoKrError
     model, clip = _loaded(env)
     snap = _snapshot(model, clip)
     before = _files(env["out"])

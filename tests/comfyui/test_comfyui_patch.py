@@ -79,7 +79,7 @@ def _make(env, specs, fname, seed=0):
 
 def _ours(env, path, sm, sc, scale_rule="file"):
     loaders = sys.modules[comfy_env.PACK_NAME + ".nodes.loaders"]
-    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.io").load_lokr(path)
+    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io").load_lokr(path)
     plan = loaders.plan_patches(weights, env["model"], env["clip"], scale_rule=scale_rule,
                                 other_state_dict=loaders.other_state_dict_from_file(path))
     return loaders.apply_plan(plan, env["model"], env["clip"], sm, sc)

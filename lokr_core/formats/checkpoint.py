@@ -1,0 +1,112 @@
+"""Checkpoints as files: their headers, their parts, and a streamed safetensors writer.
+
+A checkpoint is an LDM single-file ``.safetensors`` or a diffusers folder (``unet/``,
+``text_encoder/``, ``text_encoder_2/``, ...). :func:`checkpoint_files` lists its safetensors
+files per part, :func:`read_keys_shapes` reads one file's {key: shape} and metadata from the
+header alone, :func:`checkpoint_shapes` gives the whole checkpoint's {key: shape} as the
+resolver wants it, :func:`file_sha256` fingerprints inputs for the metadata we write, and
+:func:`header_bytes` / :func:`tensor_bytes` write a safetensors file one tensor at a time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..base.errors import LoKrError, LoKrFormatError, where
+
+RESOLVED_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+"""Sub-folders of a diffusers model whose weights LoKr files adapt (keys prefixed ``<folder>.``)."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes; for a folder, of every file in it (sorted relative names + bytes)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for q in files:
+        if p.is_dir():
+            h.update(str(q.relative_to(p)).encode() + b"\0")
+        with open(q, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def read_keys_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """({key: shape}, metadata) of a safetensors file, read from its header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            shapes = {k: tuple(int(s) for s in f.get_slice(k).get_shape()) for k in f.keys()}
+            return shapes, dict(f.metadata() or {})
+    except LoKrError:
+        raise
+    except Exception as exc:  # safetensors raises its own SafetensorError / OSError
+        raise LoKrFormatError(f"{where(str(path), None)}cannot read as safetensors ({exc}); expected a "
+                              ".safetensors checkpoint") from None
+
+
+def checkpoint_files(ckpt: Path) -> dict[str, list[Path]]:
+    """{part: safetensors files}: ``{"": [ckpt]}`` for a file; per sub-folder for a diffusers folder."""
+    if ckpt.is_file():
+        if ckpt.suffix.lower() != ".safetensors":
+            raise LoKrFormatError(f"{where(str(ckpt), None)}is not a .safetensors file; expected a safetensors "
+                                  "checkpoint (pickled .ckpt files are not read, for safety)")
+        return {"": [ckpt]}
+    if ckpt.is_dir():
+        comps: dict[str, list[Path]] = {}
+        for f in sorted(ckpt.rglob("*.safetensors")):
+            rel = f.relative_to(ckpt)
+            comps.setdefault(str(rel.parent) if str(rel.parent) != "." else "", []).append(f)
+        if not comps:
+            raise LoKrFormatError(f"{where(str(ckpt), None)}folder holds no .safetensors files; expected a diffusers "
+                                  "folder (unet/diffusion_pytorch_model.safetensors, text_encoder/model.safetensors, ...)")
+        return comps
+    raise LoKrFormatError(f"{where(str(ckpt), None)}does not exist; expected a checkpoint file or diffusers folder")
+
+
+def part_prefix(part: str) -> str:
+    """The key prefix of a diffusers part's weights (``"text_encoder"`` -> ``"text_encoder."``; ``""`` for a file)."""
+    return part.replace(os.sep, ".").replace("/", ".") + "." if part else ""
+
+
+def checkpoint_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a safetensors checkpoint, or of the unet / text_encoder / text_encoder_2 files
+    of a diffusers folder (keys prefixed with their sub-folder: ``unet.down_blocks...``)."""
+    root = Path(path)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for comp, files in checkpoint_files(root).items():
+        if root.is_dir() and comp not in RESOLVED_COMPONENTS:
+            continue
+        for f in files:
+            s, _ = read_keys_shapes(f)
+            prefix = part_prefix(comp)
+            shapes.update({prefix + k: v for k, v in s.items()})
+    return shapes
+
+
+def header_bytes(entries: Sequence[tuple[str, str, tuple[int, ...], int]], metadata: Mapping[str, str] | None) -> bytes:
+    """safetensors header for (key, dtype code, shape, nbytes) entries in write order, 8-byte padded."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for key, code, shape, nbytes in entries:
+        header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The bytes of ``t`` as safetensors stores them (CPU, contiguous, native little-endian)."""
+    t = t.detach().to("cpu").contiguous()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())

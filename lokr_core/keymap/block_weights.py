@@ -1,0 +1,231 @@
+"""Block-weight vectors (sd-webui-lora-block-weight / Inspire-Pack LBW syntax), mapped BY BLOCK ID.
+
+A vector is comma-separated; its first value is BASE (text encoders and every UNet weight outside
+the input/middle/output blocks), then one value per UNet block in LDM numbering (LOKR_SPEC 7):
+
+- SD1.x / SD2.x: 17 values (BASE, IN01, IN02, IN04, IN05, IN07, IN08, MID, OUT03..OUT11) or
+  26 values (BASE, IN00..IN11, MID, OUT00..OUT11);
+- SDXL: 12 values (BASE, IN04, IN05, IN07, IN08, MID, OUT00..OUT05) or 20 values (BASE, IN00..IN08,
+  MID, OUT00..OUT08).
+
+Any other length is refused with the expected IDs. The result always holds every block of the
+family's full layout (26 or 20 IDs): blocks a 17/12-value vector does not name get 1.0 (as
+sd-webui-lora-block-weight does), so what is applied is visible.
+
+Tokens: numbers; ``A`` / ``a`` (= A/2), ``B`` / ``b`` (= B/2) from the caller; ``R`` (uniform 0..3)
+and ``U`` (uniform -1.5..1.5), drawn in vector order from ``random.Random(seed)`` and rounded to 2
+decimals (the same ranges as Inspire, not its numpy stream). ``NAME:values`` lines use the values;
+a bare preset name (``SD-ALL``, ``SDXL-OUTALL``, ... from Inspire's ``resources/lbw-preset.txt``)
+uses the preset. The ``%`` form ``%default=1,base=0.5,in=0.5,mid=0,out3-5=0,in4=0.2`` names
+blocks by LDM ID (``in4`` is IN04, ``out3-5`` OUT03..OUT05), not by position among the blocks a
+file happens to contain as Inspire does; ``default`` fills every block, ``base`` (default: the
+default) BASE, then the other items apply in the order written.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Mapping
+
+from ..base.errors import LoKrConfigError, LoKrKeyError
+from .blocks import ldm_block_of
+from .ldm_unet import UNetLayout
+
+
+def _ids(prefix: str, numbers) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i:02d}" for i in numbers)
+
+
+SD_17 = ("BASE",) + _ids("IN", (1, 2, 4, 5, 7, 8)) + ("MID",) + _ids("OUT", range(3, 12))
+SD_26 = ("BASE",) + _ids("IN", range(12)) + ("MID",) + _ids("OUT", range(12))
+SDXL_12 = ("BASE",) + _ids("IN", (4, 5, 7, 8)) + ("MID",) + _ids("OUT", range(6))
+SDXL_20 = ("BASE",) + _ids("IN", range(9)) + ("MID",) + _ids("OUT", range(9))
+LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sd1": (SD_17, SD_26), "sd2": (SD_17, SD_26), "sdxl": (SDXL_12, SDXL_20)}
+"""family -> (attention-only layout, full layout)."""
+FAMILY_ALIASES = {"sd1": "sd1", "sd15": "sd1", "sd1.5": "sd1", "sd2": "sd2", "sd21": "sd2", "sd2.1": "sd2",
+                  "sdxl": "sdxl", "sd1/sd2": "sd1"}
+
+
+def _lyc(layout: tuple[str, ...], on: str) -> str:
+    """A full-layout preset: BASE 1, and 1 on the blocks of group ``on`` (IN, MID, OUT, ALL, NONE)."""
+    vals = []
+    for bid in layout:
+        if on == "ALL":
+            vals.append("1")
+        elif on == "NONE":
+            vals.append("0")
+        else:
+            vals.append("1" if bid == "BASE" or bid.startswith(on) else "0")
+    return ",".join(vals)
+
+
+PRESETS: dict[str, str] = {
+    "SD-NONE": "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0",
+    "SD-ALL": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1",
+    "SD-INS": "1,1,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0",
+    "SD-IND": "1,0,0,0,1,1,1,0,0,0,0,0,0,0,0,0,0",
+    "SD-INALL": "1,1,1,1,1,1,1,0,0,0,0,0,0,0,0,0,0",
+    "SD-MIDD": "1,0,0,0,1,1,1,1,1,1,1,1,0,0,0,0,0",
+    "SD-MIDD0.2": "1,0,0,0,0,0,0.2,0.4,0.4,0.2,0,0,0,0,0,0,0",
+    "SD-MIDD0.8": "1,0,0,0,0,0.5,0.8,0.8,0.4,0,0,0,0,0,0,0,0",
+    "SD-MOUT": "1,0,0,0,0,0,1,1,1,1,1,1,1,1,0.5,0,0",
+    "SD-OUTD": "1,0,0,0,0,0,0,0,1,1,1,1,0,0,0,0,0",
+    "SD-OUTS": "1,0,0,0,0,0,0,0,0,0,0,0,1,1,1,1,1",
+    "SD-OUTALL": "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1",
+    "SD-ROUT": "1,1,1,1,1,1,1,1,R,R,R,R,R,R,R,R,R",
+    "SD-AOUT": "A,1,1,1,1,1,1,1,1,1,1,1,A,A,A,A,A",
+    "SD-AB": "A,B,B,B,B,B,B,B,B,B,B,B,A,A,A,A,A",
+    "SD-ALL0.5": "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5",
+    "SD-LyC-NONE": _lyc(SD_26, "NONE"), "SD-LyC-ALL": _lyc(SD_26, "ALL"), "SD-LyC-INALL": _lyc(SD_26, "IN"),
+    "SD-LyC-MIDALL": _lyc(SD_26, "MID"), "SD-LyC-OUTALL": _lyc(SD_26, "OUT"),
+    "SDXL-NONE": "0,0,0,0,0,0,0,0,0,0,0,0",
+    "SDXL-ALL": "1,1,1,1,1,1,1,1,1,1,1,1",
+    "SDXL-INALL": "1,1,1,1,1,0,0,0,0,0,0,0",
+    "SDXL-MIDALL": "1,0,0,0,0,1,0,0,0,0,0,0",
+    "SDXL-OUTALL": "1,0,0,0,0,0,1,1,1,1,1,1",
+    "SDXL-LyC-NONE": _lyc(SDXL_20, "NONE"), "SDXL-LyC-ALL": _lyc(SDXL_20, "ALL"),
+    "SDXL-LyC-INALL": _lyc(SDXL_20, "IN"), "SDXL-LyC-MIDALL": _lyc(SDXL_20, "MID"),
+    "SDXL-LyC-OUTALL": _lyc(SDXL_20, "OUT"),
+}
+"""Inspire-Pack's SD/SDXL presets (resources/lbw-preset.txt). Its ``*-LyC-*`` presets are written
+there as 27/21 values (IN01.., MID split in three); here they are the same intent in the 26/20
+layouts above."""
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_PCT_ITEM = re.compile(r"^(default|base|in|mid|out)(\d+)?(?:-(\d+))?=(.+)$")
+
+
+def _family(family: str) -> str:
+    fam = FAMILY_ALIASES.get(str(family).lower())
+    if fam is None:
+        raise LoKrConfigError(f"block weights: family {family!r} is not known; expected one of sd1, sd2, sdxl")
+    return fam
+
+
+def _expected(fam: str) -> str:
+    short, full = LAYOUTS[fam]
+    return (f"expected {len(short)} values ({', '.join(short)}) or {len(full)} values ({', '.join(full)})")
+
+
+def _number(text: str, what: str) -> float:
+    if not _NUMBER.match(text):
+        raise LoKrConfigError(f"block weights: {what} {text!r} is not a number or one of A, a, B, b, R, U")
+    value = float(text)
+    if not math.isfinite(value):
+        raise LoKrConfigError(f"block weights: {what} {text!r} is not finite")
+    return value
+
+
+def _token(tok: str, pos: int, a: float, b: float, rng: random.Random) -> float:
+    if tok == "A":
+        return float(a)
+    if tok == "a":
+        return a / 2
+    if tok == "B":
+        return float(b)
+    if tok == "b":
+        return b / 2
+    if tok in ("R", "r"):
+        return round(rng.uniform(0.0, 3.0), 2)
+    if tok in ("U", "u"):
+        return round(rng.uniform(-1.5, 1.5), 2)
+    return _number(tok, f"value {pos + 1}")
+
+
+def _percent(spec: str, fam: str) -> dict[str, float]:
+    full = LAYOUTS[fam][1]
+    items = [x.strip() for x in spec[1:].split(",") if x.strip()]
+    parsed = []
+    for item in items:
+        m = _PCT_ITEM.match(item.replace(" ", ""))
+        if not m:
+            raise LoKrConfigError(f"block weights: item {item!r} of {spec!r} is not understood; expected "
+                                  "default=V, base=V, in=V, mid=V, out=V, inN=V, outN=V or inN-M=V / outN-M=V")
+        parsed.append(m.groups())
+    default = next((_number(v, "default") for g, lo, hi, v in parsed if g == "default"), 1.0)
+    values = {bid: default for bid in full}
+    for g, lo, hi, v in parsed:
+        if g == "base":
+            values["BASE"] = _number(v, "base")
+    for g, lo, hi, v in parsed:
+        if g in ("default", "base"):
+            continue
+        value = _number(v, item_name := f"{g}{lo or ''}{'-' + hi if hi else ''}")
+        if g == "mid":
+            if lo is not None:
+                raise LoKrConfigError(f"block weights: {item_name!r}: the middle block has no number; write mid=V")
+            values["MID"] = value
+            continue
+        head = "IN" if g == "in" else "OUT"
+        if lo is None:
+            for bid in full:
+                if bid.startswith(head):
+                    values[bid] = value
+            continue
+        for n in range(int(lo), int(hi if hi is not None else lo) + 1):
+            bid = f"{head}{n:02d}"
+            if bid not in values:
+                raise LoKrConfigError(f"block weights: {item_name!r} names {bid}, which a {fam} UNet does not have; "
+                                      f"blocks are {', '.join(b for b in full if b.startswith(head))}")
+            values[bid] = value
+    return values
+
+
+def parse_block_weights(spec: str, family: str, *, a: float = 4.0, b: float = 1.0, seed: int = 0,
+                        inverse: bool = False) -> dict[str, float]:
+    """Parse a block-weight vector, preset name or ``%`` spec for ``family`` ("sd1", "sd2", "sdxl").
+
+    Returns {block ID: multiplier} for every block of the family's full layout, in layout order.
+    ``inverse`` gives 1 - value for every block (Inspire's "inverse"). Raises LoKrConfigError on an
+    unknown token, a non-finite number or a length other than the family's two layouts (naming the
+    expected IDs); nothing else is affected.
+    """
+    fam = _family(family)
+    short, full = LAYOUTS[fam]
+    text = (spec or "").strip()
+    if not text:
+        raise LoKrConfigError(f"block weights: the vector is empty; {_expected(fam)}, or a preset name "
+                              f"({', '.join(n for n in PRESETS if n.startswith('SDXL' if fam == 'sdxl' else 'SD-'))})")
+    text = PRESETS.get(text, text)
+    if not text.startswith("%") and ":" in text:
+        text = text.split(":", 1)[1].strip()
+        text = PRESETS.get(text, text)
+    if text.startswith("%"):
+        values = _percent(text, fam)
+    else:
+        tokens = [t.strip() for t in text.split(",")]
+        if tokens and tokens[-1] == "":
+            tokens.pop()
+        if len(tokens) not in (len(short), len(full)):
+            inspire = {"sd1": 27, "sd2": 27, "sdxl": 21}[fam]
+            hint = (f" ({inspire} values is Inspire-Pack's LyCORIS layout with IN00 missing and MID split in "
+                    f"three; write the {len(full)}-value layout, or use the *-LyC-* preset names)"
+                    if len(tokens) == inspire else "")
+            raise LoKrConfigError(f"block weights for {fam}: {len(tokens)} values given; {_expected(fam)}{hint}")
+        rng = random.Random(seed)
+        numbers = [_token(t, i, a, b, rng) for i, t in enumerate(tokens)]
+        ids = short if len(tokens) == len(short) else full
+        values = {bid: 1.0 for bid in full}
+        values.update(zip(ids, numbers))
+    if inverse:
+        values = {k: 1.0 - v for k, v in values.items()}
+    return values
+
+
+def block_multiplier(block_values: Mapping[str, float], key: str, layout: UNetLayout | None = None) -> float:
+    """The multiplier of the block holding weight ``key`` (any naming style; see ``keymap.blocks``).
+
+    Raises LoKrKeyError when the key's block is not in ``block_values`` (a vector of another family).
+    """
+    bid = ldm_block_of(key, layout)
+    if bid not in block_values:
+        raise LoKrKeyError(f"block weights: key {key!r} is in block {bid}, which the vector does not have "
+                           f"(it has {', '.join(block_values)}); was it parsed for another model family?")
+    return float(block_values[bid])
+
+
+def format_block_weights(block_values: Mapping[str, float]) -> str:
+    """``BASE=1, IN00=1, ..., OUT11=0.5``: the populated vector, for display."""
+    return ", ".join(f"{k}={v:g}" for k, v in block_values.items())

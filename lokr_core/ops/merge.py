@@ -1,0 +1,470 @@
+"""Merge LoKr files into a state dict or a checkpoint, streamed tensor by tensor.
+
+Three layers, each usable on its own:
+
+- ``merged_weight(weight, updates, device)``: one weight plus a list of ``KronUpdate`` (factors,
+  scale, strength) -> the merged weight, computed in fp32 with ``kron.add_kron_`` (no ΔW is built
+  except for DoRA modules, which need it) and returned in the requested dtype.
+- ``merge_plan_into_file(src, out, plan)``: stream one safetensors file into a new one (atomic),
+  reading, merging and writing one tensor at a time, so peak extra memory is about one module.
+- ``merge_checkpoint(ckpt, pairs, out)`` / ``merge_into_state_dict(state_dict, pairs)``: load the
+  LoKr files, resolve each against the checkpoint's keys and shapes *before* anything is written,
+  then run the plan. Single-file LDM checkpoints and diffusers folders are supported.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..base.atomic import atomic_write, check_output
+from ..base.device import parse_device
+from ..base.dtypes import ST_CODES, TORCH_DTYPES, parse_dtype
+from ..base.errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
+from ..base.progress import Progress, StepCounter
+from ..base.version import __version__
+from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, header_bytes, part_prefix,
+                                  read_keys_shapes, tensor_bytes)
+from ..keymap.resolve import resolve_for
+from ..tensor import kron
+from ..tensor.factors import LoKrFactors
+
+__all__ = ["KronUpdate", "MergeResult", "merged_weight", "merge_plan_into_file", "merge_checkpoint",
+           "merge_into_state_dict", "plan_merge", "check_strength"]
+
+
+# ----------------------------------------------------------------------------------- small helpers
+def check_strength(strength: Any, label: str | None = None, *, caller: str | None = None) -> float:
+    """``strength`` as a finite float, else LoKrConfigError naming the file ``label`` or the ``caller``."""
+    at = f"{caller}: " if caller else where(label, None)
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise LoKrConfigError(f"{at}strength {strength!r} is not a number; expected a finite number") from None
+    if not math.isfinite(value):
+        raise LoKrConfigError(f"{at}strength is {value}; expected a finite number")
+    return value
+
+
+# ------------------------------------------------------------------------------- the per-weight math
+@dataclass(frozen=True)
+class KronUpdate:
+    """One LoKr module to add to one weight: ΔW = strength * scale * kron(W1, W2).
+
+    ``factors`` hold the module's tensors (any device / dtype; moved to the weight's device and fp32
+    when applied). ``scale`` is the module's own scale (alpha / r, ...), ``strength`` the user's
+    multiplier. A module with ``factors.dora_scale`` is applied as DoRA (``dora_mode`` as in
+    ``kron.dora_apply``). ``source`` / ``module`` name the file and file module, for messages.
+    ``rows``: (start, stop) when the module adapts a row block of the weight (OpenCLIP's fused
+    q/k/v ``in_proj_weight``: q, k or v), else None (the whole weight).
+    """
+
+    factors: LoKrFactors
+    scale: float
+    strength: float = 1.0
+    source: str | None = None
+    module: str | None = None
+    dora_mode: str = "interpolate"
+    rows: tuple[int, int] | None = None
+
+    def target_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape this update adds to: ``shape``, or its row block when ``rows`` is set."""
+        shape = tuple(int(s) for s in shape)
+        if self.rows is None:
+            return shape
+        return (self.rows[1] - self.rows[0],) + shape[1:]
+
+
+def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None, *, inplace: bool = False) -> torch.Tensor:
+    """``weight`` (out, in[, k...]) with every update added, on ``device`` in ``dtype``.
+
+    The math runs in fp32 (``kron.add_kron_``, a broadcast in-place add: no ΔW is materialised,
+    except for DoRA modules); the result is cast to ``dtype`` (default: the weight's dtype) once.
+    Updates are applied in order (DoRA ones see the weight merged so far). ``weight`` is not
+    modified unless ``inplace``: then an fp32, contiguous weight already on ``device`` is updated
+    and returned as is (no copy); other weights are still computed on an fp32 copy.
+    """
+    device = torch.device(device) if device is not None else weight.device
+    out_dtype = dtype or weight.dtype
+    if not updates:
+        return weight.to(device=device, dtype=out_dtype)
+    if (inplace and weight.dtype == torch.float32 and weight.device == device and weight.is_contiguous()
+            and not weight.requires_grad):
+        full = weight
+    else:
+        full = weight.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
+    kernel = tuple(full.shape[2:])
+    for u in updates:
+        work = full if u.rows is None else full[u.rows[0]:u.rows[1]]  # a row block is a contiguous view
+        f = u.factors.map(lambda t: t.to(device=device, dtype=torch.float32))
+        factor = float(u.scale) * float(u.strength)
+        if f.dora_scale is not None:
+            delta = kron.kron_delta(f, work.shape, float(u.scale))
+            work.copy_(kron.dora_apply(work, delta, f.dora_scale, float(u.strength), mode=u.dora_mode))
+            del delta
+        elif factor != 0.0:
+            kron.add_kron_(work, kron.rebuild_w1(f), kron.rebuild_w2(f, kernel), factor)
+    return full.to(dtype=out_dtype)
+
+
+# ------------------------------------------------------------------------ streamed safetensors writer
+def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], *, dtype: torch.dtype | None,
+                 device: torch.device, metadata: Mapping[str, str] | None, progress: Callable[[], None] | None) -> int:
+    """Write ``src`` with ``plan`` merged to ``dst`` (a plain path), one tensor at a time; returns #merged."""
+    from safetensors import safe_open
+
+    merged = 0
+    with safe_open(str(src), framework="pt", device="cpu") as fin:
+        keys = list(fin.keys())
+        entries = []
+        for key in keys:
+            sl = fin.get_slice(key)
+            shape = tuple(int(s) for s in sl.get_shape())
+            code = sl.get_dtype()
+            src_dtype = TORCH_DTYPES.get(code)
+            if src_dtype is None:
+                raise LoKrFormatError(f"{where(str(src), None)}tensor {key!r} has dtype {code}, which this merge "
+                                      "cannot handle; expected a float, int or bool tensor")
+            out_dtype = dtype if (dtype is not None and src_dtype.is_floating_point) else src_dtype
+            itemsize = torch.empty((), dtype=out_dtype).element_size()
+            entries.append((key, ST_CODES[out_dtype], shape, math.prod(shape) * itemsize, out_dtype))
+        with open(dst, "wb") as fh:
+            fh.write(header_bytes([e[:4] for e in entries], metadata))
+            for key, _, _, nbytes, out_dtype in entries:
+                t = fin.get_tensor(key)
+                updates = plan.get(key, ())
+                if updates:  # not in place: t may be copy-on-write pages of the file's mmap, which
+                    # would stay allocated until the file is closed (measured: +1 checkpoint of RAM)
+                    t = merged_weight(t, updates, device=device, dtype=out_dtype)
+                    merged += 1
+                elif t.dtype != out_dtype:
+                    t = t.to(out_dtype)
+                data = tensor_bytes(t)
+                if data.nbytes != nbytes:  # pragma: no cover - guards the header we wrote
+                    raise LoKrError(f"{where(str(src), None)}tensor {key!r}: wrote {data.nbytes} bytes, header says {nbytes}")
+                fh.write(data)
+                del t, data
+                if progress is not None:
+                    progress()
+    return merged
+
+
+def merge_plan_into_file(src: str | os.PathLike, out: str | os.PathLike, plan: Mapping[str, Sequence[KronUpdate]],
+                         *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
+                         metadata: Mapping[str, str] | None = None,
+                         progress: Progress | None = None) -> int:
+    """Stream the safetensors file ``src`` to ``out`` with ``plan`` ({tensor key: updates}) merged.
+
+    Every plan key must be a tensor of ``src`` whose shape the updates fit (checked before writing).
+    ``out`` is written atomically (temp file + rename); it may not be ``src``. ``metadata`` replaces
+    the file's metadata (default: keep it). Returns the number of tensors merged.
+    """
+    src, out = Path(src), Path(out)
+    shapes, file_meta = read_keys_shapes(src)
+    _check_plan(plan, shapes, str(src))
+    dev = parse_device(device)
+    dt = parse_dtype(dtype)
+    total = len(shapes)
+    counter = StepCounter(progress, total)
+    result: list[int] = []
+    atomic_write(out, lambda tmp: result.append(_stream_file(src, tmp, plan, dtype=dt, device=dev,
+                                                              metadata=metadata if metadata is not None else file_meta,
+                                                              progress=counter.step)), [src])
+    return result[0]
+
+
+def _check_plan(plan: Mapping[str, Sequence[KronUpdate]], shapes: Mapping[str, tuple[int, ...]], file: str) -> None:
+    for key, updates in plan.items():
+        if key not in shapes:
+            raise LoKrKeyError(f"{where(file, None)}tensor {key!r} is not in the checkpoint; expected one of its keys")
+        for u in updates:
+            u.factors.check_target(u.target_shape(shapes[key]), u.source, u.module)
+
+
+# ------------------------------------------------------------------------------- LoKr file handling
+@dataclass
+class _Lokr:
+    weights: Any  # LoKrWeights
+    strength: float
+    label: str
+    sha256: str | None
+
+
+def _load_pairs(pairs: Sequence[tuple[Any, float]] | Any) -> list[_Lokr]:
+    from ..formats.io import load_lokr
+
+    if not isinstance(pairs, (list, tuple)):
+        raise LoKrConfigError(f"merge: pairs must be a list of (lokr, strength), got {type(pairs).__name__}")
+    loaded = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise LoKrConfigError(f"merge: pairs[{i}] is {pair!r}; expected a (lokr file or LoKrWeights, strength) pair")
+        lokr, strength = pair
+        if isinstance(lokr, (str, os.PathLike)):
+            label = str(lokr)
+            strength = check_strength(strength, label)
+            if not Path(lokr).exists():
+                raise LoKrFormatError(f"{where(label, None)}file does not exist; expected a LoKr file")
+            weights = load_lokr(lokr)
+            digest = file_sha256(lokr)
+        else:
+            weights = lokr
+            label = str(getattr(weights, "source", None) or f"<LoKrWeights #{i}>")
+            strength = check_strength(strength, label)
+            src = getattr(weights, "source", None)
+            digest = file_sha256(src) if src and Path(src).exists() else None
+        loaded.append(_Lokr(weights, strength, label, digest))
+    if not loaded:
+        raise LoKrConfigError("merge: no LoKr files given; expected at least one (lokr, strength) pair")
+    return loaded
+
+
+def plan_merge(lokrs: Sequence[_Lokr], shapes: Mapping[str, tuple[int, ...]], *,
+               scale_rule: str | float = "file", dora_mode: str = "interpolate",
+               ) -> tuple[dict[str, list[KronUpdate]], dict[str, dict[str, str]], dict[str, list[str]]]:
+    """Resolve every LoKr against a checkpoint's {key: shape} and build the merge plan.
+
+    Keys may be LDM, ComfyUI or diffusers state-dict keys (diffusers folders: ``unet.``,
+    ``text_encoder.``, ``text_encoder_2.`` prefixes; see ``lokr_core.keymap.resolve``). Returns (plan
+    {key: [KronUpdate]}, matched {lokr label: {module: key}}, unmatched {lokr label: [module]}:
+    names that resolve nowhere, are ambiguous, or belong to a component the checkpoint lacks).
+    Raises before anything is written: LoKrShapeError when a module matched by name but not by
+    shape (the wrong model family), LoKrKeyError when no module of a file resolves.
+    """
+    plan: dict[str, list[KronUpdate]] = {}
+    matched_all: dict[str, dict[str, str]] = {}
+    unmatched_all: dict[str, list[str]] = {}
+    for lk in lokrs:
+        names = list(getattr(lk.weights, "module_names", None) or list(lk.weights.modules))
+        report = resolve_for(lk.weights, shapes)
+        mismatch = dict(getattr(report, "shape_mismatch", {}) or {})
+        if mismatch:
+            m, v = next(iter(mismatch.items()))
+            fam = getattr(report, "family_mismatch", None)
+            raise LoKrShapeError(f"{where(lk.label, m)}shape does not fit the checkpoint ({_fmt_mismatch(v)}); "
+                                 f"{len(mismatch)} module(s) mismatch, first ones: {sorted(mismatch)[:5]}. "
+                                 + (f"{fam[0].upper() + fam[1:]}. " if fam else "Is this LoKr for another model family? ")
+                                 + "Nothing was written")
+        found = {m: k for m, k in report.matched.items() if k in shapes}
+        if not found:
+            fam = getattr(report, "family_mismatch", None)
+            raise LoKrKeyError(f"{where(lk.label, None)}none of its {len(names)} modules matches a weight of the "
+                               f"checkpoint (first: {names[:3]}); expected a LoKr for this model"
+                               + (f" ({fam})" if fam else "") + ". Nothing was written")
+        rows = dict(getattr(report, "rows", {}) or {})
+        for mod, key in found.items():
+            f = lk.weights.modules[mod]
+            scale = float(lk.weights.scale(mod, scale_rule))
+            if not math.isfinite(scale):
+                raise LoKrConfigError(f"{where(lk.label, mod)}scale is {scale} under rule {scale_rule!r}; expected a finite number")
+            u = KronUpdate(f, scale, lk.strength, lk.label, mod, dora_mode, tuple(rows[mod]) if mod in rows else None)
+            f.check_target(u.target_shape(shapes[key]), lk.label, mod)
+            plan.setdefault(key, []).append(u)
+        matched_all[lk.label] = found
+        unmatched_all[lk.label] = sorted(n for n in names if n not in found)
+    return plan, matched_all, unmatched_all
+
+
+def _fmt_mismatch(v: Any) -> str:
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return f"expected {tuple(v[0]) if v[0] is not None else None}, found {tuple(v[1]) if v[1] is not None else None}"
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+@dataclass
+class MergeResult:
+    """What a merge did. ``matched``: {lokr label: {file module: target key}}; ``unmatched``:
+    {lokr label: [file modules that resolve nowhere]} (skipped); ``merged_tensors``: how many
+    weights changed; ``tensors``: how many were written; ``seconds``: wall time; ``out``: the
+    written path (None for in-memory merges); ``state_dict``: the merged dict (in-memory only);
+    ``metadata``: what was recorded in the output file."""
+
+    out: Path | None
+    matched: dict[str, dict[str, str]]
+    unmatched: dict[str, list[str]]
+    merged_tensors: int
+    tensors: int
+    seconds: float
+    device: str
+    dtype: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+    state_dict: dict[str, torch.Tensor] | None = None
+
+
+def _merge_metadata(base: Mapping[str, str], lokrs: Sequence[_Lokr], scale_rule: Any, dtype: torch.dtype | None) -> dict[str, str]:
+    meta = dict(base)
+    prev = meta.get("lokr_merge")
+    record = {
+        "tool": f"comfyui-lokr {__version__}",
+        "scale_rule": scale_rule if isinstance(scale_rule, str) else float(scale_rule),
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else "unchanged",
+        "lokrs": [{"file": os.path.basename(lk.label), "strength": lk.strength, "sha256": lk.sha256}
+                  for lk in lokrs],
+    }
+    history = []
+    if prev:
+        try:
+            old = json.loads(prev)
+            history = old if isinstance(old, list) else [old]
+        except ValueError:
+            history = []
+    meta["lokr_merge"] = json.dumps(history + [record])
+    return meta
+
+
+def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]], out: str | os.PathLike, *,
+                     dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
+                     progress: Progress | None = None, scale_rule: str | float = "file",
+                     dora_mode: str = "interpolate") -> MergeResult:
+    """Merge LoKr files into a safetensors checkpoint, streamed, and write the result to ``out``.
+
+    ``ckpt``: an LDM single-file checkpoint (SD1.x / SD2.x / SDXL ``.safetensors``) or a diffusers
+    folder (``unet/diffusion_pytorch_model.safetensors``, ``text_encoder/model.safetensors``, ...;
+    ``out`` is then a new folder, other files copied). ``pairs``: ``[(path or LoKrWeights, strength)]``.
+    ``dtype``: output dtype of floating tensors (``"fp16" | "bf16" | "fp32"``; None keeps each
+    tensor's). ``device``: where the math runs (None: cuda when available, else cpu).
+    ``progress(done, total)`` is called per tensor.
+
+    Before anything is written: every LoKr is loaded and resolved against the checkpoint's keys and
+    shapes (a LoKr that matches nothing, or matches with a wrong shape, raises naming the file and
+    module), ``out`` must differ from ``ckpt`` (also via symlink / hard link), strengths must be
+    finite. Then tensors are processed one by one: ΔW of each LoKr is added in fp32 with
+    ``kron.add_kron_`` (no full ΔW beyond one DoRA module), cast, and written; peak extra memory is
+    about one weight. The output carries metadata ``lokr_merge`` (JSON list: tool version, scale
+    rule, dtype, per LoKr its file name, strength and sha256). Written atomically (temp + rename).
+    """
+    t0 = time.perf_counter()
+    ckpt, out = Path(ckpt), Path(out)
+    comps = checkpoint_files(ckpt)
+    check_output(out, [ckpt], new_folder=ckpt.is_dir())
+    dt = parse_dtype(dtype)
+    dev = parse_device(device)
+    lokrs = _load_pairs(pairs)
+    shapes, where_is, total = _index_checkpoint(ckpt, comps)
+    plan, matched, unmatched = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode)
+    by_file: dict[Path, dict[str, list[KronUpdate]]] = {}
+    for key, updates in plan.items():
+        f, k = where_is[key]
+        by_file.setdefault(f, {})[k] = updates
+    counter = StepCounter(progress, total)
+    write = _write_file if ckpt.is_file() else _write_folder
+    merged, record_meta = write(ckpt, out, by_file, lambda meta: _merge_metadata(meta, lokrs, scale_rule, dt),
+                                dtype=dt, device=dev, progress=counter.step)
+    return MergeResult(out=out, matched=matched, unmatched=unmatched, merged_tensors=merged, tensors=total,
+                       seconds=time.perf_counter() - t0, device=str(dev),
+                       dtype=str(dt).replace("torch.", "") if dt else None, metadata=record_meta)
+
+
+def _index_checkpoint(ckpt: Path, comps: Mapping[str, list[Path]],
+                      ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[Path, str]], int]:
+    """({plan key: shape}, {plan key: (file, key in the file)}, tensor count) of a checkpoint.
+
+    Plan keys are the file's keys for a single file, ``<part>.<key>`` for the resolved parts of a
+    diffusers folder (other parts, vae / safety checker / ..., are only counted: copied unchanged).
+    """
+    single = ckpt.is_file()
+    shapes: dict[str, tuple[int, ...]] = {}
+    where_is: dict[str, tuple[Path, str]] = {}
+    total = 0
+    for comp, files in comps.items():
+        prefix = "" if single else part_prefix(comp)
+        for f in files:
+            s, _ = read_keys_shapes(f)
+            total += len(s)
+            if not single and comp not in RESOLVED_COMPONENTS:
+                continue
+            for k, shape in s.items():
+                shapes[prefix + k] = shape
+                where_is[prefix + k] = (f, k)
+    return shapes, where_is, total
+
+
+def _write_file(ckpt: Path, out: Path, by_file: Mapping[Path, Mapping[str, Sequence[KronUpdate]]],
+                metadata_for: Callable[[Mapping[str, str]], dict[str, str]], *, dtype: torch.dtype | None,
+                device: torch.device, progress: Callable[[], None]) -> tuple[int, dict[str, str]]:
+    """Merge a single-file checkpoint into ``out`` (atomic); returns (tensors merged, metadata written)."""
+    _, meta = read_keys_shapes(ckpt)
+    record_meta = metadata_for(meta)
+    merged: list[int] = []
+    atomic_write(out, lambda tmp: merged.append(_stream_file(ckpt, tmp, by_file.get(ckpt, {}), dtype=dtype,
+                                                             device=device, metadata=record_meta,
+                                                             progress=progress)), [ckpt])
+    return merged[0], record_meta
+
+
+def _write_folder(ckpt: Path, out: Path, by_file: Mapping[Path, Mapping[str, Sequence[KronUpdate]]],
+                  metadata_for: Callable[[Mapping[str, str]], dict[str, str]], *, dtype: torch.dtype | None,
+                  device: torch.device, progress: Callable[[], None]) -> tuple[int, dict[str, str]]:
+    """Merge a diffusers folder into the new folder ``out``: every safetensors file streamed, other
+    files copied, all in a temp folder renamed at the end; returns (tensors merged, first metadata)."""
+    merged = 0
+    record_meta: dict[str, str] = {}
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
+    try:
+        for src in sorted(ckpt.rglob("*")):
+            dst = tmpdir / src.relative_to(ckpt)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.suffix.lower() == ".safetensors":
+                meta = metadata_for(read_keys_shapes(src)[1])
+                record_meta = record_meta or meta
+                merged += _stream_file(src, str(dst), by_file.get(src, {}), dtype=dtype, device=device, metadata=meta,
+                                       progress=progress)
+            else:
+                shutil.copy2(src, dst)
+        if out.exists():
+            out.rmdir()  # empty (checked before)
+        os.replace(tmpdir, out)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return merged, record_meta
+
+
+def merge_into_state_dict(state_dict: Mapping[str, torch.Tensor], pairs: Sequence[tuple[Any, float]], *,
+                          dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
+                          progress: Progress | None = None, scale_rule: str | float = "file",
+                          dora_mode: str = "interpolate") -> MergeResult:
+    """Merge LoKr files into an in-memory state dict ({key: tensor}, LDM or diffusers names).
+
+    Returns a MergeResult whose ``state_dict`` is a new dict: merged weights are new tensors (on
+    ``device``; None: the weight's own device), untouched ones are the caller's tensors (cast to
+    ``dtype`` when given). The input dict and its tensors are never modified. Resolution and all
+    checks happen before any math, as in ``merge_checkpoint``.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(state_dict, Mapping):
+        raise LoKrConfigError(f"merge_into_state_dict: state_dict must be a mapping, got {type(state_dict).__name__}")
+    dt = parse_dtype(dtype)
+    lokrs = _load_pairs(pairs)
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    plan, matched, unmatched = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode)
+    dev = parse_device(device) if device is not None else None
+    counter = StepCounter(progress, len(state_dict))
+    new: dict[str, torch.Tensor] = {}
+    for key, t in state_dict.items():
+        updates = plan.get(key)
+        if isinstance(t, torch.Tensor):
+            out_dtype = dt if (dt is not None and t.is_floating_point()) else t.dtype
+            if updates:
+                t = merged_weight(t, updates, device=dev or t.device, dtype=out_dtype)
+            elif t.dtype != out_dtype:
+                t = t.to(out_dtype)
+        new[key] = t
+        counter.step()
+    return MergeResult(out=None, matched=matched, unmatched=unmatched, merged_tensors=len(plan),
+                       tensors=len(state_dict), seconds=time.perf_counter() - t0,
+                       device=str(dev) if dev else "input", dtype=str(dt).replace("torch.", "") if dt else None,
+                       state_dict=new)

@@ -1,0 +1,1 @@
+"""Tests of lokr_core/keymap/."""
