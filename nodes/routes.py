@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -218,21 +217,8 @@ def presets_payload(backend: Backend) -> dict:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with tuples as lists, non-str keys as str, tensors as lists and inf/nan as strings.
-
-    Browsers' ``JSON.parse`` rejects ``Infinity``/``NaN``, which LoKr alphas (1e10, inf) produce.
-    """
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if hasattr(value, "tolist"):  # torch tensors, numpy scalars
-        return jsonable(value.tolist())
-    return str(value)
+    """Strict-JSON view of ``value`` (lokr_core's one helper; see ``base.jsonable``)."""
+    return _core("base.jsonable").jsonable(value)
 
 
 class SummaryCache:
