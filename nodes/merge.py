@@ -66,6 +66,32 @@ def merge_patches(patcher: Any) -> dict[str, list]:
     return out
 
 
+_PLAIN_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_mergeable(patcher: Any, owner: Any) -> None:
+    """LoKrFormatError naming the weight when a patched weight is not a plain fp32 / fp16 / bf16 tensor.
+
+    fp8 weights (ComfyUI rounds them stochastically when it saves), scaled-fp8 weights (a
+    ``scale_weight`` / ``weight_scale`` beside them) and ``QuantizedTensor`` weights are refused
+    before any work: merging them tensor by tensor would not give what ComfyUI's CheckpointSave writes.
+    """
+    patches = merge_patches(patcher)
+    if not patches:
+        return
+    sd = owner.state_dict()
+    for key in patches:
+        w = sd.get(key)
+        if w is None:
+            continue
+        module = key.rsplit(".", 1)[0]
+        scaled = any(f"{module}.{s}" in sd for s in ("scale_weight", "weight_scale"))
+        if type(w).__name__ == "QuantizedTensor" or w.dtype not in _PLAIN_FLOATS or scaled:
+            raise LoKrFormatError(f"weight {key!r} is stored as {type(w).__name__} {w.dtype}"
+                                  f"{' with a scale' if scaled else ''}; LoKr Merge Checkpoint merges fp32 / fp16 / "
+                                  "bf16 models (load the checkpoint with weight_dtype 'default'); nothing was written")
+
+
 def patched_state_dict(patcher: Any, owner: Any, dtype: torch.dtype | None,
                        step: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
     """``owner.state_dict()`` with :func:`merge_patches` applied (fp32 math), cast to ``dtype`` (None: keep)."""
@@ -262,6 +288,9 @@ class LoKrMergeCheckpoint:
         if dtype not in DTYPES:
             raise LoKrFormatError(f"dtype {dtype!r}; expected one of {list(DTYPES)}")
         prefix_path(filename_prefix)  # a bad prefix fails before the merge, not after it
+        check_mergeable(model, model.model)
+        if clip is not None:
+            check_mergeable(getattr(clip, "patcher", None), clip.cond_stage_model)
         _unpatch_loaded_models()
         n = sum(len(merge_patches(p)) for p in (model, getattr(clip, "patcher", None)))
         sd = checkpoint_state_dict(model, clip, vae, DTYPES[dtype], _progress(max(n, 1)))

@@ -95,6 +95,29 @@ def test_merge_bad_input_writes_nothing(env):
     assert _files(env["out"]) == []
 
 
+def test_merge_refuses_fp8_and_scaled_weights_writes_nothing(env):
+    from lokr_core import LoKrError
+
+    L = importlib.import_module("nodes.loaders")
+    M = importlib.import_module("nodes.merge")
+    m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
+    key = SPECS[0][1] + ".weight"
+    layer = m.model.get_submodule(SPECS[0][1])
+    original = layer.weight.data
+    try:
+        layer.weight.data = original.to(torch.float8_e4m3fn)
+        with pytest.raises(LoKrError, match=f"{key}.*float8_e4m3fn.*nothing was written"):
+            M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/fp8", "fp16")
+        layer.weight.data = original
+        layer.register_buffer("scale_weight", torch.ones(()))
+        with pytest.raises(LoKrError, match=f"{key}.*with a scale"):
+            M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/fp8", "fp16")
+    finally:
+        layer.weight.data = original
+        layer._buffers.pop("scale_weight", None)
+    assert _files(env["out"]) == []
+
+
 class _SavingConfig:
     """ComfyUI model_config stand-in: SD1.5's ``process_*_state_dict_for_saving`` prefixes."""
 
