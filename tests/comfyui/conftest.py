@@ -1,6 +1,6 @@
 """Settings for the real-ComfyUI tests (``tests/comfyui``).
 
-- Without ``COMFYUI_PATH`` the tests here skip, each with a message naming the variable.
+- Without ``COMFYUI_PATH`` the ``test_comfyui_*`` tests skip, each with a message naming the variable.
 - ``LOKR_REQUIRE_COMFYUI=1`` (set by ``.ci/run``) turns a missing ComfyUI or chromium into a usage
   error (pytest exit code 4) instead of skips, so CI cannot pass without running them.
 - The report header names the ComfyUI, frontend and chromium under test.
@@ -56,6 +56,17 @@ def pytest_configure(config: pytest.Config) -> None:
     if _chromium() is None:
         raise pytest.UsageError("LOKR_REQUIRE_COMFYUI=1 but no chromium binary for the web-panel test "
                                 "(install Debian's chromium or set CHROMIUM)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``COMFYUI_PATH``: skip every ``test_comfyui_*`` test (the modules import without ComfyUI)."""
+    if _comfy_dir() is not None:
+        return
+    skip = pytest.mark.skip(reason="COMFYUI_PATH is not set: real-ComfyUI tests skipped")
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.parent == here and item.path.name.startswith("test_comfyui_"):
+            item.add_marker(skip)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
