@@ -1,6 +1,7 @@
 // The client of the pack's read-only routes (nodes/routes.py; see docs/web.md, HTTP routes).
 
-/** The JSON answer of GET `path` (through ComfyUI's api.fetchApi when there is one); Error with the server's message otherwise. */
+/** The JSON answer of GET `path` (through ComfyUI's api.fetchApi when there is one); throws Error with
+ *  the server's message when the answer is not ok. */
 export async function getJSON(api, path) {
   const resp = api?.fetchApi ? await api.fetchApi(path) : await fetch(path);
   let body = null;

@@ -34,13 +34,19 @@ function runBlock(report) {
   return run;
 }
 
+/** A head line holding only the muted `text` (no file, or the file still being read). */
+function noteLine(text) {
+  const head = el("div", "lokr-head");
+  head.appendChild(el("span", "lokr-muted", text));
+  return head;
+}
+
 /** Fill `root` from the panel `state` ({file, summary, error, report, modelFamily}). */
 function renderPanel(root, state) {
   root.replaceChildren();
-  const note = (text) => { const head = el("div", "lokr-head"); head.appendChild(el("span", "lokr-muted", text)); root.appendChild(head); };
-  if (!state.file) { note("No LoKr file selected"); return; }
-  if (state.error) { root.appendChild(el("div", "lokr-head")); root.appendChild(el("div", "lokr-err", state.error)); return; }
-  if (!state.summary) { note("Reading " + state.file + " …"); return; }
+  if (!state.file) { root.appendChild(noteLine("No LoKr file selected")); return; }
+  if (state.error) { root.append(el("div", "lokr-head"), el("div", "lokr-err", state.error)); return; }
+  if (!state.summary) { root.appendChild(noteLine("Reading " + state.file + " …")); return; }
   const s = state.summary;
   root.appendChild(headLine(s, state.report?.model_family ?? state.modelFamily));
   root.appendChild(rowsTable(summaryRows(s).filter((r) => r.label !== "Family")));
