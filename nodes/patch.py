@@ -47,7 +47,7 @@ class PatchParams:
 
     ``scale``: the file's alpha/rank rule as a number; ``block_weight``: the per-weight block
     multiplier (1.0 unless a block-weight node set it); ``dora_mode``: ``"interpolate"`` or
-    ``"lycoris"`` (docs/formats.md, DoRA); ``alpha``: the stored alpha (reports); ``module``: the
+    ``"lycoris"`` (docs/math.md, DoRA); ``alpha``: the stored alpha (reports); ``module``: the
     file's module name; ``source``: the file's base name.
     """
 

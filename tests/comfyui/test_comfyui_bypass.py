@@ -235,7 +235,7 @@ def test_model_output_conditioning_and_sampled_latent_equal_patch_mode(env):
 
 
 def test_block_weights_chains_and_stack_in_bypass_equal_patch_mode(env):
-    pack, tmp = env["pack"], env["tmp"]
+    pack = env["pack"]
     a = env["files"]["all"]
     b = _make(env, {n: LAYERS[n] for n in list(LAYERS)[:2] + list(LAYERS)[-1:]}, "b.safetensors", seed=40)
     keys = [LAYERS[n][0] for n in list(LAYERS)[:2]] + [LAYERS[n][0] for n in list(LAYERS)[3:6]] + [LAYERS[list(LAYERS)[-1]][0]]

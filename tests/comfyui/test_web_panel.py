@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import web_driver as wd  # noqa: E402
+import web_driver as wd
 
 MAX_PNG = 300_000
 MODES = ["classic", "vue"]

@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_env import stop_process  # noqa: E402
+from comfy_env import stop_process
 
 PACK = "comfyui_lokr"  # the pack's folder under custom_nodes: its web files are served under /extensions/PACK/
 FIXTURE = "lokr_sd15_fixture.safetensors"

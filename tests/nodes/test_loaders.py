@@ -247,7 +247,6 @@ def test_missing_corrupt_file_and_nan_strength(env):
 
 
 def test_mixed_file_reports_other_modules(env):
-    L = _loader_module()
     sd = state_dict_of({SPECS[0][0]: env["mods"][SPECS[0][0]]})
     sd["lora_unet_middle_block_1_proj_out.lora_down.weight"] = torch.randn(2, 64)
     sd["lora_unet_middle_block_1_proj_out.lora_up.weight"] = torch.randn(64, 2)
