@@ -1,12 +1,17 @@
-"""``lokr info FILE [--json] [--against CKPT]``: what a LoKr file holds (:mod:`lokr_core.ops.report`)."""
+"""``lokr info FILE [--json] [--against CKPT]``: what a LoKr file holds (:mod:`lokr_core.ops.report`)
+and what the files beside it say (:mod:`lokr_core.formats.sidecar`: trigger words, base model,
+preview, source link; ``sidecar`` in the JSON)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import add_scale_rule
+
+if TYPE_CHECKING:
+    from ..formats.sidecar import SidecarInfo
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,17 +31,44 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..formats.checkpoint import checkpoint_shapes
     from ..formats.io import load_lokr
+    from ..formats.sidecar import read_sidecar
     from ..ops.report import format_report, summarize
 
     weights = load_lokr(args.file)
     target = checkpoint_shapes(args.against) if args.against else None
     summary = summarize(weights, target, scale_rule=args.scale_rule, top_n=args.top_tags)
+    side = read_sidecar(args.file, dict(getattr(weights, "metadata", {}) or {}), top_n=args.top_tags)
     if args.json:
         from ..base.jsonable import jsonable
 
-        print(json.dumps(jsonable(summary), indent=2))
+        print(json.dumps(jsonable({**summary, "sidecar": side.as_dict()}), indent=2))
     else:
         print(format_report(summary))
+        for line in sidecar_lines(side):
+            print(line)
     if summary.get("warnings"):
         print(f"lokr info: {len(summary['warnings'])} warning(s), see above", file=sys.stderr)
     return 0
+
+
+def sidecar_lines(side: SidecarInfo) -> list[str]:
+    """The text lines of a :class:`~lokr_core.formats.sidecar.SidecarInfo` for ``lokr info``:
+    trigger words (with where they came from), base model, title, preferred weight, preview,
+    source link, notes' first line, and each skipped sidecar or ignored value as ``NOTE:``; facts not found print nothing."""
+    lines: list[str] = []
+    if side.trigger_words:
+        lines.append("Trigger words (all sources): " + ", ".join(side.trigger_words)
+                     + f"  (from {', '.join(side.origins('trigger_words'))})")
+    labels = (("base_model", "Base model:"), ("title", "Title:"), ("preferred_weight", "Preferred weight:"),
+              ("preview", "Preview:"), ("source_url", "Source:"))
+    for key, label in labels:
+        value = getattr(side, key)
+        if value is not None:
+            lines.append(f"{label:<10} {value}  (from {', '.join(side.origins(key))})")
+    if side.thumbnail is not None and side.preview is None:
+        lines.append("Preview:   embedded thumbnail (header modelspec.thumbnail)")
+    if side.notes:
+        first = side.notes.splitlines()[0]
+        lines.append(f"Notes:     {first[:200]}" + (" ..." if len(first) > 200 or "\n" in side.notes else ""))
+    lines += [f"NOTE: sidecar: {p}" for p in side.problems]
+    return lines
