@@ -11,7 +11,7 @@ class SidecarInfo:
 
     - ``path``: the LoKr file as given.
     - ``trigger_words``: words / phrases to put in a prompt, merged from every source in the
-      priority order of docs/sidecar.md, "Priority", split on commas, without duplicates (compared
+      priority order (docs/sidecar.md, "Priority"), split on commas, without duplicates (compared
       case-insensitively; the first spelling is kept).
     - ``top_tags``: ((tag, count), ...) the most frequent training caption tags (``ss_tag_frequency``
       summed over datasets, most frequent first, ties by name); these are not trigger words.
