@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 def sidecar_lines(side: SidecarInfo) -> list[str]:
     """The text lines of a :class:`~lokr_core.formats.sidecar.SidecarInfo` for ``lokr info``:
     trigger words (with where they came from), base model, title, preferred weight, preview,
-    source link, notes' first line, and each skipped sidecar or ignored value as ``NOTE:``; facts not found print nothing."""
+    source link, notes' first line, and each skipped sidecar or ignored value as ``NOTE:``; facts
+    not found print nothing."""
     lines: list[str] = []
     if side.trigger_words:
         lines.append("Trigger words (all sources): " + ", ".join(side.trigger_words)
