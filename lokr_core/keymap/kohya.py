@@ -4,7 +4,8 @@ Styles: kohya ``lora_unet_<path>`` (diffusers or LDM path, dots as ``_``), ``lor
 (CLIP-L) / ``lora_te2_`` (OpenCLIP-G), LyCORIS ``lycoris_<path>``, PEFT ``base_model.model.`` with
 optional ``unet.`` / ``text_encoder.`` / ``text_encoder_2.``, diffusers pipeline prefixes, LDM checkpoint
 prefixes (``model.diffusion_model.``, ``cond_stage_model.transformer.``, ``conditioner.embedders.N.``)
-and ComfyUI's (``diffusion_model.``, ``clip_l.transformer.``, ...).
+and ComfyUI's (``diffusion_model.``, ``clip_l.transformer.``, ...); for DiT models diffusers / PEFT
+``transformer.`` and OneTrainer ``lora_transformer_`` (the diffusion model, like ``lora_unet_``).
 
 Underscores are ambiguous (``to_out_0`` is ``to_out.0``), so nothing here turns ``_`` back into
 dots: names are compared in underscore form against the underscore form of the target's real module
@@ -22,6 +23,7 @@ NAME_PREFIXES: dict[str, str | None] = {
     "lora_unet_": "unet", "lora_te_": "te1", "lora_te1_": "te1", "lora_te2_": "te2",
     "lycoris_te_": "te1", "lycoris_te1_": "te1", "lycoris_te2_": "te2", "lycoris_": None,
     "unet.": "unet", "text_encoder.": "te1", "text_encoder_2.": "te2",
+    "transformer.": "unet", "lora_transformer_": "unet",
     "model.diffusion_model.": "unet", "diffusion_model.": "unet",
     "cond_stage_model.transformer.": "te1", "cond_stage_model.model.": "te1",
     "conditioner.embedders.0.transformer.": "te1", "conditioner.embedders.1.model.": "te2",

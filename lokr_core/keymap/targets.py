@@ -6,8 +6,9 @@ CLIPTextModelWithProjection, any other module), a dict ``{"unet": m, "text_encod
 layout. :func:`build_index` lists the target's real weights once (:class:`TargetEntry`: the key the
 caller uses, the weight shape, the component, the LDM UNet path) and files every one under the
 underscore form of each of its names (diffusers path, LDM path, transformers path with and without
-``text_model.``, OpenCLIP path). File names are looked up in that index; nothing is guessed from
-string shapes alone.
+``text_model.``, OpenCLIP path; for DiT models both the diffusers and the original / ComfyUI path,
+:mod:`lokr_core.keymap.dit_names`, with q / k / v row blocks of fused original weights). File names
+are looked up in that index; nothing is guessed from string shapes alone.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..base.errors import LoKrKeyError
-from . import clip_text, ldm_unet
+from . import clip_text, dit_names, ldm_unet
 from .kohya import underscore
 
 STATE_PREFIXES: dict[str, tuple[str, str]] = {
@@ -29,7 +30,8 @@ STATE_PREFIXES: dict[str, tuple[str, str]] = {
 }
 """State-dict key prefix -> (component, layout). Layouts: ``ldm`` / ``diffusers`` UNet, ``hf`` / ``openclip`` text."""
 
-DICT_COMPONENTS = {"unet": "unet", "text_encoder": "te1", "text_encoder_2": "te2", "te1": "te1", "te2": "te2"}
+DICT_COMPONENTS = {"unet": "unet", "transformer": "unet", "text_encoder": "te1", "text_encoder_2": "te2",
+                   "te1": "te1", "te2": "te2"}
 """Keys accepted in a ``{name: nn.Module}`` target -> component."""
 
 _LDM_HEADS = ("input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb.", "out.")
@@ -67,6 +69,8 @@ class TargetIndex:
     unet_layout: ldm_unet.UNetLayout | None = None
     unsupported: dict[str, dict[str, str]] = field(default_factory=dict)
     """component -> underscore name -> why a module of that name cannot be targeted here."""
+    dit: dict[str, dit_names.Translation] = field(default_factory=dict)
+    """component -> the DiT name table used for it (``family``, ``side``), for parts a table fits."""
 
     @property
     def components(self) -> frozenset[str]:
@@ -79,6 +83,12 @@ class TargetIndex:
             bucket = table.setdefault(alias, [])
             if entry not in bucket:
                 bucket.append(entry)
+
+    def file(self, entry: TargetEntry, alias: str) -> None:
+        """File an existing ``entry`` under one more underscore ``alias``."""
+        bucket = self.by_alias.setdefault(entry.component, {}).setdefault(alias, [])
+        if entry not in bucket:
+            bucket.append(entry)
 
     def lookup(self, components: Iterable[str], alias: str) -> list[TargetEntry]:
         """Entries filed under ``alias`` in any of ``components`` (each weight once)."""
@@ -241,6 +251,42 @@ def add_state_dict(index: TargetIndex, state: Mapping[str, Any]) -> None:
             index.add(TargetEntry("other", k, _shape_of(state[k], k), p, (underscore(p),)))
 
 
+DIT_COMPONENTS = ("unet", "other")
+"""Components whose weights may be a DiT model (diffusion model under a known prefix, or unnamed)."""
+
+MIN_DIT_HITS = 3
+"""A DiT name table is used for a component only when it names at least this many of its weights."""
+
+
+def add_dit_names(index: TargetIndex) -> None:
+    """File every DiT weight under its other-layout name too (:func:`lokr_core.keymap.dit_names.translate`).
+
+    diffusers-named targets get the original names of their one-to-one weights; original-layout
+    targets get the diffusers names, as row blocks (``rows``) of fused q / k / v (+ MLP) weights.
+    Names that cannot be targeted here (a fused original module onto separate diffusers weights,
+    a modulation whose halves are swapped between layouts) go to ``index.unsupported`` with the reason.
+    """
+    for comp in DIT_COMPONENTS:
+        entries = [e for e in index.entries if e.component == comp and e.rows is None]
+        by_path = {e.path: e for e in entries}
+        if len(by_path) < MIN_DIT_HITS:
+            continue
+        tr = dit_names.translate({p: e.shape for p, e in by_path.items()})
+        if tr.family is None or len(tr.aliases) + len(tr.unsupported) < MIN_DIT_HITS:
+            continue
+        index.dit[comp] = tr
+        for path, alias, rows in tr.aliases:
+            e = by_path[path]
+            if rows is None:
+                index.file(e, underscore(alias))
+            else:
+                index.add(TargetEntry(comp, e.key, (rows[1] - rows[0],) + tuple(e.shape[1:]), alias,
+                                      (underscore(alias),), rows=rows, ldm_path=e.ldm_path))
+        table = index.unsupported.setdefault(comp, {})
+        for alias, why in tr.unsupported.items():
+            table.setdefault(underscore(alias), why)
+
+
 def build_index(target: Any) -> TargetIndex:
     """Index any supported target (see the module docstring).
 
@@ -260,4 +306,5 @@ def build_index(target: Any) -> TargetIndex:
     else:
         raise LoKrKeyError(f"target: expected an nn.Module, a dict of modules ({sorted(DICT_COMPONENTS)}) or a state "
                            f"dict / {{key: shape}}; got {type(target).__name__}")
+    add_dit_names(index)
     return index
