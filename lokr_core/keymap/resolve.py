@@ -36,7 +36,8 @@ class ResolveReport:
 
     - ``matched``: file module name -> target key (only names whose shapes fit, when shapes are known);
     - ``rows``: for matched names whose target is one block of a fused weight (OpenCLIP
-      ``attn.in_proj_weight`` holds q, k, v stacked): name -> (start, stop) rows of that key's tensor;
+      ``attn.in_proj_weight`` holds q, k, v stacked; a DiT's original ``qkv`` / Flux ``linear1``,
+      :mod:`lokr_core.keymap.dit_names`): name -> (start, stop) rows of that key's tensor;
     - ``unmatched``: name -> up to 3 nearest target keys (difflib; searched for the first
       ``NEAREST_LIMIT`` unmatched names, [] after that);
     - ``ambiguous``: name -> the several target keys it could mean (shapes could not decide);
@@ -111,7 +112,7 @@ class ResolveReport:
         for c, n in by_comp.items():
             lines.append(f"not in this target: {n} modules of the {COMPONENT_LABELS.get(c, c)}")
         if self.rows:
-            lines.append(f"{len(self.rows)} modules map to q/k/v row blocks of fused OpenCLIP in_proj_weight")
+            lines.append(f"{len(self.rows)} modules map to row blocks of fused weights (q/k/v in one weight)")
         return "\n".join(lines)
 
 
