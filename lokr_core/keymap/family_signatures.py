@@ -92,13 +92,14 @@ NAME_RULES: tuple[tuple[re.Pattern, frozenset[str]], ...] = tuple((_r(p), frozen
     (r"^(time_in|guidance_in)_", {"flux", "flux2", "hunyuan_video"}),
     (r"^(img_in|txt_in)$", {"flux", "flux2", "chroma", "qwen_image", "krea2"}),
     # Flux family, diffusers names
+    (r"^time_guidance_embed_", {"flux2"}),
     (r"^single_transformer_blocks_N_attn_to_qkv_mlp_proj$|^transformer_blocks_N_ff(_context)?_linear_(in|out)$"
-     r"|^time_guidance_embed_|^single_transformer_blocks_N_attn_to_out$", {"flux2"}),
+     r"|^single_transformer_blocks_N_attn_to_out$", {"flux2", "flux", "chroma"}),
     (r"^context_embedder_(token_refiner|proj_in|time_text_embed)_|^context_embedder_proj_in$", {"hunyuan_video"}),
-    (r"^single_transformer_blocks_N_(proj_mlp|proj_out)$", {"flux", "chroma", "hunyuan_video"}),
+    (r"^single_transformer_blocks_N_(proj_mlp|proj_out)$", {"flux", "chroma", "hunyuan_video", "flux2"}),
     (r"^single_transformer_blocks_N_norm_linear$", {"flux", "hunyuan_video"}),
     (r"^single_transformer_blocks_N_(attn_to_out_0|ff_linear_[12]|ff_out_projection|norm1_linear)$", {"auraflow"}),
-    (r"^single_transformer_blocks_N_attn_(to_[qkv]|norm_[qk])$", {"flux", "chroma", "hunyuan_video", "auraflow"}),
+    (r"^single_transformer_blocks_N_attn_(to_[qkv]|norm_[qk])$", {"flux", "chroma", "hunyuan_video", "auraflow", "flux2"}),
     # AuraFlow
     (r"^(joint_transformer_blocks|double_layers|single_layers)_N_|^(cond_seq_linear|init_x_linear)$|^modF_", {"auraflow"}),
     # SD3 (original names; diffusers names are shared with Flux's two-stream blocks)
@@ -119,13 +120,13 @@ NAME_RULES: tuple[tuple[re.Pattern, frozenset[str]], ...] = tuple((_r(p), frozen
     (r"^adaln_single_emb_(aspect_ratio|resolution)_embedder_|^(t_block_|y_embedder_y_proj_)"
      r"|^blocks_N_(attn_(qkv|proj)|cross_attn_(q_linear|kv_linear|proj))$", {"pixart"}),
     (r"^adaln_single_|^caption_projection_linear_", {"pixart", "ltxv"}),
-    (r"^transformer_blocks_N_attn1_(to_[qkv]|to_out_0)$", {"pixart", "ltxv", "cosmos"}),
+    (r"^transformer_blocks_N_attn1_(to_[qkv]|to_out_0)$", {"pixart", "ltxv", "cosmos", "mochi"}),
     (r"^transformer_blocks_N_(attn_(add_[qkv]_proj|to_add_out|norm_added_[qk]))$", _JOINT_DIFFUSERS),
-    (r"^transformer_blocks_N_norm1_context_linear$", {"flux", "hunyuan_video", "sd3"}),
-    (r"^transformer_blocks_N_ff_context_net_", {"flux", "chroma", "hunyuan_video", "sd3"}),
-    (r"^transformer_blocks_N_norm1_linear$", {"flux", "hunyuan_video", "sd3"}),
+    (r"^transformer_blocks_N_norm1_context_linear$", {"flux", "hunyuan_video", "sd3", "mochi"}),
+    (r"^transformer_blocks_N_ff_context_net_", {"flux", "chroma", "hunyuan_video", "sd3", "mochi", "flux2"}),
+    (r"^transformer_blocks_N_norm1_linear$", {"flux", "hunyuan_video", "sd3", "mochi"}),
     (r"^transformer_blocks_N_attn_(to_[qkv]|to_out_0|norm_[qk])$", _JOINT_DIFFUSERS | {"ace", "krea2"}),
-    (r"^transformer_blocks_N_ff_net_", _JOINT_DIFFUSERS - {"flux2", "qwen_image"} | {"pixart", "ltxv", "cosmos"}),
+    (r"^transformer_blocks_N_ff_net_", _JOINT_DIFFUSERS - {"qwen_image"} | {"pixart", "ltxv", "cosmos", "mochi"}),
     # HunyuanDiT, PixArt
     (r"^blocks_N_(attn1_Wqkv|attn1_out_proj|attn2_(kv_proj|q_proj|out_proj)|default_modulation_1)$"
      r"|^(mlp_t5_|pooler_|extra_embedder_|style_embedder)", {"hunyuan_dit"}),
@@ -137,8 +138,9 @@ NAME_RULES: tuple[tuple[re.Pattern, frozenset[str]], ...] = tuple((_r(p), frozen
      r"|time_embedding_N|time_projection_N|img_emb_)$", {"wan"}),
     (r"^blocks_N_(attn[12]_(to_[qkv]|to_out_0|add_[kv]_proj)|ffn_net_)|^condition_embedder_", {"wan"}),
     # Lumina 2 / Z-Image / OmniGen2
-    (r"^(layers|noise_refiner|context_refiner)_N_adaLN_modulation_0$|^layers_N_attention_(to_[qkv]|to_out_0)$"
-     r"|^(noise|context)_refiner_N_attention_(to_[qkv]|to_out_0)$|^all_(x_embedder|final_layer)_", {"zimage"}),
+    (r"^(layers|noise_refiner|context_refiner)_N_adaLN_modulation_0$", {"zimage"}),
+    (r"^layers_N_attention_(to_[qkv]|to_out_0)$|^(noise|context)_refiner_N_attention_(to_[qkv]|to_out_0)$"
+     r"|^all_(x_embedder|final_layer)_", {"zimage", "lumina2"}),
     (r"^(layers|noise_refiner|context_refiner)_N_adaLN_modulation_1$", {"lumina2"}),
     (r"^(layers|noise_refiner|context_refiner)_N_(attention_(qkv|out)|feed_forward_w[123])$|^cap_embedder_",
      {"lumina2", "zimage"}),
@@ -206,7 +208,8 @@ def _kind(group: str, family: str | None) -> str:
     return "layers"
 
 
-_MLP_IN = re.compile(r"^(single_blocks_\d+_linear1|double_blocks_\d+_(img|txt)_mlp_0)$")
+_MLP_IN = re.compile(r"^(single_blocks_\d+_linear1|double_blocks_\d+_(img|txt)_mlp_0"
+                     r"|single_transformer_blocks_\d+_attn_to_qkv_mlp_proj|transformer_blocks_\d+_ff(_context)?_linear_in)$")
 _MLP_RATIO = {7: _FLUXLIKE - {"flux2"}, 9: {"flux2"}, 4: _FLUXLIKE - {"flux2"}, 6: {"flux2"}}
 """out / in of Flux-style ``linear1`` (q, k, v and MLP in one: 3 + 4 Flux.1, 3 + 2*3 Flux.2) and
 ``img_mlp.0`` (4 Flux.1, 2*3 Flux.2's gated MLP)."""
