@@ -49,7 +49,7 @@ COMFY_CONFIGS: dict[str, dict[str, Any]] = {
                                          "params": {"in_features": 32, "out_features": 128}}),
     "lumina2": dict(image_model="lumina2", patch_size=2, in_channels=16, dim=64, cap_feat_dim=32, n_layers=2,
                     n_refiner_layers=1, n_heads=2, n_kv_heads=1, qk_norm=True, axes_dims=[8, 12, 12],
-                    axes_lens=[8, 8, 8], multiple_of=16, ffn_dim_multiplier=None),
+                    axes_lens=[8, 8, 8], multiple_of=16, ffn_dim_multiplier=4.0),
     "zimage": dict(image_model="lumina2", patch_size=2, in_channels=16, dim=64, cap_feat_dim=32, n_layers=2,
                    n_refiner_layers=1, n_heads=2, n_kv_heads=2, qk_norm=True, axes_dims=[8, 12, 12],
                    axes_lens=[8, 8, 8], z_image_modulation=True, ffn_dim_multiplier=8.0 / 3.0, multiple_of=2,
