@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from typing import Any, Mapping
 
-__all__ = ["summarize", "format_report", "family_report", "block_of", "training_info", "top_tags"]
+__all__ = ["summarize", "format_report", "family_report", "block_of", "dit_block_of", "training_info", "top_tags"]
 
 BLOCK_ORDER = ("te", "te1", "te2", "base", "down", "mid", "up", "double", "single", "joint", "layers", "other")
 """Block names in ``summary["blocks"]``, in display order."""
