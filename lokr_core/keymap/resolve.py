@@ -10,7 +10,7 @@ file and of the target ("this file is for SDXL, the model is SD1.x").
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from ..base.errors import LoKrKeyError, LoKrShapeError
@@ -18,7 +18,8 @@ from ..tensor.factors import LoKrFactors
 from .blocks import ldm_block_of
 from .family import (FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
                             pick_family)
-from .kohya import split_name
+from . import dit_names
+from .kohya import split_name, underscore
 from .targets import TargetEntry, TargetIndex, build_index
 
 __all__ = ["ResolveReport", "resolve", "resolve_for", "model_family", "target_family", "block_of_entry"]
@@ -44,6 +45,14 @@ class ResolveReport:
     - ``shape_mismatch``: name -> (target weight shape, shape the factors give: (out, in[, k...]) or
       (out, in*k) for a split conv W2);
     - ``skipped``: name -> component ("unet", "te1", "te2") the target does not hold;
+    - ``row_order``: matched name -> ``"swap_halves"`` when its ΔW goes onto the target with the two
+      halves of its rows swapped (a DiT modulation whose (shift, scale) halves are in the other order
+      in the target's layout: Flux / SD3 ``norm_out.linear`` <-> ``final_layer.adaLN_modulation.1``,
+      SD3's last ``norm1_context.linear``);
+    - ``split``: name -> [(target key, (start, stop) rows of the module's ΔW)] for a module that is
+      one fused weight in the file's layout and several weights in the target's (a DiT's original
+      ``qkv`` / Flux ``linear1`` onto diffusers ``to_q`` / ``to_k`` / ``to_v`` (+ ``proj_mlp``));
+      these names are not in ``matched`` (they have several keys);
     - ``notes``: unmatched name -> why it cannot map onto this target (when known);
     - ``blocks``: matched name -> LDM block ID (``BASE``, ``IN00``.., ``MID``, ``OUT00``..);
     - ``family`` / ``target_family``: "sd1" | "sd2" | "sdxl" | "sd1/sd2" | None.
@@ -60,6 +69,8 @@ class ResolveReport:
     blocks: dict[str, str] = field(default_factory=dict)
     source: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    row_order: dict[str, str] = field(default_factory=dict)
+    split: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -81,15 +92,18 @@ class ResolveReport:
                 "family": self.family, "target_family": self.target_family,
                 "family_mismatch": self.family_mismatch, "rows": {k: list(v) for k, v in self.rows.items()},
                 "ambiguous": {k: list(v) for k, v in self.ambiguous.items()}, "skipped": dict(self.skipped),
-                "blocks": dict(self.blocks), "source": self.source, "notes": dict(self.notes), "ok": self.ok}
+                "blocks": dict(self.blocks), "source": self.source, "notes": dict(self.notes), "ok": self.ok,
+                "row_order": dict(self.row_order),
+                "split": {k: [[key, list(r)] for key, r in v] for k, v in self.split.items()}}
 
     def format(self, limit: int = 20) -> str:
         """Human-readable summary, at most ``limit`` lines per section."""
-        total = len(self.matched) + len(self.unmatched) + len(self.shape_mismatch) + len(self.ambiguous)
+        placed = len(self.matched) + len(self.split)
+        total = placed + len(self.unmatched) + len(self.shape_mismatch) + len(self.ambiguous)
         head = f"LoKr {self.source!r}: " if self.source else "LoKr: "
         fam = FAMILY_LABELS.get(self.family or "", "unknown")
         tfam = FAMILY_LABELS.get(self.target_family or "", "unknown")
-        lines = [f"{head}{len(self.matched)} of {total} modules matched (file: {fam}, model: {tfam})"]
+        lines = [f"{head}{placed} of {total} modules matched (file: {fam}, model: {tfam})"]
         if self.family_mismatch:
             lines.append(f"WRONG MODEL: {self.family_mismatch}")
 
@@ -113,6 +127,10 @@ class ResolveReport:
             lines.append(f"not in this target: {n} modules of the {COMPONENT_LABELS.get(c, c)}")
         if self.rows:
             lines.append(f"{len(self.rows)} modules map to row blocks of fused weights (q/k/v in one weight)")
+        if self.split:
+            lines.append(f"{len(self.split)} fused modules are split by rows over separate weights (q/k/v in several)")
+        if self.row_order:
+            lines.append(f"{len(self.row_order)} modulations go on with their (shift, scale) halves swapped")
         return "\n".join(lines)
 
 
@@ -227,6 +245,7 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
     index = build_index(target)
     report = ResolveReport(source=source)
     feature_cache: dict = {}
+    moves: dict[str, dict] = {}
     report.family = pick_family(family_signals(names, specs))
     report.target_family = target_family(index)
     for name in names:
@@ -241,6 +260,14 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
             fitting = [e for e in entries if _fits(e, spec, source, name)[0]]
             entries = fitting or entries
         if not entries:
+            move = None
+            for c in comps:
+                if c not in moves:
+                    moves[c] = layout_moves(index, c)
+                move = move or moves[c].get(alias)
+            if move is not None:
+                _place_move(report, name, move, spec, index)
+                continue
             report.unmatched[name] = (_nearest(alias, comps, index, cache=feature_cache)
                                       if len(report.unmatched) < NEAREST_LIMIT else [])
             why = next((index.unsupported[c][alias] for c in comps if alias in index.unsupported.get(c, {})), None)
@@ -261,6 +288,61 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
             report.rows[name] = entry.rows
         report.blocks[name] = block_of_entry(entry, index)
     return report
+
+
+def layout_moves(index: TargetIndex, comp: str) -> dict[str, tuple[str, list[TargetEntry]]]:
+    """Names of ``comp`` that no weight is filed under but a row operation on ΔW places.
+
+    For a DiT part (``index.dit[comp]``), the other-layout names :mod:`lokr_core.keymap.dit_names`
+    leaves unsupported: underscore name -> (``"swap_halves"``, [the weight]) for a modulation whose
+    (shift, scale) halves are in the other order, or (``"split"``, [weights in row order]) for a
+    fused original weight the target holds as separate weights (parts in the fused row order, same
+    input width). {} for other parts.
+    """
+    tr = index.dit.get(comp)
+    unsupported = index.unsupported.get(comp, {})
+    if tr is None or tr.family is None or not unsupported:
+        return {}
+    other = "original" if tr.side == "diffusers" else "diffusers"
+    by_path = {e.path: e for e in index.entries if e.component == comp and e.rows is None}
+    found: dict[str, tuple[str, list[tuple[int, TargetEntry]]]] = {}
+    for path, i, pair in dit_names._hits(tr.family, tr.side, by_path):
+        alias = underscore(dit_names._fill(getattr(pair, other), i))
+        if alias not in unsupported:
+            continue
+        if pair.swap is not None and by_path[path].shape[0] % 2 == 0:
+            found[alias] = ("swap_halves", [(0, by_path[path])])
+        elif pair.part is not None and tr.side == "diffusers":
+            found.setdefault(alias, ("split", []))[1].append((pair.part, by_path[path]))
+    moves = {}
+    for alias, (kind, parts) in found.items():
+        parts.sort(key=lambda p: p[0])
+        if [p for p, _ in parts] == list(range(len(parts))) and len({e.shape[1:] for _, e in parts}) == 1:
+            moves[alias] = (kind, [e for _, e in parts])
+    return moves
+
+
+def _place_move(report: ResolveReport, name: str, move: tuple[str, list[TargetEntry]], spec: Any,
+                index: TargetIndex) -> None:
+    """Record ``name`` placed by a row operation (``layout_moves``), or its shape mismatch."""
+    kind, entries = move
+    first = entries[0]
+    shape = (sum(e.shape[0] for e in entries),) + tuple(first.shape[1:])
+    if spec is not None:
+        fits, found = _fits(replace(first, shape=shape), spec, report.source, name)
+        if not fits:
+            report.shape_mismatch[name] = (shape, found)
+            return
+    if kind == "swap_halves":
+        report.matched[name] = first.key
+        report.row_order[name] = kind
+    else:
+        start, parts = 0, []
+        for e in entries:
+            parts.append((e.key, (start, start + e.shape[0])))
+            start += e.shape[0]
+        report.split[name] = parts
+    report.blocks[name] = block_of_entry(first, index)
 
 
 def resolve_for(weights: Any, target: Any) -> ResolveReport:
