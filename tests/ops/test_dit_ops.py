@@ -254,10 +254,16 @@ class OriginalCase:
         return (d if rows is None else d[rows[0]:rows[1]]).reshape(shape)
 
 
+@pytest.fixture(scope="module")
+def orig(case: Case) -> OriginalCase:
+    return OriginalCase(case)
+
+
 @pytest.mark.parametrize("fmt", ["lora_unet_", "diffusion_model."])
 @pytest.mark.parametrize("mode", ["merge", "bypass"])
-def test_apply_original_file_on_diffusers_model(case: Case, fmt: str, mode: str, tmp_path: Path) -> None:
-    oc = OriginalCase(case)
+def test_apply_original_file_on_diffusers_model(case: Case, orig: OriginalCase, fmt: str, mode: str,
+                                                tmp_path: Path) -> None:
+    oc = orig
     f, names = oc.save(tmp_path, fmt)
     w = lk.load_lokr(f)
     report = w.resolve(case.model)
@@ -296,8 +302,8 @@ def test_apply_original_file_on_diffusers_model(case: Case, fmt: str, mode: str,
     res.remove()
 
 
-def test_merge_original_file_into_diffusers_state_dict(case: Case, tmp_path: Path) -> None:
-    oc = OriginalCase(case)
+def test_merge_original_file_into_diffusers_state_dict(case: Case, orig: OriginalCase, tmp_path: Path) -> None:
+    oc = orig
     f, _ = oc.save(tmp_path, "lora_unet_")
     state = {k: v.detach() for k, v in case.model.state_dict().items()}  # a diffusers transformer file's keys
     res = merge_into_state_dict(state, [(f, 1.0)])
