@@ -94,8 +94,8 @@ def _placed(case: Case, shapes: dict[str, tuple[int, ...]]):
 
 
 # ------------------------------------------------------------------------ diffusers file -> ComfyUI layout
-@pytest.mark.parametrize("mode", ["merge", "bypass"])
-def test_apply_diffusers_file_on_comfy_layout_module(case: Case, mode: str, tmp_path: Path) -> None:
+def test_apply_diffusers_file_on_comfy_layout_module(case: Case, tmp_path: Path) -> None:
+    """merge mode: ΔW into the rows ComfyUI's map names; bypass: each layer's output equals the merged one's."""
     base = comfy_module(case.family)
     shapes = {n: tuple(p.shape) for n, p in base.named_parameters()}
     rename, expected, keep = _placed(case, shapes)
@@ -118,8 +118,6 @@ def test_apply_diffusers_file_on_comfy_layout_module(case: Case, mode: str, tmp_
             assert torch.equal(after[k], p), k
         else:
             torch.testing.assert_close(after[k].detach() - p.detach(), expected[k], atol=ATOL, rtol=1e-4, msg=k)
-    if mode == "merge":
-        return
     bypass = copy.deepcopy(base)
     snap = {k: v.clone() for k, v in bypass.state_dict().items()}
     res = lk.apply_lokr(bypass, w, mode="bypass")
@@ -134,7 +132,7 @@ def test_apply_diffusers_file_on_comfy_layout_module(case: Case, mode: str, tmp_
     res.remove()
 
 
-@pytest.mark.parametrize("prefix", [PREFIX, "diffusion_model.", ""])
+@pytest.mark.parametrize("prefix", [PREFIX, ""])  # diffusion_model.: tests/commands/test_dit_cli.py
 def test_merge_checkpoint_comfy_layout_files(case: Case, prefix: str, tmp_path: Path) -> None:
     """ComfyUI-saved checkpoints (with text encoders and VAE) and diffusion-model-only files."""
     shapes = {k: tuple(s) for k, s in KEYS[case.family]["keys"].items()}
@@ -259,8 +257,8 @@ def orig(case: Case) -> OriginalCase:
     return OriginalCase(case)
 
 
-@pytest.mark.parametrize("fmt", ["lora_unet_", "diffusion_model."])
-@pytest.mark.parametrize("mode", ["merge", "bypass"])
+@pytest.mark.parametrize("fmt,mode", [("lora_unet_", "merge"), ("diffusion_model.", "merge"),
+                                      ("diffusion_model.", "bypass")])
 def test_apply_original_file_on_diffusers_model(case: Case, orig: OriginalCase, fmt: str, mode: str,
                                                 tmp_path: Path) -> None:
     oc = orig
