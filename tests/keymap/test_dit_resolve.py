@@ -201,19 +201,18 @@ def test_merge_into_comfy_layout(case: Case, fmt: str, prefix: str, tmp_path: Pa
             missing.append(path)
             continue
         key, rows, swap = hit
-        if swap:
+        if swap:  # ComfyUI's map: (key, None, swap_scale_shift): ΔW's (shift, scale) halves exchanged
             swapped.append(name)
-            continue
         block = expected[prefix + key] if rows is None else expected[prefix + key][rows[0]:rows[1]]
-        block += case.ref[path].reshape(block.shape)
+        d = case.ref[path].reshape(block.shape)
+        block += torch.cat([d[len(d) // 2:], d[: len(d) // 2]]) if swap else d
     assert not missing, f"the reference maps no original weight for {missing}"
     if case.family in ("flux", "sd3") and fmt in DIFFUSERS_FORMATS:
         assert swapped, "norm_out.linear is in the file and its halves are swapped in ComfyUI's map"
     w = lk.load_lokr(f)
     report = w.resolve(state)
-    assert sorted(report.unmatched) == sorted(swapped), report.format()
-    for name in swapped:
-        assert "(shift, scale)" in report.notes[name]
+    assert not report.unmatched and report.ok, report.format()
+    assert report.row_order == {name: "swap_halves" for name in swapped}
     result = merge_into_state_dict(state, [(w, 1.0)])
     for k, t in state.items():
         torch.testing.assert_close(result.state_dict[k] - t, expected[k], atol=ATOL, rtol=1e-4, msg=k)
@@ -221,15 +220,16 @@ def test_merge_into_comfy_layout(case: Case, fmt: str, prefix: str, tmp_path: Pa
         assert report.rows, "q / k / v land as row blocks of fused original weights"
 
 
-def test_fused_original_names_on_diffusers_model_are_unmatched_with_a_note(case: Case) -> None:
+def test_fused_original_names_on_diffusers_model_are_split_by_rows(case: Case) -> None:
     fused = sorted({hit[0] for p, hit in case.oracle.items() if hit[1] is not None and p in case.ref})
     if not fused:
         pytest.skip(f"{case.family}: no fused weights in the original layout")
-    names = ["lora_unet_" + k[: -len(".weight")].replace(".", "_") for k in fused]
-    report = resolve(names, case.model)
-    assert sorted(report.unmatched) == sorted(names)
-    for n in names:
-        assert "not split by rows" in report.notes[n], n
+    names = {"lora_unet_" + k[: -len(".weight")].replace(".", "_"): k for k in fused}
+    report = resolve(list(names), case.model)
+    assert not report.unmatched and sorted(report.split) == sorted(names), report.format()
+    for n, key in names.items():
+        want = sorted((rows, p) for p, (k, rows, _) in case.oracle.items() if k == key and p in case.ref)
+        assert [(rows, p) for p, rows in report.split[n]] == want, n
 
 
 def test_unmatched_dit_names_list_nearest_candidates(case: Case) -> None:
