@@ -216,7 +216,7 @@ def variant_builders(path: str, base: Any, pack: dict) -> dict[str, Callable[[],
     import comfy.sd
     import comfy.utils
 
-    io, loaders = pack["io"], pack["loaders"]
+    io, loaders = pack["io"], pack["planning"]
 
     def ours(apply: str) -> Callable[[], Any]:
         def build() -> Any:
@@ -338,7 +338,7 @@ def run_patch_bench(a: argparse.Namespace, base: Any, path: str, pack: dict, dev
     diff = max(float(((samples["ours"][k] - samples["core"][k]).abs().max() /
                       samples["core"][k].abs().max().clamp_min(1e-12))) for k in samples["core"])
     best = {s: (min(p for p, _ in v), min(d for _, d in v)) for s, v in res.items()}
-    print(f"| side | prepare s | patch s | total s |\n|---|---|---|---|")
+    print("| side | prepare s | patch s | total s |\n|---|---|---|---|")
     for s in ("ours", "core"):
         p, d = best[s]
         print(f"| {s} | {p:.3f} | {d:.3f} | {p + d:.3f} |")
@@ -383,7 +383,7 @@ def setup(device_name: str) -> tuple[Any, dict]:
                          "must honour LOKR_COMFY_DEVICE (see docs/benchmarks.md)")
     comfy_env.load_pack()
     pack = {n: importlib.import_module(f"{comfy_env.PACK_NAME}.{m}") for n, m in
-            (("io", "lokr_core.formats.io"), ("loaders", "nodes.loaders"))}
+            (("io", "lokr_core.formats.io"), ("planning", "nodes.planning"))}
     return torch.device(got), pack
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import core
-from .loaders import (APPLY_MODES, CATEGORY, DORA_MODES, PATCH, SCALE_RULES, STRENGTH, TIP_APPLY, TIP_DORA, TIP_FILE,
-                      TIP_SCALE, LoKrFormatError, WeightsCache, load_and_apply, lokr_files, plan_report, validate_common)
+from ..lokr_core.base.errors import LoKrFormatError
+from ..lokr_core.keymap.block_weights import PRESETS, block_multiplier, format_block_weights, parse_block_weights
+from .common import (CATEGORY, PATCH, apply_input, dora_mode_input, lokr_name_input, scale_rule_input, strength_input,
+                     validate_inputs)
+from .planning import WeightsCache, load_and_apply, plan_report
 
 FAMILIES = ["auto", "sd1", "sd2", "sdxl"]
 CUSTOM = "custom"
@@ -20,7 +22,7 @@ CUSTOM = "custom"
 
 def preset_names() -> list[str]:
     """``custom`` (use the vector text) followed by lokr_core's preset names."""
-    return [CUSTOM] + list(core("keymap.block_weights").PRESETS)
+    return [CUSTOM] + list(PRESETS)
 
 
 def detect_family(model: Any) -> str:
@@ -37,15 +39,13 @@ def detect_family(model: Any) -> str:
 def parse_vector(text: str, preset: str, family: str, a: float, b: float, seed: int) -> dict[str, float]:
     """{block ID: value} for the chosen preset (or the free text when preset is ``custom``)."""
     spec = text if preset == CUSTOM else preset
-    return core("keymap.block_weights").parse_block_weights(spec, family, a=a, b=b, seed=seed)
+    return parse_block_weights(spec, family, a=a, b=b, seed=seed)
 
 
 def multiplier_for(values: dict[str, float]):
     """``key -> value`` of the block holding ComfyUI weight ``key`` (str or (key, offset) tuple)."""
-    bw = core("keymap.block_weights")
-
     def mult(key: Any) -> float:
-        return bw.block_multiplier(values, key if isinstance(key, str) else key[0])
+        return block_multiplier(values, key if isinstance(key, str) else key[0])
     return mult
 
 
@@ -71,9 +71,9 @@ class LoKrBlockWeights:
         return {"required": {
             "model": ("MODEL", {"tooltip": "The diffusion model (cloned, never changed)."}),
             "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed); it gets the BASE value."}),
-            "lokr_name": (lokr_files(), {"tooltip": TIP_FILE}),
-            "strength_model": ("FLOAT", dict(STRENGTH, tooltip="Overall strength on the diffusion model (times each block's value).")),
-            "strength_clip": ("FLOAT", dict(STRENGTH, tooltip="Overall strength on the text encoder (times BASE).")),
+            "lokr_name": lokr_name_input(),
+            "strength_model": strength_input("Overall strength on the diffusion model (times each block's value)."),
+            "strength_clip": strength_input("Overall strength on the text encoder (times BASE)."),
             "preset": (preset_names(), {"default": CUSTOM, "tooltip": "A named preset (Inspire-Pack names), or "
                                         "'custom' to use the vector below."}),
             "block_vector": ("STRING", {"default": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1", "multiline": False,
@@ -86,15 +86,15 @@ class LoKrBlockWeights:
             "A": ("FLOAT", {"default": 4.0, "min": -100.0, "max": 100.0, "step": 0.01, "tooltip": "Value of token A (a = A/2)."}),
             "B": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01, "tooltip": "Value of token B (b = B/2)."}),
             "rng_seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Seed for the random R and U tokens."}),
-            "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
-            "dora_mode": (DORA_MODES, {"default": "interpolate", "tooltip": TIP_DORA}),
-            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
+            "scale_rule": scale_rule_input(),
+            "dora_mode": dora_mode_input(),
+            "apply": apply_input(),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, lokr_name: Any = None, strength_model: Any = None, strength_clip: Any = None,
                         A: Any = None, B: Any = None) -> bool | str:
-        return validate_common(lokr_name, strength_model=strength_model, strength_clip=strength_clip, A=A, B=B)
+        return validate_inputs(lokr_name, strength_model=strength_model, strength_clip=strength_clip, A=A, B=B)
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
              preset: str = CUSTOM, block_vector: str = "", family: str = "auto", A: float = 4.0, B: float = 1.0,
@@ -106,7 +106,7 @@ class LoKrBlockWeights:
             raise LoKrFormatError(f"LoKr Block Weights ({lokr_name!r}): {e}") from None
         new_model, new_clip, plan = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
                                                    scale_rule, dora_mode, multiplier=multiplier_for(values), apply=apply)
-        text = core("keymap.block_weights").format_block_weights(values)
+        text = format_block_weights(values)
         report = dict(plan_report(plan, lokr_name), block_weights=values, family=fam)
         return {"ui": {"lokr_report": [report], "text": [text]}, "result": (new_model, new_clip, text)}
 

@@ -24,10 +24,9 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from . import core
+from ..lokr_core.base.errors import LoKrConfigError, LoKrKeyError, where
 from .patch import bypass_delta, is_identity, is_lokr_patch
 
-_errors = core("base.errors")
 INJECTION_KEY = "lokr_bypass"
 
 __all__ = ["INJECTION_KEY", "BypassEntry", "BypassSet", "core_bypass_supported", "bypass_injections", "conv_params", "is_linear",
@@ -179,23 +178,23 @@ def check_bypass_target(layer: nn.Module, entry: BypassEntry, source: str) -> No
     """LoKrConfigError naming the module when ``entry`` cannot run in bypass on ``layer``."""
     adapter = entry.adapter
     name = getattr(getattr(adapter, "params", None), "module", "") or entry.key
-    at = _errors.where(source, name)
+    at = where(source, name)
     if not is_linear(layer) and conv_params(layer) is None:
-        raise _errors.LoKrConfigError(f"{at}bypass mode covers Linear and Conv layers; {entry.key} belongs to a "
+        raise LoKrConfigError(f"{at}bypass mode covers Linear and Conv layers; {entry.key} belongs to a "
                                       f"{type(layer).__name__}. Use apply = 'patch weights'")
     if is_lokr_patch(adapter):
         if adapter.factors.dora_scale is not None:
-            raise _errors.LoKrConfigError(f"{at}DoRA modules need the base weight, which bypass mode never reads; "
+            raise LoKrConfigError(f"{at}DoRA modules need the base weight, which bypass mode never reads; "
                                           "use apply = 'patch weights'")
         if entry.offset is not None and int(entry.offset[0]) != 0:
-            raise _errors.LoKrConfigError(f"{at}bypass mode adds row blocks of fused weights (dim 0), not dim "
+            raise LoKrConfigError(f"{at}bypass mode adds row blocks of fused weights (dim 0), not dim "
                                           f"{entry.offset[0]}; use apply = 'patch weights'")
     elif not core_bypass_supported():
-        raise _errors.LoKrConfigError(f"{at}this file's non-LoKr module ({type(adapter).__name__}) runs in bypass only "
+        raise LoKrConfigError(f"{at}this file's non-LoKr module ({type(adapter).__name__}) runs in bypass only "
                                       "on a ComfyUI with bypass LoRA support (0.28.0 has it, 0.8.0 does not); "
                                       "use apply = 'patch weights'")
     elif entry.offset is not None or not is_identity(entry.function):
-        raise _errors.LoKrConfigError(f"{at}ComfyUI's bypass cannot add a {type(adapter).__name__} to a fused row "
+        raise LoKrConfigError(f"{at}ComfyUI's bypass cannot add a {type(adapter).__name__} to a fused row "
                                       "block or through a transform; use apply = 'patch weights'")
 
 
@@ -212,7 +211,7 @@ def bypass_injections(patcher: Any, root: nn.Module, entries: Iterable[BypassEnt
         try:
             layer = _module(root, e.module_key)
         except (AttributeError, IndexError) as err:
-            raise _errors.LoKrKeyError(f"{_errors.where(source, e.key)}no layer {e.module_key!r} in the model "
+            raise LoKrKeyError(f"{where(source, e.key)}no layer {e.module_key!r} in the model "
                                        f"({err}); expected a key of its state dict") from None
         check_bypass_target(layer, e, source)
     return [bypass_set_of(patcher).with_entries(entries).injection()]

@@ -1,6 +1,7 @@
 """LoKr Extract node: make a LoKr from two checkpoints and save it to the ``loras`` folder.
 
-Thin: checks inputs, calls ``lokr_core.extract.extract_lokr`` and returns the report as text.
+Thin: checks inputs, calls ``lokr_core.ops.extract.extract_lokr`` (ComfyUI's progress bar and
+Cancel through ``progress.comfy_progress``) and returns the report as text.
 """
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import os
 import re
 from typing import Any
 
-from . import core
+from ..lokr_core.base.errors import LoKrFormatError, where
+from ..lokr_core.ops.extract import extract_lokr, format_extract_report
+from .common import CATEGORY, model_file
+from .progress import comfy_progress
 
-CATEGORY = "loaders/LoKr"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
 
 
@@ -20,13 +23,7 @@ def _checkpoints() -> list[str]:
 
 
 def _checkpoint_path(name: str) -> str:
-    import folder_paths  # type: ignore[import-not-found]
-    errors = core("base.errors")
-    path = folder_paths.get_full_path("checkpoints", name) if name else None
-    if path is None or not os.path.isfile(path):
-        raise errors.LoKrFormatError(f"{errors.where(name, None)}no such file in the 'checkpoints' folders; "
-                                     "expected a .safetensors checkpoint there")
-    return path
+    return model_file("checkpoints", name, "a .safetensors checkpoint")
 
 
 def output_path(filename: str, overwrite: bool) -> str:
@@ -36,18 +33,17 @@ def output_path(filename: str, overwrite: bool) -> str:
     when ``overwrite`` is False.
     """
     import folder_paths  # type: ignore[import-not-found]
-    errors = core("base.errors")
     name = filename.strip()
     if not name.lower().endswith(".safetensors"):
         name += ".safetensors"
     if not _NAME_OK.match(name) or ".." in name:
-        raise errors.LoKrFormatError(f"{errors.where(filename, None)}is not a plain file name; expected letters, "
-                                     "digits, space, '_', '-', '.' only (no folders)")
+        raise LoKrFormatError(f"{where(filename, None)}is not a plain file name; expected letters, "
+                              "digits, space, '_', '-', '.' only (no folders)")
     folder = folder_paths.get_folder_paths("loras")[0]
     path = os.path.join(folder, name)
     if os.path.exists(path) and not overwrite:
-        raise errors.LoKrFormatError(f"{errors.where(path, None)}already exists; expected a new file name "
-                                     "(or set overwrite to true)")
+        raise LoKrFormatError(f"{where(path, None)}already exists; expected a new file name "
+                              "(or set overwrite to true)")
     return path
 
 
@@ -98,33 +94,15 @@ class LoKrExtract:
                 conv: str, filename: str, save_dtype: str, device: str, overwrite: bool) -> tuple[str, str]:
         import torch
 
-        extract = core("ops.extract")
         base = _checkpoint_path(base_checkpoint)
         tuned = _checkpoint_path(tuned_checkpoint)
         out = output_path(filename, overwrite)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        progress = _comfy_progress()
-        _, report = extract.extract_lokr(base, tuned, int(rank), factor=int(factor), decompose_both=bool(decompose_both),
+        progress = comfy_progress()
+        _, report = extract_lokr(base, tuned, int(rank), factor=int(factor), decompose_both=bool(decompose_both),
                                          conv=conv, device=dev, progress=progress, out=out, save_dtype=save_dtype)
-        text = extract.format_extract_report(report, limit=200)
+        text = format_extract_report(report, limit=200)
         return (f"saved {out}\n{text}", out)
-
-
-def _comfy_progress():
-    """A ``progress(done, total)`` driving ComfyUI's progress bar, or None outside ComfyUI."""
-    try:
-        import comfy.utils  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = comfy.utils.ProgressBar(total)
-        bar.update_absolute(done, total)
-
-    return progress
 
 
 NODES = {"LoKrExtract": (LoKrExtract, "LoKr Extract")}

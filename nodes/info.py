@@ -1,7 +1,7 @@
 """LoKr Info: a text report of one LoKr file, against the connected MODEL / CLIP when given.
 
 The file part (layouts, ranks, alphas, scales under the chosen rule, DoRA, metadata, warnings such
-as the full/full alpha ambiguity) is ``lokr_core.report.summarize`` + ``format_report``; the model
+as the full/full alpha ambiguity) is ``lokr_core.ops.report.summarize`` + ``format_report``; the model
 part uses the same ComfyUI key glue as the loaders, so what it calls matched is exactly what the
 loader patches, and shape mismatches are listed instead of raised.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import core
-from .keys import base_key, clip_key_map, match_names, target_shape, unet_key_map
-from .loaders import CATEGORY, SCALE_RULES, TIP_FILE, TIP_SCALE, WeightsCache, lokr_files, lokr_path, validate_common
+from ..lokr_core.ops.report import format_report, summarize
+from .common import CATEGORY, lokr_name_input, lokr_path, scale_rule_input, validate_inputs
+from .keys import base_key, target_shape
+from .planning import WeightsCache, match_modules
 
 
 def model_match(weights: Any, model: Any = None, clip: Any = None) -> dict:
@@ -20,10 +21,7 @@ def model_match(weights: Any, model: Any = None, clip: Any = None) -> dict:
     Never raises on a mismatch: it reports it (the loaders refuse such files).
     """
     names = list(weights.module_names)
-    unet_map = unet_key_map(model) if model is not None else {}
-    clip_map = clip_key_map(clip) if clip is not None else {}
-    m_unet, rest = match_names(names, unet_map)
-    m_clip, unmatched = match_names(rest, clip_map)
+    (_, m_unet), (_, m_clip), unmatched = match_modules(names, model, clip)
     mismatch: dict[str, str] = {}
     for matched, owner in ((m_unet, getattr(model, "model", None)), (m_clip, getattr(clip, "cond_stage_model", None))):
         sd = owner.state_dict() if owner is not None else {}
@@ -51,8 +49,7 @@ def format_match(match: dict, max_names: int = 20) -> str:
 
 def info_text(weights: Any, model: Any = None, clip: Any = None, scale_rule: Any = "file") -> tuple[str, dict]:
     """(report text, match dict or {}) for ``weights`` and the optional connected models."""
-    report = core("ops.report")
-    text = report.format_report(report.summarize(weights, scale_rule=scale_rule))
+    text = format_report(summarize(weights, scale_rule=scale_rule))
     match: dict = {}
     if model is not None or clip is not None:
         match = model_match(weights, model, clip)
@@ -79,8 +76,8 @@ class LoKrInfo:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
-            "lokr_name": (lokr_files(), {"tooltip": TIP_FILE}),
-            "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
+            "lokr_name": lokr_name_input(),
+            "scale_rule": scale_rule_input(),
         }, "optional": {
             "model": ("MODEL", {"tooltip": "Optional: report which modules match this diffusion model."}),
             "clip": ("CLIP", {"tooltip": "Optional: report which modules match this text encoder."}),
@@ -88,7 +85,7 @@ class LoKrInfo:
 
     @classmethod
     def VALIDATE_INPUTS(cls, lokr_name: Any = None) -> bool | str:
-        return validate_common(lokr_name)
+        return validate_inputs(lokr_name)
 
     def info(self, lokr_name: str, scale_rule: str = "file", model: Any = None, clip: Any = None) -> dict:
         weights = self._cache.get(lokr_path(lokr_name))

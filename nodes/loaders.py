@@ -1,360 +1,21 @@
-"""LoKr Loader nodes (MODEL + CLIP, and model only) and the shared patch planning they use.
+"""The LoKr Loader nodes: MODEL + CLIP, and model only (as ComfyUI's LoraLoader / LoraLoaderModelOnly).
 
-Flow: ``load_weights`` (lokr_core.io.load_lokr, cached per node) -> ``plan_patches`` (match every
-file module to a ComfyUI key, check every shape, build one LoKrPatch per weight; raises before
-anything is touched) -> ``apply_plan`` (clone the ModelPatcher / CLIP, ``add_patches`` on the
-clones; the inputs are never changed). Non-LoKr modules of a mixed file are handed to ComfyUI's own
-``comfy.lora.load_lora``.
+Both run :func:`.planning.load_and_apply` (load cached, plan, apply to clones) and show the plan's
+report on the node (``ui.lokr_report``). :class:`LoKrLoaderModelOnly` is :class:`LoKrLoader` without
+the CLIP side, the way ComfyUI core's ``LoraLoaderModelOnly`` subclasses ``LoraLoader``.
 """
 from __future__ import annotations
 
-import logging
-import math
-import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from . import core
-from .keys import base_key, clip_key_map, match_names, target_shape, unet_key_map
-from .bypass import INJECTION_KEY
-from .patch import is_lokr_patch, make_patch
+from .common import (CATEGORY, PATCH, apply_input, dora_mode_input, lokr_name_input, scale_rule_input, strength_input,
+                     validate_inputs)
+from .planning import WeightsCache, load_and_apply, plan_report
 
-_errors = core("base.errors")
-LoKrError, LoKrFormatError, LoKrKeyError = _errors.LoKrError, _errors.LoKrFormatError, _errors.LoKrKeyError
-LoKrShapeError, LoKrConfigError, where = _errors.LoKrShapeError, _errors.LoKrConfigError, _errors.where
-log = logging.getLogger("comfyui-lokr")
-
-CATEGORY = "loaders/LoKr"
-SCALE_RULES = ["file", "peft", "metadata-dim", "none"]
-DORA_MODES = ["interpolate", "lycoris"]
-PATCH, BYPASS = "patch weights", "bypass"
-APPLY_MODES = [PATCH, BYPASS]
-
-STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
-TIP_FILE = "A LoKr file from the 'loras' folders (LyCORIS / kohya .safetensors, or a PEFT adapter_model.safetensors)."
-TIP_SCALE = ("How alpha turns into the update's scale: 'file' = the file's own convention (LyCORIS: alpha/rank, "
-             "1 when both factors are full; PEFT: alpha/r); 'peft' = alpha/r always; 'metadata-dim' = alpha/ss_network_dim "
-             "for full/full modules (fixes over-strong files, ComfyUI issue #15114); 'none' = 1.")
-TIP_APPLY = ("'patch weights' = ComfyUI adds ΔW to the weights when it loads them (fastest sampling); 'bypass' = the "
-             "weights are never modified, the LoKr is added in each layer's forward pass (for fp8 / quantized models, "
-             "low VRAM, or many LoKr files switched often). Same results to float tolerance. DoRA modules need "
-             "'patch weights'.")
-TIP_DORA = ("DoRA modules only: 'interpolate' = W + strength*(W_dora - W) (0 = unchanged); "
-            "'lycoris' = lycoris-lora's formula, where the update stays applied at strength 0.")
+TIP_MODEL_STRENGTH = "Strength on the diffusion model; may be negative; 0 leaves it bit-identical."
+TIP_CLIP_STRENGTH = "Strength on the text encoder; may be negative; 0 leaves it bit-identical."
 
 
-# ----------------------------------------------------------------------------- inputs and files
-def lokr_files() -> list[str]:
-    """File names ComfyUI lists under its ``loras`` model folders."""
-    import folder_paths  # type: ignore[import-not-found]
-    return folder_paths.get_filename_list("loras")
-
-
-def lokr_path(name: str) -> str:
-    """Full path of ``name`` in the ``loras`` folders; LoKrFormatError naming it when it is missing."""
-    import folder_paths  # type: ignore[import-not-found]
-    path = folder_paths.get_full_path("loras", name) if name else None
-    if path is None or not os.path.isfile(path):
-        raise LoKrFormatError(f"{where(name, None)}no such file in the 'loras' folders "
-                              f"({', '.join(folder_paths.get_folder_paths('loras')) or 'none configured'}); "
-                              "expected a .safetensors file there")
-    return path
-
-
-def check_strength(label: str, value: Any) -> str | None:
-    """An error message when ``value`` is not a finite number, else None."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return f"{label} is {value!r}; expected a number"
-    if not math.isfinite(v):
-        return f"{label} is {v}; expected a finite number (e.g. 1.0)"
-    return None
-
-
-def validate_common(lokr_name: Any = None, **strengths: Any) -> bool | str:
-    """VALIDATE_INPUTS body shared by the loaders: True, or the message ComfyUI shows."""
-    for label, value in strengths.items():
-        if value is None:
-            continue
-        msg = check_strength(label, value)
-        if msg:
-            return msg
-    if lokr_name is not None:
-        try:
-            lokr_path(lokr_name)
-        except LoKrError as e:
-            return str(e)
-    return True
-
-
-def _raise_if_bad(**strengths: Any) -> None:
-    for label, value in strengths.items():
-        msg = check_strength(label, value)
-        if msg:
-            raise LoKrFormatError(msg)
-
-
-class WeightsCache:
-    """The last file a node loaded: (path, mtime, size) -> LoKrWeights (per node instance, not global)."""
-
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._weights: Any = None
-
-    def get(self, path: str) -> Any:
-        st = os.stat(path)
-        key = (path, st.st_mtime_ns, st.st_size)
-        if key != self._key:
-            weights = core("formats.io").load_lokr(path)
-            self._key, self._weights = key, weights
-        return self._weights
-
-
-# ----------------------------------------------------------------------------- planning
-@dataclass
-class PatchPlan:
-    """What one file does to one MODEL / CLIP pair, computed before anything is changed.
-
-    ``unet`` / ``clip``: ComfyUI key -> patch object. ``matched``: file module -> ComfyUI key.
-    ``unmatched``: LoKr modules no weight of the connected models takes. ``other``: ComfyUI's own
-    patches for non-LoKr modules (LoRA, LoHa, ...), split the same way; ``other_skipped``: those
-    that could not be handed to ComfyUI (no ComfyUI, or no key).
-    """
-
-    unet: dict[Any, Any] = field(default_factory=dict)
-    clip: dict[Any, Any] = field(default_factory=dict)
-    matched: dict[str, Any] = field(default_factory=dict)
-    unmatched: list[str] = field(default_factory=list)
-    other_unet: dict[Any, Any] = field(default_factory=dict)
-    other_clip: dict[Any, Any] = field(default_factory=dict)
-    other_skipped: list[str] = field(default_factory=list)
-    multipliers: dict[str, float] = field(default_factory=dict)
-    source: str = ""
-
-
-def _state_dict(obj: Any) -> Mapping[str, Any]:
-    return obj.state_dict() if obj is not None else {}
-
-
-def _family_hint(weights: Any) -> str:
-    try:
-        fam = core("keymap.resolve").model_family(list(weights.module_names))
-    except Exception:
-        fam = None
-    return f" (the file looks like a {fam} LoKr)" if fam else ""
-
-
-def plan_patches(weights: Any, model: Any = None, clip: Any = None, *, scale_rule: Any = "file",
-                 multiplier: Callable[[Any], float] | None = None, dora_mode: str = "interpolate",
-                 other_state_dict: Callable[[list[str]], dict] | None = None) -> PatchPlan:
-    """Match, check and build every patch of ``weights`` for ``model`` (ModelPatcher) and ``clip`` (CLIP).
-
-    ``multiplier(comfy_key) -> float`` gives per-weight block strengths (default 1). Raises
-    LoKrKeyError when no module matches (wrong model family), LoKrShapeError on the first matched
-    module whose factors do not fit its weight; in both cases nothing has been changed.
-    """
-    source = weights.source
-    unet_map = unet_key_map(model) if model is not None else {}
-    clip_map = clip_key_map(clip) if clip is not None else {}
-    names = list(weights.module_names)
-    m_unet, rest = match_names(names, unet_map)
-    m_clip, unmatched = match_names(rest, clip_map)
-    if names and not m_unet and not m_clip:
-        parts = [p for p, o in (("MODEL", model), ("CLIP", clip)) if o is not None]
-        raise LoKrKeyError(
-            f"{where(source, None)}none of its {len(names)} LoKr modules (e.g. {names[0]!r}) names a weight of the "
-            f"connected {' / '.join(parts)}{_family_hint(weights)}; expected a LoKr made for this model family")
-    plan = PatchPlan(matched={**m_unet, **m_clip}, unmatched=unmatched, source=os.path.basename(str(source or "")))
-    unet_sd, clip_sd = _state_dict(getattr(model, "model", None)), _state_dict(getattr(clip, "cond_stage_model", None))
-    # 1. every shape first, from metadata only: a wrong file fails before a tensor is read
-    for matched, sd in ((m_unet, unet_sd), (m_clip, clip_sd)):
-        for name, key in matched.items():
-            try:
-                weights.shapes(name).check_target(target_shape(key, sd), source, name)
-            except LoKrShapeError as e:
-                raise LoKrShapeError(f"{e} (ComfyUI weight {base_key(key)!r}){_family_hint(weights)}; "
-                                     "expected a LoKr made for the connected model") from None
-    # 2. factors (read + finite-checked) and one patch per weight
-    for matched, out in ((m_unet, plan.unet), (m_clip, plan.clip)):
-        for name, key in matched.items():
-            mult = float(multiplier(key)) if multiplier is not None else 1.0
-            plan.multipliers[name] = mult
-            out[key] = make_patch(weights.modules[name], weights.scale(name, scale_rule), mult,
-                                  module=name, dora_mode=dora_mode, source=os.path.basename(str(source or "")))
-    # 3. non-LoKr modules: ComfyUI's own loader
-    others = list(getattr(weights, "other_modules", {}) or {})
-    if others:
-        _plan_others(plan, others, unet_map, clip_map, other_state_dict, multiplier)
-    return plan
-
-
-def _plan_others(plan: PatchPlan, others: list[str], unet_map: dict, clip_map: dict,
-                 other_state_dict: Callable[[list[str]], dict] | None,
-                 multiplier: Callable[[Any], float] | None) -> None:
-    try:
-        import comfy.lora  # type: ignore[import-not-found]
-    except Exception:
-        plan.other_skipped = others
-        log.warning("comfyui-lokr: %d non-LoKr module(s) not applied (ComfyUI's loader is not available): %s",
-                    len(others), ", ".join(others[:5]))
-        return
-    sd = other_state_dict(others) if other_state_dict is not None else {}
-    loaded = comfy.lora.load_lora(sd, {**unet_map, **clip_map}, log_missing=True)
-    unet_keys, clip_keys = set(unet_map.values()), set(clip_map.values())
-    for key, patch in loaded.items():
-        if multiplier is not None and float(multiplier(key)) != 1.0:
-            patch = _scaled_core_patch(patch, float(multiplier(key)))
-        if key in unet_keys:
-            plan.other_unet[key] = patch
-        elif key in clip_keys:
-            plan.other_clip[key] = patch
-    plan.other_skipped = [n for n in others if n not in unet_map and n not in clip_map]
-    if plan.other_skipped:
-        log.warning("comfyui-lokr: %d non-LoKr module(s) name no weight of the connected model: %s",
-                    len(plan.other_skipped), ", ".join(plan.other_skipped[:5]))
-
-
-def _scaled_core_patch(patch: Any, mult: float) -> Any:
-    """A ComfyUI patch scaled by ``mult`` for block weights: nested list form ComfyUI understands.
-
-    ComfyUI has no per-patch multiplier for its own adapters; a block multiplier m is applied by
-    registering the patch with strength m (see ``apply_plan``), so here it is only recorded.
-    """
-    return (mult, patch)
-
-
-def other_state_dict_from_file(path: str) -> Callable[[list[str]], dict]:
-    """A reader of the file's own tensors for the given non-LoKr module names (``<name>.*`` keys)."""
-    def read(names: list[str]) -> dict:
-        from safetensors import safe_open
-        out = {}
-        with safe_open(path, framework="pt") as fh:
-            for k in fh.keys():
-                mod = k.rsplit(".", 1)[0]
-                if mod in names or any(k.startswith(n + ".") for n in names):
-                    out[k] = fh.get_tensor(k)
-        return out
-    return read
-
-
-def _add(target: Any, patches: Mapping[Any, Any], strength: float) -> set:
-    """add_patches grouped by block multiplier for ComfyUI-native patches recorded as (mult, patch)."""
-    plain = {k: p for k, p in patches.items() if not _is_scaled(p)}
-    added = set(target.add_patches(plain, strength)) if plain else set()
-    for k, p in patches.items():
-        if k not in plain:
-            added |= set(target.add_patches({k: p[1]}, strength * p[0]))
-    return added
-
-
-def plan_report(plan: PatchPlan, lokr_name: str = "") -> dict:
-    """The JSON-able run report shown on the node (``ui.lokr_report``): matched / unmatched / other."""
-    return {"file": lokr_name, "matched": len(plan.matched), "total": len(plan.matched) + len(plan.unmatched),
-            "unmatched": list(plan.unmatched), "unet_weights": len(plan.unet), "clip_weights": len(plan.clip),
-            "other_applied": len(plan.other_unet) + len(plan.other_clip), "other_skipped": list(plan.other_skipped),
-            "shape_mismatch": {}}
-
-
-def _split_key(key: Any) -> tuple[str, Any, Any]:
-    """(state-dict key, offset, function) of a ComfyUI patch key: ``key``, ``(key, offset)`` or ``(key, offset, fn)``."""
-    if isinstance(key, str):
-        return key, None, None
-    return key[0], key[1], (key[2] if len(key) > 2 else None)
-
-
-def _bypass_side(patcher: Any, root: Any, lokr: Mapping[Any, Any], others: Mapping[Any, Any], strength: float,
-                 source: str) -> tuple[list, dict]:
-    """(injection list, regular patches) for one side in bypass mode; checks every entry, changes nothing.
-
-    LoKr patches and ComfyUI's own adapters become bypass entries (a block multiplier recorded as
-    ``(mult, patch)`` scales the strength); other ComfyUI patches (plain diffs) stay regular patches,
-    as ComfyUI's own bypass loader does.
-    """
-    from .bypass import BypassEntry, bypass_injections
-    entries, regular = [], {}
-    for patches in (lokr, others):
-        for k, p in patches.items():
-            mult, adapter = (p[0], p[1]) if _is_scaled(p) else (1.0, p)
-            if is_lokr_patch(adapter) or _is_core_adapter(adapter):
-                key, offset, function = _split_key(k)
-                entries.append(BypassEntry(key, adapter, strength * mult, offset, function))
-            else:
-                regular[k] = p
-    return bypass_injections(patcher, root, entries, source), regular
-
-
-def _is_scaled(p: Any) -> bool:
-    return isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], float)
-
-
-def _is_core_adapter(p: Any) -> bool:
-    try:
-        from comfy.weight_adapter import WeightAdapterBase  # type: ignore[import-not-found]
-    except Exception:
-        return False
-    return isinstance(p, WeightAdapterBase)
-
-
-def apply_plan(plan: PatchPlan, model: Any, clip: Any, strength_model: float,
-               strength_clip: float, apply: str = PATCH) -> tuple[Any, Any]:
-    """Clones of ``model`` / ``clip`` with the plan's patches; a side with strength 0 is returned as is.
-
-    ``apply``: ``"patch weights"`` (ComfyUI patches the weights when it loads them) or ``"bypass"``
-    (weights never modified; the terms are added in the forward pass, ``nodes.bypass``). Every
-    bypass entry of both sides is checked before anything is cloned.
-    """
-    if apply not in APPLY_MODES:
-        raise LoKrConfigError(f"apply is {apply!r}; expected one of {APPLY_MODES}")
-    do_model = model is not None and strength_model != 0 and bool(plan.unet or plan.other_unet)
-    do_clip = clip is not None and strength_clip != 0 and bool(plan.clip or plan.other_clip)
-    if apply == BYPASS:
-        sides = {}
-        if do_model:
-            sides["model"] = _bypass_side(model, model.model, plan.unet, plan.other_unet, strength_model, plan.source)
-        if do_clip:
-            sides["clip"] = _bypass_side(clip.patcher, clip.cond_stage_model, plan.clip, plan.other_clip,
-                                         strength_clip, plan.source)
-    new_model, new_clip = model, clip
-    if do_model:
-        new_model = model.clone()
-        if apply == BYPASS:
-            injections, regular = sides["model"]
-            new_model.set_injections(INJECTION_KEY, injections)
-            _add(new_model, regular, strength_model)
-        else:
-            _add(new_model, plan.unet, strength_model)
-            _add(new_model, plan.other_unet, strength_model)
-    if do_clip:
-        new_clip = clip.clone()
-        if apply == BYPASS:
-            injections, regular = sides["clip"]
-            new_clip.patcher.set_injections(INJECTION_KEY, injections)
-            _add(new_clip, regular, strength_clip)
-        else:
-            _add(new_clip, plan.clip, strength_clip)
-            _add(new_clip, plan.other_clip, strength_clip)
-    return new_model, new_clip
-
-
-def load_and_apply(cache: WeightsCache, model: Any, clip: Any, lokr_name: str, strength_model: float,
-                   strength_clip: float, scale_rule: Any = "file", dora_mode: str = "interpolate",
-                   multiplier: Callable[[Any], float] | None = None,
-                   apply: str = PATCH) -> tuple[Any, Any, PatchPlan]:
-    """The whole loader: check inputs, load (cached), plan, apply to clones. Inputs are never changed."""
-    _raise_if_bad(strength_model=strength_model, strength_clip=strength_clip)
-    path = lokr_path(lokr_name)
-    weights = cache.get(path)
-    plan = plan_patches(weights, model, clip, scale_rule=scale_rule, multiplier=multiplier, dora_mode=dora_mode,
-                        other_state_dict=other_state_dict_from_file(path))
-    if plan.unmatched:
-        log.warning("comfyui-lokr: %s: %d LoKr module(s) match no weight of the connected model: %s",
-                    lokr_name, len(plan.unmatched), ", ".join(plan.unmatched[:5]))
-    new_model, new_clip = apply_plan(plan, model, clip, strength_model, strength_clip, apply)
-    return new_model, new_clip, plan
-
-
-# ----------------------------------------------------------------------------- nodes
 class LoKrLoader:
     """LoKr Loader: MODEL + CLIP + a LoKr file -> patched clones (see module docstring)."""
 
@@ -375,18 +36,18 @@ class LoKrLoader:
         return {"required": {
             "model": ("MODEL", {"tooltip": "The diffusion model the LoKr is applied to (it is cloned, never changed)."}),
             "clip": ("CLIP", {"tooltip": "The text encoder the LoKr is applied to (it is cloned, never changed)."}),
-            "lokr_name": (lokr_files(), {"tooltip": TIP_FILE}),
-            "strength_model": ("FLOAT", dict(STRENGTH, tooltip="Strength on the diffusion model; may be negative; 0 leaves it bit-identical.")),
-            "strength_clip": ("FLOAT", dict(STRENGTH, tooltip="Strength on the text encoder; may be negative; 0 leaves it bit-identical.")),
-            "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
+            "lokr_name": lokr_name_input(),
+            "strength_model": strength_input(TIP_MODEL_STRENGTH),
+            "strength_clip": strength_input(TIP_CLIP_STRENGTH),
+            "scale_rule": scale_rule_input(),
         }, "optional": {
-            "dora_mode": (DORA_MODES, {"default": "interpolate", "tooltip": TIP_DORA}),
-            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
+            "dora_mode": dora_mode_input(),
+            "apply": apply_input(),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, lokr_name: Any = None, strength_model: Any = None, strength_clip: Any = None) -> bool | str:
-        return validate_common(lokr_name, strength_model=strength_model, strength_clip=strength_clip)
+        return validate_inputs(lokr_name, strength_model=strength_model, strength_clip=strength_clip)
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
              scale_rule: str = "file", dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
@@ -395,41 +56,30 @@ class LoKrLoader:
         return {"ui": {"lokr_report": [plan_report(plan, lokr_name)]}, "result": (new_model, new_clip)}
 
 
-class LoKrLoaderModelOnly:
-    """LoKr Loader (model only): MODEL + a LoKr file -> patched clone of the MODEL."""
+class LoKrLoaderModelOnly(LoKrLoader):
+    """LoKr Loader (model only): MODEL + a LoKr file -> patched clone of the MODEL (the loader with no CLIP)."""
 
-    CATEGORY = CATEGORY
     DESCRIPTION = ("Applies the diffusion-model part of a LoKr file (text-encoder modules are ignored). "
                    "Exact for Tucker and PEFT-format files; fp32 on the weight's device.")
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The diffusion model with the LoKr applied.",)
-    FUNCTION = "load"
-
-    def __init__(self) -> None:
-        self._cache = WeightsCache()
+    FUNCTION = "load_model_only"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The diffusion model the LoKr is applied to (it is cloned, never changed)."}),
-            "lokr_name": (lokr_files(), {"tooltip": TIP_FILE}),
-            "strength_model": ("FLOAT", dict(STRENGTH, tooltip="Strength on the diffusion model; may be negative; 0 leaves it bit-identical.")),
-            "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
-        }, "optional": {
-            "dora_mode": (DORA_MODES, {"default": "interpolate", "tooltip": TIP_DORA}),
-            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
-        }}
+        types = super().INPUT_TYPES()
+        del types["required"]["clip"], types["required"]["strength_clip"]
+        return types
 
     @classmethod
     def VALIDATE_INPUTS(cls, lokr_name: Any = None, strength_model: Any = None) -> bool | str:
-        return validate_common(lokr_name, strength_model=strength_model)
+        return validate_inputs(lokr_name, strength_model=strength_model)
 
-    def load(self, model: Any, lokr_name: str, strength_model: float, scale_rule: str = "file",
-             dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
-        new_model, _, plan = load_and_apply(self._cache, model, None, lokr_name, strength_model, 0.0, scale_rule,
-                                            dora_mode, apply=apply)
-        return {"ui": {"lokr_report": [plan_report(plan, lokr_name)]}, "result": (new_model,)}
+    def load_model_only(self, model: Any, lokr_name: str, strength_model: float, scale_rule: str = "file",
+                        dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
+        out = self.load(model, None, lokr_name, strength_model, 0.0, scale_rule, dora_mode, apply)
+        return {"ui": out["ui"], "result": out["result"][:1]}
 
 
 NODES = {

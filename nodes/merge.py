@@ -10,8 +10,9 @@ extra keys such as ``v_pred``), with the patched weights computed here instead:
   parameters are read: the UNet is passed first where it takes one), extra keys as CheckpointSave
   adds them;
 - the file is written atomically (temp file + rename, ``lokr_core.base.atomic``) into the output folder,
-  with metadata naming the merged LoKr files, strengths and module counts. A ComfyUI ProgressBar
-  advances per weight; Cancel stops the merge before anything is written. The inputs are never changed.
+  with metadata naming the merged LoKr files, strengths and module counts. ComfyUI's progress bar
+  advances per weight (``progress.comfy_progress``); Cancel stops the merge before anything is
+  written. The inputs are never changed.
 """
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ from typing import Any, Callable
 
 import torch
 
-from . import core
+from ..lokr_core.base.atomic import atomic_save_file
+from ..lokr_core.base.errors import LoKrFormatError
+from ..lokr_core.base.progress import StepCounter
 from .bypass import bypass_set_of
-from .loaders import CATEGORY, LoKrFormatError
+from .common import CATEGORY
 from .patch import LoKrPatchMixin
+from .progress import comfy_progress
 
 DTYPES = {"keep": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -242,21 +246,6 @@ def _unpatch_loaded_models() -> None:
     comfy.model_management.unload_all_models()
 
 
-def _progress(total: int) -> Callable[[], None] | None:
-    """A per-weight step: stops on ComfyUI's Cancel (before anything is written), advances its ProgressBar."""
-    try:
-        import comfy.model_management  # type: ignore[import-not-found]
-        import comfy.utils  # type: ignore[import-not-found]
-        bar = comfy.utils.ProgressBar(total)
-    except Exception:
-        return None
-
-    def step() -> None:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        bar.update(1)
-    return step
-
-
 class LoKrMergeCheckpoint:
     """LoKr Merge Checkpoint node: writes the merged checkpoint, returns its path."""
 
@@ -293,12 +282,12 @@ class LoKrMergeCheckpoint:
             check_mergeable(getattr(clip, "patcher", None), clip.cond_stage_model)
         _unpatch_loaded_models()
         n = sum(len(merge_patches(p)) for p in (model, getattr(clip, "patcher", None)))
-        sd = checkpoint_state_dict(model, clip, vae, DTYPES[dtype], _progress(max(n, 1)))
+        sd = checkpoint_state_dict(model, clip, vae, DTYPES[dtype], StepCounter(comfy_progress(), max(n, 1)).step)
         meta = {"lokr_merged": json.dumps(merged_lokr_sources(model, getattr(clip, "patcher", None))),
                 "lokr_merge_dtype": dtype, "lokr_merge_tool": "comfyui-lokr LoKr Merge Checkpoint"}
         path = output_path(filename_prefix)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        core("base.atomic").atomic_save_file(sd, path, meta)
+        atomic_save_file(sd, path, meta)
         return {"ui": {"text": [path]}, "result": (path,)}
 
 

@@ -32,12 +32,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import core
+from ..lokr_core.base.errors import LoKrConfigError, where
+from ..lokr_core.tensor import kron as _kron
+from ..lokr_core.tensor.factors import FACTOR_NAMES, LoKrFactors
 
-_kron = core("tensor.kron")
-_errors = core("base.errors")
-LoKrFactors = core("tensor.factors").LoKrFactors
-FACTOR_SLOTS = core("tensor.factors").FACTOR_NAMES + ("dora_scale",)
+FACTOR_SLOTS = FACTOR_NAMES + ("dora_scale",)
 
 __all__ = ["PatchParams", "LoKrPatchMixin", "lokr_patch_class", "make_patch", "is_identity", "is_lokr_patch"]
 
@@ -48,7 +47,7 @@ class PatchParams:
 
     ``scale``: the file's alpha/rank rule as a number; ``block_weight``: the per-weight block
     multiplier (1.0 unless a block-weight node set it); ``dora_mode``: ``"interpolate"`` or
-    ``"lycoris"`` (docs/formats.md, DoRA); ``alpha``: the stored alpha (reports); ``module``: the
+    ``"lycoris"`` (docs/math.md, DoRA); ``alpha``: the stored alpha (reports); ``module``: the
     file's module name; ``source``: the file's base name.
     """
 
@@ -213,7 +212,7 @@ def bypass_delta(patch: LoKrPatchMixin, x: torch.Tensor, base_out: torch.Tensor,
     params = patch.params
     f = patch.factors_on(x.device)
     if f.dora_scale is not None:
-        raise _errors.LoKrConfigError(f"{_errors.where(params.source, params.module)}DoRA modules need the base "
+        raise LoKrConfigError(f"{where(params.source, params.module)}DoRA modules need the base "
                                       "weight, which bypass mode never reads; use apply = 'patch weights'")
     s = strength * params.block_weight * params.scale
     if s == 0.0:

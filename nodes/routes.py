@@ -3,7 +3,7 @@
 Three GET routes, registered on ComfyUI's ``PromptServer.instance.routes`` by :func:`register`:
 
 - ``/lokr/info?file=<name>``: JSON summary of one LoKr file of the ``loras`` folder
-  (``lokr_core.report.summarize``: family guess, modules per block, layouts, ranks, scale rule and
+  (``lokr_core.ops.report.summarize``: family guess, modules per block, layouts, ranks, scale rule and
   scales, training metadata, trigger words).
 - ``/lokr/report?file=<name>&family=sd1|sd2|sdxl``: match report of the file against that model
   family's key list.
@@ -29,6 +29,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ..lokr_core.base.errors import LoKrError
+from ..lokr_core.base.jsonable import jsonable
+from ..lokr_core.formats.io import load_lokr
+from ..lokr_core.keymap.block_weights import PRESETS
+from ..lokr_core.ops.report import family_report, summarize
+
 FAMILIES = ("sd1", "sd2", "sdxl")
 """Model families ``/lokr/report`` accepts (lokr_core keymap names)."""
 
@@ -43,13 +49,6 @@ class RouteError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def _core(name: str) -> Any:
-    """``lokr_core.<name>``, imported the way every node module does (see ``nodes.core``)."""
-    from . import core
-
-    return core(name)
 
 
 def _shown(name: str) -> str:
@@ -111,7 +110,8 @@ class Backend:
     """The lokr_core functions the routes call; tests may pass stand-ins.
 
     ``load(path) -> weights``; ``summarize(weights) -> dict``; ``report(weights, family) -> dict``;
-    ``presets() -> dict``. ``None`` means: import the lokr_core default on first use.
+    ``presets() -> dict``. ``None`` means lokr_core's own (``load_lokr``, ``summarize``,
+    ``family_report``, the block-weight ``PRESETS``).
     """
 
     load: Callable[[str], Any] | None = None
@@ -120,58 +120,26 @@ class Backend:
     presets: Callable[[], Mapping[str, Any]] | None = None
 
     def get(self, what: str) -> Callable[..., Any]:
-        """The callable for ``what`` (load / summarize / report / presets); 501 when lokr_core lacks it."""
+        """The callable for ``what`` (load / summarize / report / presets)."""
         fn = getattr(self, what)
-        if fn is not None:
-            return fn
-        try:
-            return _DEFAULTS[what]()
-        except (ImportError, AttributeError) as exc:
-            raise RouteError(501, f"lokr_core does not provide '{what}' yet ({exc})") from None
+        return fn if fn is not None else _DEFAULTS[what]
 
 
-def _default_load() -> Callable[[str], Any]:
-    return _core("formats.io").load_lokr
+def _presets() -> Mapping[str, Any]:
+    return dict(PRESETS)
 
 
-def _default_summarize() -> Callable[[Any], Mapping[str, Any]]:
-    return _core("ops.report").summarize
-
-
-def _default_report() -> Callable[[Any, str], Mapping[str, Any]]:
-    report = _core("ops.report")
-    if hasattr(report, "family_report"):
-        return report.family_report
-    resolve, keymap = _core("keymap.resolve"), _core("keymap")
-    family_target = keymap.family_target
-
-    def family_report(weights: Any, family: str) -> Mapping[str, Any]:
-        return resolve.resolve(weights, family_target(family)).to_dict()
-
-    return family_report
-
-
-def _default_presets() -> Callable[[], Mapping[str, Any]]:
-    block_weights = _core("keymap.block_weights")
-    if hasattr(block_weights, "presets"):
-        return block_weights.presets
-    table = block_weights.PRESETS
-    return lambda: dict(table)
-
-
-_DEFAULTS: Mapping[str, Callable[[], Callable[..., Any]]] = {
-    "load": _default_load, "summarize": _default_summarize,
-    "report": _default_report, "presets": _default_presets,
+_DEFAULTS: Mapping[str, Callable[..., Any]] = {
+    "load": load_lokr, "summarize": summarize, "report": family_report, "presets": _presets,
 }
 
 
 def _load_lokr(path: str, name: str, backend: Backend) -> Any:
     """Load the file with the backend's loader; 422 when it is not a LoKr file (message: no content)."""
     load = backend.get("load")
-    errors = _core("base.errors")
     try:
         weights = load(path)
-    except errors.LoKrError as exc:
+    except LoKrError as exc:
         text = str(exc).replace(path, name)
         if len(text) > 400:
             text = text[:397] + "..."
@@ -214,11 +182,6 @@ def report_payload(name: str | None, family: str | None, folder_paths: Any, back
 def presets_payload(backend: Backend) -> dict:
     """JSON-able block-weight presets: ``{"presets": {name: vector string}}``."""
     return jsonable({"presets": dict(backend.get("presets")())})
-
-
-def jsonable(value: Any) -> Any:
-    """Strict-JSON view of ``value`` (lokr_core's one helper; see ``base.jsonable``)."""
-    return _core("base.jsonable").jsonable(value)
 
 
 class SummaryCache:

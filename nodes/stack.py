@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .loaders import (APPLY_MODES, BYPASS, CATEGORY, PATCH, SCALE_RULES, STRENGTH, TIP_APPLY, TIP_FILE, TIP_SCALE,
-                      LoKrConfigError, LoKrFormatError, WeightsCache, apply_plan, check_strength, lokr_files, lokr_path, other_state_dict_from_file, plan_patches,
-                      plan_report)
+from ..lokr_core.base.errors import LoKrConfigError, LoKrFormatError
+from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, apply_input, lokr_files, lokr_path, scale_rule_input,
+                     strength_error, strength_input, validate_inputs)
+from .planning import WeightsCache, apply_plan, other_state_dict_from_file, plan_patches, plan_report
 
 SLOTS = 3
 NONE = "None"
@@ -37,7 +38,7 @@ def check_stack(stack: Any) -> None:
             raise LoKrFormatError(f"LORA_STACK entry {i} is {entry!r}; expected (file, strength_model, strength_clip)")
         name, sm, sc = entry
         for label, v in (("strength_model", sm), ("strength_clip", sc)):
-            msg = check_strength(label, v)
+            msg = strength_error(label, v)
             if msg:
                 raise LoKrFormatError(f"LORA_STACK entry {i} ({name!r}): {msg}")
         lokr_path(name)
@@ -51,7 +52,7 @@ def apply_stack(model: Any, clip: Any, stack: Any, *, scale_rule: str = "file",
                 caches: dict[str, WeightsCache] | None = None, apply: str = PATCH) -> tuple[Any, Any, list[dict]]:
     """Apply every stack entry in order to clones of ``model`` / ``clip``; returns (model, clip, reports).
 
-    ``apply``: ``"patch weights"`` or ``"bypass"`` for every entry (see ``loaders.apply_plan``).
+    ``apply``: ``"patch weights"`` or ``"bypass"`` for every entry (see ``planning.apply_plan``).
     """
     check_stack(stack)
     caches = caches if caches is not None else {}
@@ -107,8 +108,8 @@ def _slot_inputs() -> dict:
     out = {}
     for i in range(1, SLOTS + 1):
         out[f"lokr_{i}"] = (files, {"default": NONE, "tooltip": f"Slot {i}: {TIP_FILE} 'None' leaves the slot empty."})
-        out[f"strength_model_{i}"] = ("FLOAT", dict(STRENGTH, tooltip=f"Slot {i}: strength on the diffusion model."))
-        out[f"strength_clip_{i}"] = ("FLOAT", dict(STRENGTH, tooltip=f"Slot {i}: strength on the text encoder."))
+        out[f"strength_model_{i}"] = strength_input(f"Slot {i}: strength on the diffusion model.")
+        out[f"strength_clip_{i}"] = strength_input(f"Slot {i}: strength on the text encoder.")
     return out
 
 
@@ -131,17 +132,11 @@ class LoKrStack:
     @classmethod
     def VALIDATE_INPUTS(cls, **kwargs: Any) -> bool | str:
         for i in range(1, SLOTS + 1):
-            for label in (f"strength_model_{i}", f"strength_clip_{i}"):
-                if label in kwargs:
-                    msg = check_strength(label, kwargs[label])
-                    if msg:
-                        return msg
             name = kwargs.get(f"lokr_{i}")
-            if name and name != NONE:
-                try:
-                    lokr_path(name)
-                except Exception as e:
-                    return str(e)
+            strengths = {label: kwargs.get(label) for label in (f"strength_model_{i}", f"strength_clip_{i}")}
+            msg = validate_inputs(name if name and name != NONE else None, **strengths)
+            if msg is not True:
+                return msg
         return True
 
     def stack(self, lora_stack: Any = None, **slots: Any) -> tuple[list]:
@@ -170,9 +165,9 @@ class ApplyLoKrStack:
             "model": ("MODEL", {"tooltip": "The diffusion model (cloned, never changed)."}),
             "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed)."}),
             "lora_stack": ("LORA_STACK", {"tooltip": "List of (file, strength_model, strength_clip), e.g. from LoKr Stack."}),
-            "scale_rule": (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE}),
+            "scale_rule": scale_rule_input(),
         }, "optional": {
-            "apply": (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY}),
+            "apply": apply_input(),
         }}
 
     def apply(self, model: Any, clip: Any, lora_stack: Any, scale_rule: str = "file", apply: str = PATCH) -> dict:

@@ -1,7 +1,9 @@
-"""Run the web extension's JavaScript tests (``node --test tests/web``) and check that the Python
-block-weight parser agrees with the JavaScript one on the shared vectors (tests/web/block_vectors.json)."""
+"""Run the web extension's JavaScript tests (``node --test tests/web``), check that the Python
+block-weight parser agrees with the JavaScript one on the shared vectors (tests/web/block_vectors.json),
+and that every node input name the JavaScript reads is an input of one of the pack's nodes."""
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -13,13 +15,66 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = json.loads((ROOT / "tests" / "web" / "block_vectors.json").read_text())["cases"]
 
 
-def test_node_tests_pass():
+def _node() -> str:
     node = shutil.which("node") or shutil.which("nodejs")
     if node is None:
         pytest.skip("node is not installed")
-    proc = subprocess.run([node, "--test", "tests/web"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return node
+
+
+def test_node_tests_pass():
+    proc = subprocess.run([_node(), "--test", "tests/web"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "# fail 0" in proc.stdout
+    assert "# pass 0" not in proc.stdout
+
+
+def _node_inputs() -> tuple[set[str], set[str]]:
+    """From nodes/*.py (read, not imported): the input names in every ``{"required": {...}, "optional":
+    {...}}`` literal (INPUT_TYPES) and those built with f-strings (``out[f"lokr_{i}"] = ...`` -> ``"lokr_{}"``)."""
+    names, patterns = set(), set()
+    for path in sorted((ROOT / "nodes").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Dict):
+                for key, value in zip(node.keys, node.values):
+                    if isinstance(key, ast.Constant) and key.value in ("required", "optional") and isinstance(value, ast.Dict):
+                        names.update(k.value for k in value.keys if isinstance(k, ast.Constant))
+            elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript):
+                key = node.targets[0].slice
+                if isinstance(key, ast.JoinedStr):
+                    patterns.add("".join(v.value if isinstance(v, ast.Constant) else "{}" for v in key.values))
+    return names, patterns
+
+
+def _constants(path: Path) -> dict[str, object]:
+    """The module-level literal constants of ``path`` (read, not imported)."""
+    out = {}
+    for stmt in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+            try:
+                out[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+            except ValueError:
+                pass
+    return out
+
+
+def test_js_reads_only_inputs_the_nodes_have():
+    """web/logic/node_ui.js names the node inputs and values the panels read: each is in nodes/*.py."""
+    script = ("import * as U from './web/logic/node_ui.js'; console.log(JSON.stringify({inputs: U.INPUTS,"
+              " custom: U.CUSTOM_PRESET, auto: U.AUTO_FAMILY, report: U.REPORT_KEY}));")
+    proc = subprocess.run([_node(), "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    js = json.loads(proc.stdout)
+    names, patterns = _node_inputs()
+    constants = _constants(ROOT / "nodes" / "block_weights.py")
+    assert {"lokr_name", "model", "strength_model"} <= names  # the scan finds the loaders' inputs
+    missing = [name for name in js["inputs"].values() if name not in names]
+    assert not missing, f"web/logic/node_ui.js reads inputs no node has: {missing}"
+    assert "lokr_{}" in patterns  # LoKr Stack's slots, which stackSlotNames (/^lokr_\d+$/) picks
+    assert js["custom"] == constants["CUSTOM"]  # nodes/block_weights.py
+    assert js["auto"] in constants["FAMILIES"]
+    assert f'"{js["report"]}"' in (ROOT / "nodes" / "loaders.py").read_text()  # {"ui": {"lokr_report": [...]}}
 
 
 def _python_parser():

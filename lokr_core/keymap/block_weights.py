@@ -1,7 +1,8 @@
 """Block-weight vectors (sd-webui-lora-block-weight / Inspire-Pack LBW syntax), mapped BY BLOCK ID.
 
 A vector is comma-separated; its first value is BASE (text encoders and every UNet weight outside
-the input/middle/output blocks), then one value per UNet block in LDM numbering (LOKR_SPEC 7):
+the input/middle/output blocks), then one value per UNet block in LDM numbering
+(docs/block-weights.md, Block IDs):
 
 - SD1.x / SD2.x: 17 values (BASE, IN01, IN02, IN04, IN05, IN07, IN08, MID, OUT03..OUT11) or
   26 values (BASE, IN00..IN11, MID, OUT00..OUT11);

@@ -4,14 +4,14 @@
   Van Loan-Pitsianis rearrangement (ΔW -> R so that kron(W1, W2) becomes the rank-1 matrix
   vec(W1) vec(W2)^T; the top singular pair of R gives both factors).
 - ``lowrank_split``: truncated SVD of a matrix as a balanced split (a (m, r), b (r, n)).
-- ``tucker2``: Tucker-2 (HOSVD) of a conv W2 (out_k, in_n, kh, kw) in LOKR_SPEC 2's layout.
+- ``tucker2``: Tucker-2 (HOSVD) of a conv W2 (out_k, in_n, kh, kw) in LoKr's Tucker layout (docs/math.md, Shapes).
 - ``plan_layout`` / ``factors_from_delta``: the LoKr module LyCORIS would build for a weight of this
   shape at this rank, filled so it reproduces ΔW best (alpha = rank, so the LyCORIS scale is 1).
 - ``resize_factors``: a lower-rank module keeping ΔW best, scale preserved.
 - ``lora_error_at_params``: the error of a LoRA (truncated SVD) with at most the same parameter count.
 
 Every reconstruction goes through ``lokr_core.tensor.kron`` (the one implementation of the math).
-Shapes use LOKR_SPEC's names: W1 (out_l, in_m), W2 (out_k, in_n[, kh, kw]),
+Shapes use the names of docs/math.md: W1 (out_l, in_m), W2 (out_k, in_n[, kh, kw]),
 ΔW (out_l*out_k, in_m*in_n[, kh, kw]).
 """
 from __future__ import annotations
@@ -169,7 +169,7 @@ def _leading_basis(mat: torch.Tensor, rank: int) -> torch.Tensor:
 def tucker2(w2: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tucker-2 of a conv W2 (out_k, in_n, kh, kw) by HOSVD: (t2 (r, r, kh, kw), w2_a (r, out_k), w2_b (r, in_n)).
 
-    W2 ≈ einsum('ijkl,ip,jr->prkl', t2, w2_a, w2_b) (LOKR_SPEC 2). Exact when W2 has multilinear
+    W2 ≈ einsum('ijkl,ip,jr->prkl', t2, w2_a, w2_b) (docs/math.md, Shapes). Exact when W2 has multilinear
     rank <= (rank, rank) in its first two modes.
     """
     out_k, in_n = w2.shape[:2]
@@ -182,7 +182,7 @@ def tucker2(w2: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, to
 # ----------------------------------------------------------------------------- module layout
 @dataclass(frozen=True)
 class Layout:
-    """The LoKr module LyCORIS builds for a weight (out, in[, k...]) at ``rank`` (LOKR_SPEC 2).
+    """The LoKr module LyCORIS builds for a weight (out, in[, k...]) at ``rank`` (docs/math.md, Shapes).
 
     w1_shape (out_l, in_m); w2_shape (out_k, in_n, *kernel); ``split_w1`` / ``full_w2`` / ``tucker``
     say which factors are stored.

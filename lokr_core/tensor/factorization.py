@@ -1,4 +1,4 @@
-"""The LoKr factorization rule (LOKR_SPEC section 1), as PEFT and LyCORIS apply it."""
+"""The LoKr factorization rule (docs/math.md, Factorization), as PEFT and LyCORIS apply it."""
 from __future__ import annotations
 
 

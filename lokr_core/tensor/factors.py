@@ -3,7 +3,7 @@
 A module holds W1 either full (``w1``: (out_l, in_m)) or split (``w1_a`` (out_l, r) @ ``w1_b``
 (r, in_m)), and W2 full (``w2``: (out_k, in_n[, k...])), split (``w2_a`` (out_k, r) @ ``w2_b``
 (r, in_n * prod(k))) or Tucker (``t2`` (r, r, k...), ``w2_a`` (r, out_k), ``w2_b`` (r, in_n)).
-Names follow the file keys (``lokr_w1`` -> ``w1``). See LOKR_SPEC section 2.
+Names follow the file keys (``lokr_w1`` -> ``w1``). See (docs/math.md, Shapes).
 """
 from __future__ import annotations
 

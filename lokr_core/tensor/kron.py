@@ -1,7 +1,8 @@
 """Pure tensor functions for LoKr: rebuild W1 / W2, ΔW, in-place merge, bypass products, DoRA.
 
-This is the one implementation of the math (LOKR_SPEC sections 2 and 4); layers, file readers,
-checkpoint merge, ComfyUI patches and extraction all call it. Shapes use the spec's names:
+This is the one implementation of the math (docs/math.md, Shapes) and of DoRA (docs/math.md, DoRA);
+layers, file readers, checkpoint merge, ComfyUI patches and extraction all call it. Shapes use the
+names of docs/math.md:
 W1 (out_l, in_m), W2 (out_k, in_n[, k...]), ΔW (out_l*out_k, in_m*in_n[, k...]).
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ def kron_product(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
 def peft_conv1d_kron(w1: torch.Tensor, w2: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """PEFT's Conv1d product with a full 3-D W2: ``torch.kron(w1, w2)`` of a 2-D and a 3-D tensor.
 
-    This is *not* the Kronecker product of the layer (LOKR_SPEC 2); it exists only so adapters
+    This is *not* the Kronecker product of the layer (docs/math.md, Shapes); it exists only so adapters
     trained through PEFT's layout can be reproduced when asked for explicitly.
     """
     return torch.kron(w1, w2).reshape(tuple(shape))
@@ -212,7 +213,7 @@ def dora_weight(weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Ten
 
 def dora_apply(weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Tensor, strength: float = 1.0,
                mode: str = "interpolate") -> torch.Tensor:
-    """The DoRA-merged weight at ``strength`` (LOKR_SPEC 4); ``delta`` is ΔW at full strength.
+    """The DoRA-merged weight at ``strength`` (docs/math.md, DoRA); ``delta`` is ΔW at full strength.
 
     - ``"interpolate"`` (default): W + m * (W_dora - W): 0 -> W exactly, 1 -> W_dora.
     - ``"lycoris"``: (W + ΔW) * (m * (s - 1) + 1), s = dora_scale / norm, as lycoris-lora does

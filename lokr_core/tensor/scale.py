@@ -1,4 +1,4 @@
-"""The scale of one LoKr module: ΔW = scale * kron(W1, W2) (LOKR_SPEC section 3).
+"""The scale of one LoKr module: ΔW = scale * kron(W1, W2) (docs/math.md, Scale).
 
 Rules (``rule`` argument of :func:`module_scale`):
 

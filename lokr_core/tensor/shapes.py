@@ -2,7 +2,7 @@
 
 Reproduces the shape decisions of PEFT 0.21.2's ``LoKrLayer.update_layer`` /
 ``create_adapter_parameters`` as a pure function of the base weight's shape, so layers, files and
-tests can agree on shapes without building parameters. See LOKR_SPEC section 2.
+tests can agree on shapes without building parameters. See (docs/math.md, Shapes).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ Differences from PEFT, on purpose:
   PEFT's numbers to float tolerance, gradients included.
 - wrappers start in the train/eval mode of the layer they wrap (PEFT's start in train mode, so
   their dropout acts in an eval model until ``.eval()`` is called again).
-- Conv1d with a full 3-D ``lokr_w2`` uses the true Kronecker product (docs/formats.md, PEFT Conv1d);
+- Conv1d with a full 3-D ``lokr_w2`` uses the true Kronecker product (docs/math.md, Shapes);
   ``peft_conv1d_compat=True`` reproduces PEFT's layout for adapters trained through it.
 - merge / unmerge add the product in place with ``kron.add_kron_`` and remember the scale each
   adapter was merged with, so unmerge is the inverse even after ``set_scale``.

@@ -1,19 +1,18 @@
 """Helpers for tests and benchmarks that run inside a real ComfyUI (``COMFYUI_PATH``).
 
-- :func:`setup_comfy`: put ComfyUI first on ``sys.path`` (its top-level ``nodes.py`` must win over
-  this repo's ``nodes`` package), set ComfyUI's flags (:func:`main_args`: CPU unless
+- :func:`setup_comfy`: put ComfyUI first on ``sys.path`` (``import nodes`` is ComfyUI's ``nodes.py``;
+  this repository's ``nodes`` is only ever ``<pack>.nodes``), set ComfyUI's flags (:func:`main_args`: CPU unless
   ``LOKR_COMFY_DEVICE=cuda``, plus ``LOKR_COMFY_ARGS``) and fp32 text encoders, start dynamic VRAM
   where ``main.py`` would (ComfyUI 0.28.0 on NVIDIA), import ``comfy``.
 - :func:`main_args`: the same flags for a ``main.py`` subprocess (``--cpu`` or nothing, then
   ``LOKR_COMFY_ARGS``, e.g. ``"--lowvram"`` or ``"--disable-dynamic-vram"``).
-- :func:`load_pack`: import this repository the way ComfyUI imports a custom node folder (a
-  package named after the folder, relative imports), so the pack's nodes see the real ComfyUI.
+- :func:`load_pack` / :func:`pack_module`: import this repository the way ComfyUI imports a custom
+  node folder (``tests.support.comfy_pack``), so the pack's nodes see the real ComfyUI.
 - :func:`make_tiny_sd15`: a small SD1.5-shaped checkpoint (320 base channels, 2 levels, 1 block
   per level: ComfyUI detects it as SD15) with random weights: UNet, full CLIP-L, full VAE.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import subprocess
@@ -22,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # imported by a script (benchmarks/, tools/): tests.support comes from this repository
+    sys.path.append(str(ROOT))
+from tests.support import comfy_pack  # noqa: E402  (before ComfyUI's folder, which has a ``tests`` package too)
+
 PACK_NAME = "comfyui_lokr_pack"
 
 TINY_UNET = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
@@ -131,15 +134,16 @@ def setup_comfy() -> Any:
 
 
 def load_pack() -> Any:
-    """Import the repository as ComfyUI does with ``custom_nodes/<folder>/__init__.py``."""
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(PACK_NAME, str(ROOT / "__init__.py"),
-                                                  submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = pack
-    spec.loader.exec_module(pack)
-    return pack
+    """Import the repository as ComfyUI imports ``custom_nodes/<folder>/__init__.py`` (``tests.support.comfy_pack``).
+
+    Under :data:`PACK_NAME`: a copy of its own, set up after ComfyUI (the CPU node tests load another).
+    """
+    return comfy_pack.load_pack(ROOT, PACK_NAME)
+
+
+def pack_module(dotted: str) -> Any:
+    """The module ``dotted`` of the pack :func:`load_pack` loads (e.g. ``"nodes.planning"``)."""
+    return comfy_pack.pack_module(dotted, ROOT, PACK_NAME)
 
 
 def _fill_(module: Any, seed: int) -> None:

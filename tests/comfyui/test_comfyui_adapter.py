@@ -22,22 +22,14 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
-import sys
 
 import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import comfy_env  # noqa: E402
-
-if comfy_env.comfy_path() is None:
-    pytest.skip("COMFYUI_PATH is not set: real-ComfyUI tests skipped", allow_module_level=True)
-
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from torch import nn  # noqa: E402
-
-from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of  # noqa: E402
+import comfy_env
+from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
 
 U = "diffusion_model."
 TB = "input_blocks.1.1.transformer_blocks.0."
@@ -86,9 +78,9 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("adapter")
     model, clip, _ = comfy_env.load_checkpoint(comfy_env.cached_tiny_sd15(tmp))
     comfy_env.load_pack()
-    loaders = sys.modules[comfy_env.PACK_NAME + ".nodes.loaders"]
-    patch_mod = sys.modules[comfy_env.PACK_NAME + ".nodes.patch"]
-    io = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io")
+    loaders = comfy_env.pack_module("nodes.planning")
+    patch_mod = comfy_env.pack_module("nodes.patch")
+    io = comfy_env.pack_module("lokr_core.formats.io")
     mods, base = {}, {}
     for i, (layout, (name, key, kw, _)) in enumerate(LAYOUTS.items()):
         layer = model.model.get_submodule(key)

@@ -20,23 +20,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib
-import os
-import sys
 
 import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import comfy_env  # noqa: E402
-
-if comfy_env.comfy_path() is None:
-    pytest.skip("COMFYUI_PATH is not set: real-ComfyUI tests skipped", allow_module_level=True)
-
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from torch import nn  # noqa: E402
-
-from lokr_node_fixtures import lycoris_module, state_dict_of  # noqa: E402
+import comfy_env
+from tests.support.lokr_node_fixtures import lycoris_module, state_dict_of
 
 U = "diffusion_model."
 C = "clip_l.transformer.text_model."
@@ -70,9 +61,8 @@ def env(tmp_path_factory):
     folder_paths.add_model_folder_path("loras", str(tmp / "loras"))
     model, clip, _vae = comfy_env.load_checkpoint(comfy_env.cached_tiny_sd15(tmp))
     pack = comfy_env.load_pack()
-    mod = lambda name: sys.modules[f"{comfy_env.PACK_NAME}.{name}"]  # noqa: E731
-    env = dict(comfy=comfy, tmp=tmp, model=model, clip=clip, pack=pack, loaders=mod("nodes.loaders"),
-               bypass=mod("nodes.bypass"), errors=importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.base.errors"))
+    env = dict(comfy=comfy, tmp=tmp, model=model, clip=clip, pack=pack, planning=comfy_env.pack_module("nodes.planning"),
+               bypass=comfy_env.pack_module("nodes.bypass"), errors=comfy_env.pack_module("lokr_core.base.errors"))
     _unload()
     with torch.no_grad():
         env["cond"] = _encode(clip, "a photo of a cat")
@@ -126,9 +116,9 @@ def _make(env, specs, fname, seed=0):
 
 
 def _apply(env, fname, sm, sc, apply, model=None, clip=None, multiplier=None):
-    L = env["loaders"]
+    L = env["planning"]
     path = str(env["tmp"] / "loras" / fname)
-    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io").load_lokr(path)
+    weights = comfy_env.pack_module("lokr_core.formats.io").load_lokr(path)
     model = env["model"] if model is None else model
     clip = env["clip"] if clip is None else clip
     plan = L.plan_patches(weights, model, clip, multiplier=multiplier, other_state_dict=L.other_state_dict_from_file(path))
@@ -245,7 +235,7 @@ def test_model_output_conditioning_and_sampled_latent_equal_patch_mode(env):
 
 
 def test_block_weights_chains_and_stack_in_bypass_equal_patch_mode(env):
-    pack, tmp = env["pack"], env["tmp"]
+    pack = env["pack"]
     a = env["files"]["all"]
     b = _make(env, {n: LAYERS[n] for n in list(LAYERS)[:2] + list(LAYERS)[-1:]}, "b.safetensors", seed=40)
     keys = [LAYERS[n][0] for n in list(LAYERS)[:2]] + [LAYERS[n][0] for n in list(LAYERS)[3:6]] + [LAYERS[list(LAYERS)[-1]][0]]
@@ -370,7 +360,7 @@ def test_dora_in_bypass_is_a_clear_error_and_changes_nothing(env):
     assert name in msg and "DoRA" in msg and "patch weights" in msg and fname in msg, msg
     node = env["pack"].NODE_CLASS_MAPPINGS["LoKrLoaderModelOnly"]()
     with pytest.raises(env["errors"].LoKrConfigError, match="DoRA"):
-        node.load(env["model"], fname, 1.0, apply=BYPASS)
+        node.load_model_only(env["model"], fname, 1.0, apply=BYPASS)
     assert _no_injections(env["model"]) and _no_injections(env["clip"].patcher)
     assert not _our_hooks(env, env["model"].model)
     after = _state(env["model"])

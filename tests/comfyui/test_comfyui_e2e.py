@@ -20,17 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import comfy_env  # noqa: E402
-import workflows  # noqa: E402
-
-if comfy_env.comfy_path() is None:
-    pytest.skip("COMFYUI_PATH is not set: real-ComfyUI tests skipped", allow_module_level=True)
-
-import torch  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+import comfy_env
+from tests.support import workflows
 
 NODES = ["LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "LoKrStack", "ApplyLoKrStack", "LoKrInfo",
          "LoKrMergeCheckpoint"]

@@ -21,25 +21,17 @@ Run: ``COMFYUI_PATH=$BENCH/ComfyUI $BENCH/venv/bin/python -m pytest -q tests/com
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import sys
 
 import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import comfy_env  # noqa: E402
-
-if comfy_env.comfy_path() is None:
-    pytest.skip("COMFYUI_PATH is not set: real-ComfyUI tests skipped", allow_module_level=True)
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from torch import nn  # noqa: E402
-
-from lokr_node_fixtures import lycoris_module, state_dict_of  # noqa: E402
+import comfy_env
+from tests.support.lokr_node_fixtures import lycoris_module, state_dict_of
 
 U = "diffusion_model."
 P = "model." + U
@@ -100,7 +92,7 @@ def env(tmp_path_factory):
     base = comfy.utils.load_torch_file(comfy_env.cached_tiny_sd15(tmp))
     pack = comfy_env.load_pack()
     return dict(comfy=comfy, tmp=tmp, base=base, pack=pack, models={},
-                loaders=sys.modules[comfy_env.PACK_NAME + ".nodes.loaders"])
+                planning=comfy_env.pack_module("nodes.planning"))
 
 
 def _model(env, variant):
@@ -196,8 +188,8 @@ def _dyadic_lokr(env, model, fname):
 
 
 def _ours(env, path, model, clip, apply):
-    L = env["loaders"]
-    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io").load_lokr(path)
+    L = env["planning"]
+    weights = comfy_env.pack_module("lokr_core.formats.io").load_lokr(path)
     plan = L.plan_patches(weights, model, clip)
     return L.apply_plan(plan, model, clip, STRENGTH, 0.0, apply)[0]
 

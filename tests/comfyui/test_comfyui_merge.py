@@ -18,21 +18,14 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import sys
 
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import comfy_env  # noqa: E402
-
-if comfy_env.comfy_path() is None:
-    pytest.skip("COMFYUI_PATH is not set: real-ComfyUI tests skipped", allow_module_level=True)
-
-import torch  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of  # noqa: E402
+import comfy_env
+from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
 
 U = "diffusion_model."
 C = "clip_l.transformer.text_model."
@@ -85,7 +78,7 @@ def env(tmp_path_factory):
     save_file(state_dict_of(mods), str(tmp / "loras" / LOKR))
     base = {name: _layer(model, clip, key).weight.detach().float().clone() for name, (key, _) in SPECS.items()}
     yield dict(tmp=tmp, out=tmp / "output", nodes=nodes, pack=pack, model=model, clip=clip, vae=vae, mods=mods,
-               base=base, merge=sys.modules[comfy_env.PACK_NAME + ".nodes.merge"])
+               base=base, merge=comfy_env.pack_module("nodes.merge"))
     folder_paths.set_output_directory(old_out)
     shutil.rmtree(tmp, ignore_errors=True)  # each merged / saved checkpoint is ~1 GB (fp32 CLIP-L and VAE)
 
@@ -241,7 +234,7 @@ def test_merged_file_samples_like_the_loader(env):
 def test_cancel_and_bad_prefix_write_nothing(env):
     import comfy.model_management as mm
 
-    LoKrError = sys.modules[comfy_env.PACK_NAME + ".lokr_core.base.errors"].LoKrError
+    LoKrError = comfy_env.pack_module("lokr_core.base.errors").LoKrError
     model, clip = _loaded(env)
     snap = _snapshot(model, clip)
     before = _files(env["out"])

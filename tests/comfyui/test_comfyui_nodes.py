@@ -10,22 +10,13 @@ registered as a ``loras`` folder.
 from __future__ import annotations
 
 import copy
-import importlib
-import os
-import sys
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import comfy_env  # noqa: E402
-
-if comfy_env.comfy_path() is None:
-    pytest.skip("COMFYUI_PATH is not set: real-ComfyUI tests skipped", allow_module_level=True)
-
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of  # noqa: E402
+import comfy_env
+from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
 
 U = "diffusion_model."
 C = "clip_l.transformer.text_model."
@@ -58,7 +49,7 @@ def env(tmp_path_factory):
     loras.mkdir()
     save_file(state_dict_of(mods), str(loras / FILE))
     folder_paths.add_model_folder_path("loras", str(loras))
-    return dict(model=model, clip=clip, mods=mods, node=lambda m: importlib.import_module(f"{comfy_env.PACK_NAME}.nodes.{m}"))
+    return dict(model=model, clip=clip, mods=mods, node=lambda m: comfy_env.pack_module(f"nodes.{m}"))
 
 
 def _layer(env, key):
@@ -78,7 +69,7 @@ def _run_node(env, node: str, apply: str, sm: float = SM, sc: float = SC):
         out = n("loaders").LoKrLoader().load(env["model"], env["clip"], FILE, sm, sc, "file", "interpolate", apply)
         return out["result"]
     if node == "LoKrLoaderModelOnly":
-        out = n("loaders").LoKrLoaderModelOnly().load(env["model"], FILE, sm, "file", "interpolate", apply)
+        out = n("loaders").LoKrLoaderModelOnly().load_model_only(env["model"], FILE, sm, "file", "interpolate", apply)
         return out["result"][0], env["clip"]
     if node == "LoKrBlockWeights":
         out = n("block_weights").LoKrBlockWeights().load(env["model"], env["clip"], FILE, sm, sc, "custom",

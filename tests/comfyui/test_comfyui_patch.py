@@ -11,22 +11,13 @@ Run: ``COMFYUI_PATH=$BENCH/ComfyUI $BENCH/venv/bin/python -m pytest -q tests/com
 from __future__ import annotations
 
 import copy
-import importlib
-import os
-import sys
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import comfy_env  # noqa: E402
-
-if comfy_env.comfy_path() is None:
-    pytest.skip("COMFYUI_PATH is not set: real-ComfyUI tests skipped", allow_module_level=True)
-
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of  # noqa: E402
+import comfy_env
+from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
 
 U = "diffusion_model."
 C = "clip_l.transformer.text_model."
@@ -78,8 +69,8 @@ def _make(env, specs, fname, seed=0):
 
 
 def _ours(env, path, sm, sc, scale_rule="file"):
-    loaders = sys.modules[comfy_env.PACK_NAME + ".nodes.loaders"]
-    weights = importlib.import_module(comfy_env.PACK_NAME + ".lokr_core.formats.io").load_lokr(path)
+    loaders = comfy_env.pack_module("nodes.planning")
+    weights = comfy_env.pack_module("lokr_core.formats.io").load_lokr(path)
     plan = loaders.plan_patches(weights, env["model"], env["clip"], scale_rule=scale_rule,
                                 other_state_dict=loaders.other_state_dict_from_file(path))
     return loaders.apply_plan(plan, env["model"], env["clip"], sm, sc)
@@ -97,7 +88,7 @@ def _weights(env, m, c, keys):
 def test_patch_class_is_a_comfy_weight_adapter(comfy_setup):
     import comfy.weight_adapter
 
-    patch = sys.modules[comfy_env.PACK_NAME + ".nodes.patch"]
+    patch = comfy_env.pack_module("nodes.patch")
     assert issubclass(patch.lokr_patch_class(), comfy.weight_adapter.WeightAdapterBase)
 
 

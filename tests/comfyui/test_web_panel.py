@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import web_driver as wd  # noqa: E402
+import web_driver as wd
 
 MAX_PNG = 300_000
 MODES = ["classic", "vue"]
@@ -58,11 +56,14 @@ def browser(tmp_path_factory):
         yield port
 
 
-def run(scenario, devtools: int, url: str, mode: str):
-    """Run ``scenario(cdp)`` on a fresh page of ComfyUI in ``mode``; skip Vue mode where the frontend lacks it."""
+def run(scenario, devtools: int, url: str, mode: str, network: bool = False):
+    """Run ``scenario(cdp)`` on a fresh page of ComfyUI in ``mode`` (with ``network``, recording the URLs
+    the page requests in ``cdp.requests``); skip Vue mode where the frontend lacks it."""
 
     async def main():
         async with wd.page(devtools) as cdp:
+            if network:
+                await cdp.call("Network.enable")
             info = await wd.open_app(cdp, url, vue=mode == "vue")
             if mode == "vue" and not info["has_vue"]:
                 return "this frontend has no Vue node mode (Comfy.VueNodes.Enabled)"
@@ -116,6 +117,61 @@ async def placement(cdp: wd.CDP, node_id: int, element: str) -> dict:
     assert rect is not None, "no element"
     return {"rect": rect, "node": node, "visible": rect["visible"], "inside": wd.inside(rect, node),
             "hit": rect["hit"]}
+
+
+# ------------------------------------------------------------------------------------ extension files
+WEB_FILES = sorted(p.relative_to(wd.ROOT / "web").as_posix() for p in (wd.ROOT / "web").rglob("*.js"))
+
+PAGE_FILES = """
+(async () => {
+  const base = location.origin + %(prefix)s;
+  const links = [...document.querySelectorAll('link[rel=stylesheet]')].map((l) => l.href).filter((h) => h.startsWith(base));
+  const panel = %(panel)s;
+  const style = panel ? getComputedStyle(panel) : null;
+  const ui = await import(base + 'logic/node_ui.js');
+  return {links, styleId: document.querySelectorAll('#lokr-style').length,
+          radius: style?.borderTopLeftRadius ?? null, font: style?.fontSize ?? null,
+          inputs: Object.values(ui.INPUTS), custom: ui.CUSTOM_PRESET, auto: ui.AUTO_FAMILY};
+})()
+"""
+
+
+def combo_options(spec: list) -> list:
+    """The choices of a combo input in /object_info: ``[[choices], {...}]`` or ``["COMBO", {"options": [...]}]``."""
+    return spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
+
+
+def test_extension_files(comfy, browser):
+    """How ComfyUI serves and loads the web folder: /extensions lists every .js under web/, the page
+    fetches each module once (the frontend's own imports and the relative imports between modules
+    are one module graph), lokr.css is linked once beside the entry and styles the panel, no module
+    fails to load, and the input names the panels read are inputs of the pack's nodes in /object_info."""
+    url, log, frontend = comfy
+    prefix = f"/extensions/{wd.PACK}/"
+    with urllib.request.urlopen(f"{url}/extensions", timeout=10) as r:
+        listed = sorted(e[len(prefix):] for e in json.loads(r.read()) if e.startswith(prefix))
+    with urllib.request.urlopen(f"{url}/object_info", timeout=30) as r:
+        info = json.loads(r.read())
+
+    async def scenario(cdp: wd.CDP):
+        ids = await wd.loader_scene(cdp)
+        fetched = [u[len(url + prefix):] for u in cdp.requests if u.startswith(url + prefix)]
+        page = await cdp.js(PAGE_FILES % {"prefix": json.dumps(prefix), "panel": wd.panel_js(ids["lokr"])})
+        return {**page, "fetched": fetched}
+
+    r, console = run(scenario, browser, url, "classic", network=True)
+    ctx = frontend
+    assert listed == WEB_FILES, (ctx, listed)
+    assert sorted(r["fetched"]) == sorted([*WEB_FILES, "lokr.css"]), (ctx, r["fetched"])  # each once
+    assert r["links"] == [f"{url}{prefix}lokr.css"] and r["styleId"] == 1, (ctx, r)
+    assert (r["radius"], r["font"]) == ("6px", "11px"), (ctx, r)  # .lokr-panel's rules from lokr.css
+    ours = {name: spec for name, spec in info.items() if spec.get("python_module", "").endswith(wd.PACK)}
+    assert {"LoKrLoader", "LoKrBlockWeights", "LoKrStack"} <= set(ours), (ctx, sorted(ours))
+    have = {n for spec in ours.values() for group in ("required", "optional") for n in (spec["input"].get(group) or {})}
+    assert set(r["inputs"]) <= have, (ctx, set(r["inputs"]) - have)
+    preset, family = (combo_options(ours["LoKrBlockWeights"]["input"]["required"][k]) for k in ("preset", "family"))
+    assert r["custom"] in preset and r["auto"] in family, (ctx, preset, family)
+    assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
 
 
 # ------------------------------------------------------------------------------------ loader panel

@@ -4,7 +4,7 @@ Shared by ``tests/comfyui/test_web_panel.py`` (checks, screenshots only under a 
 ``tools/make_screenshots.py`` (the README images). Nothing here runs at import.
 
 - :func:`make_base`: a throw-away ComfyUI ``--base-directory``: this repo symlinked into
-  ``custom_nodes/comfyui_lokr``, fixture LoKr files in ``models/loras``, a dummy SDXL checkpoint name
+  ``custom_nodes/comfyui_lokr`` (``PACK``), fixture LoKr files in ``models/loras``, a dummy SDXL checkpoint name
   (never loaded), first-run settings that keep dialogs away; :func:`link_checkpoint` adds a real one.
 - :func:`comfy_server` / :func:`chromium`: context managers that start ``main.py --cpu`` and a
   headless Chromium (``--remote-debugging-port``) and stop them afterwards.
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_env import stop_process  # noqa: E402
+from comfy_env import stop_process
 
+PACK = "comfyui_lokr"  # the pack's folder under custom_nodes: its web files are served under /extensions/PACK/
 FIXTURE = "lokr_sd15_fixture.safetensors"
 CKPT = "sd_xl_base_1.0.safetensors"
 TINY_CKPT = "tiny_v1-5_test.safetensors"
@@ -155,7 +155,7 @@ def link_checkpoint(base: Path, checkpoint: str | os.PathLike, name: str = TINY_
 def make_base(base: Path) -> Path:
     """Fill ``base`` (an empty folder) as a ComfyUI ``--base-directory``; returns ``base``."""
     (base / "custom_nodes").mkdir(parents=True)
-    os.symlink(ROOT, base / "custom_nodes" / "comfyui_lokr")
+    os.symlink(ROOT, base / "custom_nodes" / PACK)
     (base / "models" / "loras").mkdir(parents=True)
     (base / "models" / "checkpoints").mkdir(parents=True)
     write_fixture_lokr(base / "models" / "loras" / FIXTURE)
@@ -237,6 +237,7 @@ class CDP:
         self.ws = ws
         self.ids = itertools.count(1)
         self.console: list[str] = []
+        self.requests: list[str] = []  # URLs the page asked for, once the Network domain is enabled
 
     async def call(self, method: str, **params):
         msg_id = next(self.ids)
@@ -246,6 +247,8 @@ class CDP:
             if msg.get("method") == "Runtime.consoleAPICalled":
                 args = msg["params"].get("args", [])
                 self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
+            elif msg.get("method") == "Network.requestWillBeSent":
+                self.requests.append(msg["params"]["request"]["url"])
             elif msg.get("method") == "Runtime.exceptionThrown":
                 self.console.append("EXCEPTION " + json.dumps(msg["params"]["exceptionDetails"])[:500])
             elif msg.get("method") == "Page.javascriptDialogOpening":  # "leave with unsaved changes?"
@@ -486,8 +489,10 @@ async def grant_clipboard(cdp: CDP, url: str) -> bool:
 
 
 def lokr_errors(console: list[str]) -> list[str]:
-    """Console lines that come from the pack (its warnings, or exceptions naming lokr)."""
-    return [c for c in console if "comfyui-lokr" in c or ("EXCEPTION" in c and "lokr" in c)]
+    """Console lines that come from the pack (its warnings, exceptions naming lokr, or the frontend's
+    messages about one of the pack's web files, such as "Error loading extension /extensions/PACK/...")."""
+    return [c for c in console if "comfyui-lokr" in c or ("EXCEPTION" in c and "lokr" in c)
+            or f"/extensions/{PACK}/" in c]
 
 
 # ------------------------------------------------------------------------------------ scenes

@@ -6,11 +6,7 @@ back with ``lokr_core.formats.io.load_lokr`` and with lycoris' ``LokrModule.make
 from __future__ import annotations
 
 import json
-import os
-import sys
-import types
 
-import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -99,44 +95,3 @@ def test_cli_resize(tmp_path, capsys):
     before = small.read_bytes()
     assert main(["resize", str(small), "-o", str(small), "--rank", "1", "--no-progress"]) == 2
     assert "output path is also an input" in capsys.readouterr().err and small.read_bytes() == before
-
-
-# ----------------------------------------------------------------------------------- the node
-@pytest.fixture
-def comfy_folders(tmp_path, monkeypatch):
-    ckpts, loras = tmp_path / "checkpoints", tmp_path / "loras"
-    ckpts.mkdir()
-    loras.mkdir()
-    mod = types.ModuleType("folder_paths")
-    roots = {"checkpoints": str(ckpts), "loras": str(loras)}
-    mod.get_folder_paths = lambda name: [roots[name]] if name in roots else []
-    mod.get_filename_list = lambda name: sorted(os.listdir(roots[name]))
-    mod.get_full_path = lambda name, f: (os.path.join(roots[name], f)
-                                         if os.path.isfile(os.path.join(roots[name], f)) else None)
-    monkeypatch.setitem(sys.modules, "folder_paths", mod)
-    return ckpts, loras
-
-
-def test_node_extract_saves_to_loras(comfy_folders):
-    from nodes.extract import NODES, LoKrExtract
-
-    ckpts, loras = comfy_folders
-    _pair(ckpts)
-    assert NODES["LoKrExtract"] == (LoKrExtract, "LoKr Extract") and LoKrExtract.CATEGORY == "loaders/LoKr"
-    spec = LoKrExtract.INPUT_TYPES()["required"]
-    assert spec["base_checkpoint"][0] == ["base.safetensors", "tuned.safetensors"]
-    assert all("tooltip" in v[1] for v in spec.values())
-    args = dict(base_checkpoint="base.safetensors", tuned_checkpoint="tuned.safetensors", rank=2, factor=-1,
-                decompose_both=False, conv="tucker", filename="mine", save_dtype="fp16", device="cpu",
-                overwrite=False)
-    text, path = LoKrExtract().extract(**args)
-    assert path == str(loras / "mine.safetensors") and os.path.isfile(path) and NAME in text
-    from lokr_core.base.errors import LoKrFormatError
-
-    with pytest.raises(LoKrFormatError, match="already exists"):
-        LoKrExtract().extract(**args)
-    with pytest.raises(LoKrFormatError, match="not a plain file name"):
-        LoKrExtract().extract(**{**args, "filename": "../evil"})
-    assert _files(loras) == ["mine.safetensors"]
-    assert LoKrExtract.VALIDATE_INPUTS(rank=0, filename="x").startswith("rank is 0")
-    assert LoKrExtract.VALIDATE_INPUTS(rank=4, filename="x") is True

@@ -138,7 +138,7 @@ def test_lycoris_to_peft_loads_in_peft_with_equal_outputs(tmp_path):
 
 def _lycoris_module_from(sd, name, org):
     """A lycoris LokrModule holding the file's module (make_module_from_state_dict, or a constructed
-    Tucker module, since make_module_from_state_dict cannot rebuild Tucker: LOKR_SPEC 6)."""
+    Tucker module, since make_module_from_state_dict cannot rebuild Tucker: docs/known-failures.md, lycoris-lora 4.1.3)."""
     from lycoris.modules.lokr import LokrModule
 
     g = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}

@@ -183,7 +183,7 @@ def test_peft_conv1d_full_w2_compat_option(tmp_path):
     name = "base_model.model.0"
     assert w.shapes(name).w2.ndim == 3
     assert rel(w.delta(name, ref.shape, peft_conv1d=True), ref) < 1e-5
-    # default: the true Kronecker product of the layer (PEFT's layout differs, LOKR_SPEC 2)
+    # default: the true Kronecker product of the layer (PEFT's layout differs: docs/math.md, Shapes)
     f = w.modules[name]
     true = 0.5 * torch.kron(f.w1[:, :, None], f.w2)
     assert rel(w.delta(name, ref.shape), true) < 1e-5

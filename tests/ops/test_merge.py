@@ -1,6 +1,6 @@
 """Tests for lokr_core.ops.merge: the streamed merge engine and checkpoint / state-dict merges.
 
-Reference ΔW comes from lycoris-lora's ``LokrModule.get_weight`` (scale applied once, LOKR_SPEC 3)
+Reference ΔW comes from lycoris-lora's ``LokrModule.get_weight`` (scale applied once: docs/math.md, Scale)
 and from PEFT's ``merge_and_unload``; never from lokr_core itself.
 """
 from __future__ import annotations

@@ -3,14 +3,14 @@
 - :func:`make_lycoris_file`: one ``lycoris.modules.lokr.LokrModule`` per chosen layer of a tiny
   diffusers UNet (or transformers CLIP text model), factors filled with random non-zero values,
   saved with kohya names (``lora_unet_<path with _>``, ``lora_te_text_model_<path with _>``).
-  Reference ΔW per module = ``LokrModule.get_weight(shape)`` (the scale applied once, LOKR_SPEC 3);
+  Reference ΔW per module = ``LokrModule.get_weight(shape)`` (the scale applied once: docs/math.md, Scale);
   for DoRA modules also the merged weight at strength 1 (lycoris' ``weight_decompose`` on
   W + ΔW, again with the scale applied once).
 - :func:`make_peft_dir`: ``peft.get_peft_model`` with a ``LoKrConfig`` on a tiny UNet, random
   factors, ``save_pretrained``; reference ΔW = each layer's ``get_delta_weight("default")``.
 - :func:`make_mixed_file`: a LoKr file with LoRA / LoHa / diff / norm modules added.
 
-Layouts available (``LAYOUTS`` keys): every one LOKR_SPEC section 2 lists, on Linear, 1x1 and 3x3
+Layouts available (``LAYOUTS`` keys): every one listed in docs/math.md (Shapes), on Linear, 1x1 and 3x3
 conv layers, DoRA with ``wd_on_out`` True and False. Set LYCORIS_KERNEL_BACKEND=torch (conftest does).
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def make_lokr_modules(model: torch.nn.Module, layouts: Mapping[str, tuple[str, s
 
 
 def lycoris_reference(mod: Any) -> torch.Tensor:
-    """ΔW of a LokrModule with its scale applied once: ``get_weight(shape)`` (LOKR_SPEC 3)."""
+    """ΔW of a LokrModule with its scale applied once: ``get_weight(shape)`` (docs/math.md, Scale)."""
     with torch.no_grad():
         return mod.get_weight(mod.shape).detach().float().clone()
 

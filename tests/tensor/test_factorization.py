@@ -13,7 +13,7 @@ def test_equals_peft_for_every_sd_dimension(factor):
         assert factorization(dim, factor) == peft_factorization(dim, factor), (dim, factor)
 
 
-def test_known_values_from_the_spec():
+def test_known_values_of_the_split_rule():
     assert factorization(256) == (16, 16)
     assert factorization(128) == (8, 16)
     assert factorization(127) == (1, 127)

@@ -44,7 +44,7 @@ def test_kron_delta_equals_lycoris_get_weight(layer, kwargs):
     f.validate()
     shape = layer.weight.shape
     f.check_target(shape)
-    reference = module.get_weight(shape).detach()  # scale applied once (LOKR_SPEC 3)
+    reference = module.get_weight(shape).detach()  # scale applied once (docs/math.md, Scale)
     ours = kron.kron_delta(f, shape, module.scale)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
 
@@ -115,8 +115,8 @@ def test_dora_weight_equals_lycoris_merged_weight(layer, wd_on_out):
     shape = layer.weight.shape
     f = factors_of(module)
     delta = kron.kron_delta(f, shape, module.scale)
-    # oracle: lycoris' DoRA epilogue on W + get_weight (its get_merged_weight applies the scale twice,
-    # LOKR_SPEC 3, so it is not used here)
+    # oracle: lycoris' DoRA epilogue on W + get_weight; its get_merged_weight applies the scale twice
+    # (docs/known-failures.md, lycoris-lora 4.1.3), so it is not used here
     merged = layer.weight.detach() + module.get_weight(shape).detach()
     reference = module.apply_weight_decompose(merged, 1.0)
     ours = kron.dora_weight(layer.weight.detach(), delta, module.dora_scale.detach())

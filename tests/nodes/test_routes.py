@@ -20,8 +20,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from safetensors.torch import save_file
 from yarl import URL
 
-from lokr_core import LoKrFormatError
-from nodes import routes
+from tests.support.comfy_pack import pack_module
+
+errors = pack_module("lokr_core.base.errors")
+routes = pack_module("nodes.routes")
 
 SECRET = "TOPSECRET-CONTENT-0123"
 
@@ -62,7 +64,7 @@ def stand_in_load(path: str) -> SimpleNamespace:
     modules = {k.rsplit(".", 1)[0] for k in keys if ".lokr_" in k}
     others = {k.rsplit(".", 1)[0]: "lora" for k in keys if ".lora_down" in k}
     if not keys:
-        raise LoKrFormatError(f"file {path!r}: no tensors")
+        raise errors.LoKrFormatError(f"file {path!r}: no tensors")
     return SimpleNamespace(modules={m: None for m in sorted(modules)}, other_modules=others, source=path)
 
 
@@ -204,7 +206,7 @@ def test_lora_only_file_is_not_lokr(tree):
 
 def test_lokr_error_message_names_file_not_path(tree):
     def load(path):
-        raise LoKrFormatError(f"file {path!r}, module 'm': expected lokr_w1 or lokr_w1_a/b")
+        raise errors.LoKrFormatError(f"file {path!r}, module 'm': expected lokr_w1 or lokr_w1_a/b")
 
     status, body, text = info(tree.fp, "good.safetensors", routes.Backend(load=load))
     assert status == 422
@@ -242,19 +244,6 @@ def test_report_traversal_refused(tree):
 def test_presets(tree):
     status, body, _ = call(tree.fp, "/lokr/presets")
     assert status == 200 and body == {"presets": {"SD-ALL": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"}}
-
-
-def test_missing_backend_is_501(tree):
-    def broken():
-        raise ImportError("no module lokr_core.nothing")
-
-    saved = dict(routes._DEFAULTS)
-    try:
-        routes._DEFAULTS = {**saved, "presets": broken}
-        status, body, _ = call(tree.fp, "/lokr/presets", routes.Backend())
-    finally:
-        routes._DEFAULTS = saved
-    assert status == 501 and "lokr_core does not provide 'presets'" in body["error"]
 
 
 def test_lora_path_direct(tree):
@@ -304,8 +293,8 @@ def test_real_report_and_presets(tree, monkeypatch):
 
     The family key list is a small stand-in (lokr_core builds the real one from a meta-device
     diffusers model, ~30 s here; its own tests cover it)."""
-    from lokr_core.keymap import block_weights as bw
-    from lokr_core.keymap import families as keymap
+    bw = pack_module("lokr_core.keymap.block_weights")
+    keymap = pack_module("lokr_core.keymap.families")
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
     asked = []
     monkeypatch.setattr(keymap, "family_target", lambda fam, *a, **k: asked.append(fam) or {key: (320, 320)})

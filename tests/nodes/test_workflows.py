@@ -1,18 +1,15 @@
-"""example_workflows/: committed files equal what tests/comfyui/workflows.py builds, every node type
+"""example_workflows/: committed files equal what tests/support/workflows.py builds, every node type
 exists (ours or ComfyUI core's), and widget values line up with our nodes' widget inputs."""
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import sys
 
 import pytest
 
-import comfy_standins as cs
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "comfyui"))
-import workflows  # noqa: E402
+from tests.support import comfy_standins as cs
+from tests.support import workflows
+from tests.support.comfy_pack import pack_module
 
 CORE = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage"}
 SOCKET_TYPES = {"MODEL", "CLIP", "VAE", "LORA_STACK", "CONDITIONING", "LATENT", "IMAGE"}
@@ -22,13 +19,13 @@ SOCKET_TYPES = {"MODEL", "CLIP", "VAE", "LORA_STACK", "CONDITIONING", "LATENT", 
 def mappings(tmp_path, monkeypatch):
     (tmp_path / "loras").mkdir()
     monkeypatch.setitem(sys.modules, "folder_paths", cs.folder_paths_module(str(tmp_path / "loras"), str(tmp_path)))
-    return importlib.import_module("nodes").node_mappings()[0]
+    return pack_module("nodes").node_mappings()[0]
 
 
 def test_committed_workflows_are_current():
     for path, text in workflows.rendered().items():
-        assert path.is_file(), f"{path} missing: run python tests/comfyui/workflows.py"
-        assert path.read_text() == text, f"{path} is stale: run python tests/comfyui/workflows.py"
+        assert path.is_file(), f"{path} missing: run python -m tests.support.workflows"
+        assert path.read_text() == text, f"{path} is stale: run python -m tests.support.workflows"
 
 
 def test_workflow_nodes_exist_and_widgets_match(mappings):

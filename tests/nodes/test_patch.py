@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import sys
 
 import pytest
 import torch
 from torch import nn
 
-import comfy_standins as cs
-from lokr_core import LoKrConfigError, load_lokr
+from tests.support import comfy_standins as cs
 from tests.support import lokr_fixtures as F
+from tests.support.comfy_pack import pack_module
 
-P = importlib.import_module("nodes.patch")
+P = pack_module("nodes.patch")
+errors = pack_module("lokr_core.base.errors")
+load_lokr = pack_module("lokr_core.formats.io").load_lokr
 ALIGN = 1024  # comfy.memory_management.vram_aligned_size (ComfyUI 0.28.0)
 
 
@@ -262,7 +263,7 @@ def test_bypass_refuses_dora_naming_the_module(lyco):
     p = patches[name]
     _hook_attributes(p, layer, 1.0)
     x = torch.randn(2, layer.in_features)
-    with pytest.raises(LoKrConfigError, match=name):
+    with pytest.raises(errors.LoKrConfigError, match=name):
         p.h(x, nn.functional.linear(x, f.weights[name]))
 
 

@@ -10,7 +10,6 @@ outputs, a bad ``apply`` and DoRA raise a clear error with nothing changed.
 from __future__ import annotations
 
 import copy
-import importlib
 import sys
 
 import pytest
@@ -19,8 +18,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-import comfy_standins as cs
-from lokr_node_fixtures import lycoris_module, state_dict_of
+from tests.support import comfy_standins as cs
+from tests.support.comfy_pack import pack_module
+from tests.support.lokr_node_fixtures import lycoris_module, state_dict_of
 
 SPECS = [  # (file module, ComfyUI module, LokrModule options)
     ("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q",
@@ -49,8 +49,8 @@ def env(tmp_path, monkeypatch):
         mods[name] = lycoris_module(name, copy.deepcopy(src.get_submodule(key)), seed=i, **kw)
     save_file(state_dict_of(mods), str(loras / "test.safetensors"))
     return dict(loras=loras, model=cs.ModelPatcher(unet), clip=cs.CLIP(clip),
-                L=importlib.import_module("nodes.loaders"), S=importlib.import_module("nodes.stack"),
-                errors=importlib.import_module("lokr_core.base.errors"))
+                L=pack_module("nodes.loaders"), S=pack_module("nodes.stack"),
+                errors=pack_module("lokr_core.base.errors"))
 
 
 def _probe(layer: nn.Module) -> torch.Tensor:
@@ -105,7 +105,7 @@ def test_loader_bypass_equals_patch_and_changes_nothing(env):
     node = env["L"].LoKrLoader()
     bm, bc = node.load(env["model"], env["clip"], "test.safetensors", 0.7, 1.3, apply=BYPASS)["result"]
     pm, pc = node.load(env["model"], env["clip"], "test.safetensors", 0.7, 1.3)["result"]
-    assert not bm.patches and not bc.patcher.patches and bm.get_injections(env["L"].INJECTION_KEY)
+    assert not bm.patches and not bc.patcher.patches and bm.get_injections(pack_module("nodes.bypass").INJECTION_KEY)
     assert cs.unchanged(env["model"], snap_m) and cs.unchanged(env["clip"].patcher, snap_c)  # inputs: no injection
     _check_equal(bm, bc, pm, pc, keys, base)
     assert cs.unchanged(env["model"], snap_m) and cs.unchanged(env["clip"].patcher, snap_c)  # weights never written
@@ -119,13 +119,13 @@ def test_model_only_chained_and_stack_in_bypass(env):
     keys = [k for _, k, _ in SPECS if k.startswith("diffusion_model")]
     L, S = env["L"], env["S"]
     base = _outputs(env["model"], keys)
-    (m1,) = L.LoKrLoaderModelOnly().load(env["model"], "test.safetensors", 0.5, apply=BYPASS)["result"]
-    (m2,) = L.LoKrLoaderModelOnly().load(m1, "test.safetensors", 0.25, apply=BYPASS)["result"]
-    (p1,) = L.LoKrLoaderModelOnly().load(env["model"], "test.safetensors", 0.75)["result"]
+    (m1,) = L.LoKrLoaderModelOnly().load_model_only(env["model"], "test.safetensors", 0.5, apply=BYPASS)["result"]
+    (m2,) = L.LoKrLoaderModelOnly().load_model_only(m1, "test.safetensors", 0.25, apply=BYPASS)["result"]
+    (p1,) = L.LoKrLoaderModelOnly().load_model_only(env["model"], "test.safetensors", 0.75)["result"]
     got, ref = _outputs(m2, keys), _patch_outputs(p1, keys)  # 0.5 + 0.25 in two bypass sets == 0.75 patched
     for k in keys:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-5)
-    B = importlib.import_module("nodes.bypass")
+    B = pack_module("nodes.bypass")
     assert len(B.bypass_set_of(m1).entries) == len(keys) and len(B.bypass_set_of(m2).entries) == 2 * len(keys)
     sm, sc = S.ApplyLoKrStack().apply(env["model"], env["clip"], [("test.safetensors", 0.5, 1.0),
                                                                   ("test.safetensors", 0.25, 0.0)], apply=BYPASS)["result"][:2]
@@ -161,8 +161,8 @@ def test_bad_apply_value_and_dora_raise_and_change_nothing(env):
 def test_row_block_and_function_entries_equal_patch_weight():
     """Bypass entries with ComfyUI's ``(dim 0, start, length)`` row block and a ``function`` on ΔW
     (Flux's swap_scale_shift) == the layer run with the weight the same patch computes in patch mode."""
-    B, P = importlib.import_module("nodes.bypass"), importlib.import_module("nodes.patch")
-    from lokr_core.tensor.factors import LoKrFactors
+    B, P = pack_module("nodes.bypass"), pack_module("nodes.patch")
+    LoKrFactors = pack_module("lokr_core.tensor.factors").LoKrFactors
 
     g = torch.Generator().manual_seed(5)
     layer = nn.Linear(8, 24)

@@ -7,68 +7,31 @@ leave the input MODEL / CLIP unchanged.
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import math
-import os
+import subprocess
 import sys
 
-import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
-import comfy_standins as cs
-from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
+from tests.support import comfy_standins as cs
+from tests.support.comfy_pack import ROOT, load_pack, pack_module
+from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
+from tests.support.node_env import SPECS, assert_untouched
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _layer(model: nn.Module, key: str) -> nn.Module:
-    return model.get_submodule(key)
-
-
-# (file module name, ComfyUI key prefix, LokrModule options)
-SPECS = [
-    ("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q",
-     "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q", dict(dim=2, decompose_both=True)),
-    ("lora_unet_middle_block_1_proj_out", "diffusion_model.middle_block.1.proj_out", dict(dim=2, factor=8)),
-    ("lora_unet_output_blocks_3_0_in_layers_2", "diffusion_model.output_blocks.3.0.in_layers.2",
-     dict(dim=2, use_tucker=True)),
-    ("lora_unet_output_blocks_5_1_transformer_blocks_0_ff_net_2",
-     "diffusion_model.output_blocks.5.1.transformer_blocks.0.ff.net.2", dict(dim=16, factor=4)),  # full/full
-    ("lora_te_text_model_encoder_layers_0_mlp_fc1", "clip_l.transformer.text_model.encoder.layers.0.mlp.fc1",
-     dict(dim=2, factor=4)),
-]
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    loras, out = tmp_path / "loras", tmp_path / "output"
-    loras.mkdir()
-    out.mkdir()
-    monkeypatch.setitem(sys.modules, "folder_paths", cs.folder_paths_module(str(loras), str(out)))
-    unet, clip = cs.tiny_unet(), cs.tiny_clip()
-    model = cs.ModelPatcher(unet)
-    clip_obj = cs.CLIP(clip)
-    mods, refs_src = {}, {}
-    for i, (name, key, kw) in enumerate(SPECS):
-        src = unet if key.startswith("diffusion_model") else clip
-        layer = copy.deepcopy(_layer(src, key))
-        mods[name] = lycoris_module(name, layer, seed=i, **kw)
-        refs_src[name] = (key + ".weight", _layer(src, key).weight.detach().clone())
-    save_file(state_dict_of(mods), str(loras / "test.safetensors"))
-    return dict(loras=loras, out=out, model=model, clip=clip_obj, mods=mods, refs=refs_src)
+errors = pack_module("lokr_core.base.errors")
 
 
 class _Unwrap:
-    """A node instance whose ``load`` returns the plain result tuple (the ``ui`` part checked elsewhere)."""
+    """A node instance whose ``load`` runs the node's FUNCTION and returns the plain result tuple
+    (the ``ui`` part checked elsewhere)."""
 
     def __init__(self, node):
         self.node = node
 
     def load(self, *a, **kw):
-        out = self.node.load(*a, **kw)
+        out = getattr(self.node, self.node.FUNCTION)(*a, **kw)
         assert out["ui"]["lokr_report"][0]["matched"] >= 1
         return out["result"]
 
@@ -92,7 +55,7 @@ class _L:
 
 
 def _loader_module():
-    return _L(importlib.import_module("nodes.loaders"))
+    return _L(pack_module("nodes.loaders"))
 
 
 def _check_against_lycoris(env, patcher, names, strength):
@@ -149,8 +112,8 @@ def test_patch_fp16_compute_dtype_rounds_once(env):
 
 
 def test_patch_function_offset_and_base_class(env, monkeypatch):
-    P = importlib.import_module("nodes.patch")
-    from lokr_core import LoKrFactors
+    P = pack_module("nodes.patch")
+    LoKrFactors = pack_module("lokr_core.tensor.factors").LoKrFactors
 
     g = torch.Generator().manual_seed(1)
     f = LoKrFactors(w1=torch.randn(2, 4, generator=g), w2=torch.randn(3, 2, generator=g))
@@ -233,7 +196,7 @@ def test_peft_adapter_matches_peft(env):
 
 
 def test_keys_helpers():
-    K = importlib.import_module("nodes.keys")
+    K = pack_module("nodes.keys")
     cands = list(K.name_candidates("base_model.model.down_blocks.0.attentions.0.proj_in"))
     assert "lora_unet_down_blocks_0_attentions_0_proj_in" in cands
     assert "lora_te_text_model_encoder_layers_0_mlp_fc1" in list(K.name_candidates("lora_te_encoder_layers_0_mlp_fc1"))
@@ -252,93 +215,72 @@ def test_keys_helpers():
 
 
 # ------------------------------------------------------------------------------------- bad input
-def _assert_untouched(env, fn, exc, *words):
-    snap_m, snap_c = cs.snapshot(env["model"]), cs.snapshot(env["clip"].patcher)
-    with pytest.raises(exc) as ei:
-        fn()
-    for w in words:
-        assert w in str(ei.value), str(ei.value)
-    assert cs.unchanged(env["model"], snap_m) and cs.unchanged(env["clip"].patcher, snap_c)
-    return ei.value
-
-
 def test_wrong_family_and_wrong_shape_raise_and_change_nothing(env):
-    from lokr_core import LoKrKeyError, LoKrShapeError
-
     L = _loader_module()
     other = lycoris_module("lora_unet_down_blocks_5_x", nn.Linear(32, 32), dim=2)
     save_file(state_dict_of({"lora_unet_down_blocks_5_x": other}), str(env["loras"] / "fam.safetensors"))
-    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "fam.safetensors", 1.0, 1.0),
-                      LoKrKeyError, "fam.safetensors", "lora_unet_down_blocks_5_x", "model family")
+    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "fam.safetensors", 1.0, 1.0),
+                      errors.LoKrKeyError, "fam.safetensors", "lora_unet_down_blocks_5_x", "model family")
     # right name, wrong shape (an SDXL-sized cross-attention key): nothing registered
     bad = lycoris_module("lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", nn.Linear(48, 32), dim=2)
     good = env["mods"][SPECS[0][0]]
     save_file(state_dict_of({SPECS[0][0]: good, "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": bad}),
               str(env["loras"] / "shape.safetensors"))
-    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "shape.safetensors", 1.0, 1.0),
-                      LoKrShapeError, "shape.safetensors", "attn2_to_k", "(32, 24)")
+    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "shape.safetensors", 1.0, 1.0),
+                      errors.LoKrShapeError, "shape.safetensors", "attn2_to_k", "(32, 24)")
 
 
 def test_missing_corrupt_file_and_nan_strength(env):
-    from lokr_core import LoKrError
-
     L = _loader_module()
     msg = L.LoKrLoader.VALIDATE_INPUTS(lokr_name="nope.safetensors", strength_model=1.0, strength_clip=1.0)
     assert isinstance(msg, str) and "nope.safetensors" in msg and "loras" in msg
-    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "nope.safetensors", 1.0, 1.0),
-                      LoKrError, "nope.safetensors")
+    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "nope.safetensors", 1.0, 1.0),
+                      errors.LoKrError, "nope.safetensors")
     msg = L.LoKrLoader.VALIDATE_INPUTS(lokr_name="test.safetensors", strength_model=float("nan"), strength_clip=1.0)
     assert isinstance(msg, str) and "strength_model" in msg and "finite" in msg
     assert L.LoKrLoaderModelOnly.VALIDATE_INPUTS(lokr_name="test.safetensors", strength_model=1.0) is True
-    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "test.safetensors", 1.0, math.nan),
-                      LoKrError, "strength_clip", "finite")
+    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "test.safetensors", 1.0, math.nan),
+                      errors.LoKrError, "strength_clip", "finite")
     (env["loras"] / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    _assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "corrupt.safetensors", 1.0, 1.0),
-                      LoKrError, "corrupt.safetensors")
+    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "corrupt.safetensors", 1.0, 1.0),
+                      errors.LoKrError, "corrupt.safetensors")
 
 
 def test_mixed_file_reports_other_modules(env):
-    L = _loader_module()
     sd = state_dict_of({SPECS[0][0]: env["mods"][SPECS[0][0]]})
     sd["lora_unet_middle_block_1_proj_out.lora_down.weight"] = torch.randn(2, 64)
     sd["lora_unet_middle_block_1_proj_out.lora_up.weight"] = torch.randn(64, 2)
     sd["lora_unet_middle_block_1_proj_out.alpha"] = torch.tensor(2.0)
     save_file(sd, str(env["loras"] / "mixed.safetensors"))
-    cache = L.WeightsCache()
-    _, _, plan = L.load_and_apply(cache, env["model"], env["clip"], "mixed.safetensors", 1.0, 1.0)
+    planning = pack_module("nodes.planning")
+    _, _, plan = planning.load_and_apply(planning.WeightsCache(), env["model"], env["clip"], "mixed.safetensors",
+                                         1.0, 1.0)
     # without ComfyUI the LoRA module cannot be handed over: it is reported, not silently dropped
     assert plan.other_skipped == ["lora_unet_middle_block_1_proj_out"]
     assert list(plan.matched) == [SPECS[0][0]]
 
 
 def test_node_definitions_and_pack_entry(env):
-    spec = importlib.util.spec_from_file_location("lokr_pack_under_test", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["lokr_pack_under_test"] = pack
-    try:
-        spec.loader.exec_module(pack)
-        classes, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
-        assert pack.WEB_DIRECTORY == "./web"
-        assert {"LoKrLoader", "LoKrLoaderModelOnly"} <= set(classes)
-        assert "diffusers" not in sys.modules or True  # import-light: checked by the subprocess test below
-        for cid, cls in classes.items():
-            assert cid in names and cls.CATEGORY.startswith("loaders/LoKr") and cls.DESCRIPTION
-            for group in cls.INPUT_TYPES().values():
-                for inp, spec_ in group.items():
-                    assert isinstance(spec_, tuple) and spec_[1].get("tooltip"), (cid, inp)
-    finally:
-        for k in [k for k in sys.modules if k == "lokr_pack_under_test" or k.startswith("lokr_pack_under_test.")]:
-            del sys.modules[k]
+    pack = load_pack()
+    classes, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
+    assert pack.WEB_DIRECTORY == "./web"
+    assert {"LoKrLoader", "LoKrLoaderModelOnly"} <= set(classes)
+    assert issubclass(classes["LoKrLoaderModelOnly"], classes["LoKrLoader"])  # as core's LoraLoaderModelOnly
+    for cid, cls in classes.items():
+        assert cid in names and cls.CATEGORY.startswith("loaders/LoKr") and cls.DESCRIPTION
+        assert callable(getattr(cls, cls.FUNCTION)), cid
+        for group in cls.INPUT_TYPES().values():
+            for inp, spec_ in group.items():
+                assert isinstance(spec_, tuple) and spec_[1].get("tooltip"), (cid, inp)
 
 
 def test_pack_import_is_light():
-    import subprocess
-
-    code = ("import importlib.util, sys; r=sys.argv[1]; "
-            "s=importlib.util.spec_from_file_location('pack x', r + '/__init__.py', submodule_search_locations=[r]); "
-            "m=importlib.util.module_from_spec(s); sys.modules['pack x']=m; s.loader.exec_module(m); "
+    """A fresh interpreter loads the pack exactly as ComfyUI does; no diffusers / transformers / peft / lycoris."""
+    code = ("import importlib.util, sys; r=sys.argv[1]; n=r.replace('.', '_x_'); "
+            "s=importlib.util.spec_from_file_location(n, r + '/__init__.py'); "
+            "m=importlib.util.module_from_spec(s); sys.modules[n]=m; s.loader.exec_module(m); "
             "bad=[k for k in ('diffusers','transformers','peft','lycoris') if k in sys.modules]; "
-            "print(len(m.NODE_CLASS_MAPPINGS), bad); assert not bad, bad")
-    r = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, timeout=60, cwd="/")
+            "print(len(m.NODE_CLASS_MAPPINGS), bad)")
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["8", "[]"], r.stdout

@@ -1,45 +1,20 @@
-"""LoKr Info and LoKr Merge Checkpoint against ComfyUI stand-ins (merged numbers vs lycoris-lora)."""
+"""LoKr Merge Checkpoint against ComfyUI stand-ins (merged numbers vs lycoris-lora)."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-import comfy_standins as cs
-from lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
-from test_nodes_loaders import SPECS, _assert_untouched, env  # noqa: F401  (env is a fixture)
+from tests.support import comfy_standins as cs
+from tests.support.comfy_pack import pack_module
+from tests.support.lokr_node_fixtures import merged_reference
+from tests.support.node_env import SPECS
 
-
-def test_info_reports_file_and_match(env):
-    I = importlib.import_module("nodes.info")
-    out = I.LoKrInfo().info("test.safetensors", "file", env["model"], env["clip"])
-    text = out["result"][0]
-    assert out["ui"]["text"] == [text]
-    assert "test.safetensors" in text and "tucker" in text and "full" in text
-    assert "Against the connected model: 5/5 modules match (4 diffusion model, 1 text encoder)" in text
-    assert out["ui"]["lokr_report"][0]["matched"] == 5
-    (bare,) = I.LoKrInfo().info("test.safetensors")["result"]
-    assert "Against the connected model" not in bare
-    assert I.LoKrInfo.VALIDATE_INPUTS(lokr_name="nope.safetensors") != True  # noqa: E712
-
-
-def test_info_lists_mismatch_and_unmatched_without_raising(env):
-    I = importlib.import_module("nodes.info")
-    bad = lycoris_module("lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", nn.Linear(48, 32), dim=2)
-    stray = lycoris_module("lora_unet_down_blocks_9_zz", nn.Linear(32, 32), dim=2)
-    save_file(state_dict_of({"lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": bad,
-                             "lora_unet_down_blocks_9_zz": stray}), str(env["loras"] / "bad.safetensors"))
-    snap = cs.snapshot(env["model"])
-    text = I.LoKrInfo().info("bad.safetensors", "file", env["model"], None)["result"][0]
-    assert "SHAPE MISMATCH" in text and "attn2.to_k" in text and "unmatched: lora_unet_down_blocks_9_zz" in text
-    assert "0/2 modules match" in text
-    assert cs.unchanged(env["model"], snap)
+errors = pack_module("lokr_core.base.errors")
 
 
 class _VAE:
@@ -55,8 +30,8 @@ def _files(folder):
 
 
 def test_merge_checkpoint_writes_merged_weights(env):
-    L = importlib.import_module("nodes.loaders")
-    M = importlib.import_module("nodes.merge")
+    L = pack_module("nodes.planning")
+    M = pack_module("nodes.merge")
     m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
     snap = cs.snapshot(m)
     out = M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/merged", "fp32")
@@ -85,32 +60,28 @@ def test_merge_checkpoint_writes_merged_weights(env):
 
 
 def test_merge_bad_input_writes_nothing(env):
-    from lokr_core import LoKrError
-
-    M = importlib.import_module("nodes.merge")
-    with pytest.raises(LoKrError, match="dtype 'int3'"):
+    M = pack_module("nodes.merge")
+    with pytest.raises(errors.LoKrError, match="dtype 'int3'"):
         M.LoKrMergeCheckpoint().merge(env["model"], env["clip"], _VAE(), "x", "int3")
-    with pytest.raises(LoKrError, match="leaves the output folder"):
+    with pytest.raises(errors.LoKrError, match="leaves the output folder"):
         M.LoKrMergeCheckpoint().merge(env["model"], env["clip"], _VAE(), "../escape", "fp16")
     assert _files(env["out"]) == []
 
 
 def test_merge_refuses_fp8_and_scaled_weights_writes_nothing(env):
-    from lokr_core import LoKrError
-
-    L = importlib.import_module("nodes.loaders")
-    M = importlib.import_module("nodes.merge")
+    L = pack_module("nodes.planning")
+    M = pack_module("nodes.merge")
     m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
     key = SPECS[0][1] + ".weight"
     layer = m.model.get_submodule(SPECS[0][1])
     original = layer.weight.data
     try:
         layer.weight.data = original.to(torch.float8_e4m3fn)
-        with pytest.raises(LoKrError, match=f"{key}.*float8_e4m3fn.*nothing was written"):
+        with pytest.raises(errors.LoKrError, match=f"{key}.*float8_e4m3fn.*nothing was written"):
             M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/fp8", "fp16")
         layer.weight.data = original
         layer.register_buffer("scale_weight", torch.ones(()))
-        with pytest.raises(LoKrError, match=f"{key}.*with a scale"):
+        with pytest.raises(errors.LoKrError, match=f"{key}.*with a scale"):
             M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/fp8", "fp16")
     finally:
         layer.weight.data = original
@@ -153,8 +124,8 @@ def _saving_0_28(self, unet_state_dict, clip_state_dict=None, vae_state_dict=Non
 @pytest.mark.parametrize("saving", [_saving_0_8, _saving_0_28])
 def test_merge_names_through_either_saving_api(env, saving):
     """Both forms of state_dict_for_saving (told apart by their parameters) get the merged UNet."""
-    L = importlib.import_module("nodes.loaders")
-    M = importlib.import_module("nodes.merge")
+    L = pack_module("nodes.planning")
+    M = pack_module("nodes.merge")
     m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
     m.model.model_config = _SavingConfig()
     m.model.state_dict_for_saving = saving.__get__(m.model)
@@ -170,11 +141,9 @@ def test_merge_names_through_either_saving_api(env, saving):
 
 
 def test_merge_refuses_an_unknown_saving_api(env):
-    from lokr_core.base.errors import LoKrError
-
-    M = importlib.import_module("nodes.merge")
+    M = pack_module("nodes.merge")
     env["model"].model.model_config = _SavingConfig()
     env["model"].model.state_dict_for_saving = lambda state_dict, clip=None: {}
-    with pytest.raises(LoKrError, match=r"state_dict_for_saving\('state_dict', 'clip'\): unknown signature"):
+    with pytest.raises(errors.LoKrError, match=r"state_dict_for_saving\('state_dict', 'clip'\): unknown signature"):
         M.LoKrMergeCheckpoint().merge(env["model"], env["clip"], _VAE(), "x", "fp16")
     assert _files(env["out"]) == []

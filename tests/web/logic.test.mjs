@@ -1,12 +1,19 @@
-// node --test tests/web : the pure logic of the web extension (web/lokr_logic.js).
+// node --test tests/web : the pure logic of the web extension (web/logic/*.js).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import * as L from "../../web/lokr_logic.js";
+import * as blockVector from "../../web/logic/block_vector.js";
+import * as family from "../../web/logic/family.js";
+import * as format from "../../web/logic/format.js";
+import * as nodeUi from "../../web/logic/node_ui.js";
+import * as stack from "../../web/logic/stack.js";
+import * as summary from "../../web/logic/summary.js";
+
+const L = { ...blockVector, ...family, ...format, ...nodeUi, ...stack, ...summary };
 
 const shared = JSON.parse(readFileSync(new URL("./block_vectors.json", import.meta.url), "utf8"));
 
-test("block IDs: lengths and order per family (LOKR_SPEC section 7)", () => {
+test("block IDs: lengths and order per family (docs/block-weights.md)", () => {
   assert.equal(L.blockIds("sd1", 17).length, 17);
   assert.equal(L.blockIds("sd1", 26).length, 26);
   assert.equal(L.blockIds("sdxl", 12).length, 12);
@@ -200,56 +207,54 @@ test("warningsOf and presetsFor", () => {
   assert.deepEqual(L.presetsFor(presets, "sdxl", 20), {});
 });
 
-test("the extension module loads without a DOM or ComfyUI and does nothing", async () => {
-  const mod = await import("../../web/lokr.js");
-  assert.equal(typeof mod, "object");
+test("editor layouts: labels and the layout of a parsed vector", () => {
+  assert.deepEqual(L.EDITOR_LAYOUTS.map(L.layoutLabel),
+    ["SD 1.x/2.x · 17 values", "SD 1.x/2.x · 26 values", "SDXL · 12 values", "SDXL · 20 values"]);
+  assert.equal(L.layoutIndex("sd1", 26), 1);
+  assert.equal(L.layoutIndex("sd2", 17), 0);  // SD 2.x uses the SD 1.x layouts
+  assert.equal(L.layoutIndex("sdxl", 20), 3);
+  assert.equal(L.layoutIndex("sdxl", 17), -1);
+  for (const [fam, n] of L.EDITOR_LAYOUTS) assert.equal(L.blockIds(fam, n).length, n);
 });
 
-test("degrades: frontend without registerExtension, node without addDOMWidget", async () => {
-  const saved = { document: globalThis.document, comfyAPI: globalThis.comfyAPI };
-  try {
-    globalThis.document = { getElementById: () => null };
-    globalThis.comfyAPI = { app: { app: {} }, api: { api: null } };
-    await import("../../web/lokr.js?no-register");  // app lacks registerExtension: nothing happens
+test("panelsFor: the pack's node definitions get the panels their inputs call for", () => {
+  const def = (name, required, optional = {}) => ({ name, input: { required, optional } });
+  assert.deepEqual(L.panelsFor(def("LoKrLoader", { model: ["MODEL"], lokr_name: [[]] })),
+    { file: "lokr_name", vector: null, slots: [] });
+  assert.deepEqual(L.panelsFor(def("LoKrBlockWeights", { lokr_name: [[]], preset: [[]], block_vector: ["STRING"] }, { A: ["FLOAT"] })),
+    { file: "lokr_name", vector: "block_vector", slots: [] });
+  assert.deepEqual(L.panelsFor(def("LoKrStack", { lokr_2: [[]], strength_model_1: ["FLOAT"], lokr_1: [[]] })),
+    { file: null, vector: null, slots: ["lokr_1", "lokr_2"] });
+  assert.equal(L.panelsFor(def("LoKrApplyStack", { lora_stack: ["LORA_STACK"] })), null);
+  assert.equal(L.panelsFor(def("LoraLoader", { lora_name: [[]] })), null);  // another pack's (core's) node
+  assert.equal(L.panelsFor(def("LoKrLoader", { lora_name: [[]], vector: ["STRING"], lbw: ["STRING"] })), null);
+  assert.deepEqual(L.panelsFor({ name: "X", python_module: "custom_nodes.comfyui-lokr", input: { required: { lokr_name: [[]] } } }),
+    { file: "lokr_name", vector: null, slots: [] });
+  assert.equal(L.panelsFor(null), null);
+  assert.deepEqual(L.inputNames(def("N", { a: 1 }, { b: 2 })), ["a", "b"]);
+  assert.deepEqual(L.inputNames(undefined), []);
+});
 
-    const registered = [];
-    globalThis.comfyAPI = { app: { app: { registerExtension: (ext) => registered.push(ext) } }, api: { api: null } };
-    globalThis.document = {
-      getElementById: () => null,
-      createElement: () => ({ set textContent(v) {}, style: {} }),
-      head: { appendChild: () => {} },
-    };
-    await import("../../web/lokr.js?register");
-    assert.equal(registered.length, 1);
-    assert.equal(registered[0].name, "comfyui-lokr.panel");
-    const nodeType = { prototype: {} };
-    await registered[0].beforeRegisterNodeDef(nodeType, {
-      name: "LoKrLoader", input: { required: { lokr_name: [["a.safetensors"]] } },
-    });
-    assert.equal(typeof nodeType.prototype.onNodeCreated, "function");
-    // a node without widgets / addDOMWidget: no panel, no throw
-    const node = {};
-    nodeType.prototype.onNodeCreated.call(node);
-    assert.equal(node.lokrPanel, undefined);
-    // the stack node (lokr_1..lokr_N) gets a hook too; without addDOMWidget it has no panel
-    const stackType = { prototype: {} };
-    await registered[0].beforeRegisterNodeDef(stackType, {
-      name: "LoKrStack", input: { required: { lokr_1: [["None"]], strength_model_1: ["FLOAT"], lokr_2: [["None"]] } },
-    });
-    assert.equal(typeof stackType.prototype.onNodeCreated, "function");
-    const stackNode = { widgets: [{ name: "lokr_1", value: "None" }] };
-    stackType.prototype.onNodeCreated.call(stackNode);
-    assert.equal(stackNode.lokrStackPanel, undefined);
-    // other packs' nodes are left alone
-    const other = { prototype: {} };
-    await registered[0].beforeRegisterNodeDef(other, { name: "LoraLoader", input: { required: { lora_name: [[]] } } });
-    assert.equal(other.prototype.onNodeCreated, undefined);
-    // malformed node data does not throw
-    await registered[0].beforeRegisterNodeDef({ prototype: {} }, null);
-  } finally {
-    globalThis.document = saved.document;
-    globalThis.comfyAPI = saved.comfyAPI;
-    if (saved.document === undefined) delete globalThis.document;
-    if (saved.comfyAPI === undefined) delete globalThis.comfyAPI;
-  }
+test("run report from a node's executed message; editor text and family from the node's widgets", () => {
+  assert.deepEqual(L.reportFromMessage({ lokr_report: [{ matched: 1 }] }), { matched: 1 });
+  assert.deepEqual(L.reportFromMessage({ lokr_report: { matched: 2 } }), { matched: 2 });
+  assert.equal(L.reportFromMessage({ lokr_report: [] }), null);
+  assert.equal(L.reportFromMessage({ text: ["x"] }), null);
+  assert.equal(L.reportFromMessage(undefined), null);
+  assert.equal(L.vectorText("SD-OUTALL", "1,1"), "SD-OUTALL");
+  assert.equal(L.vectorText("custom", " 1,0 "), "1,0");
+  assert.equal(L.vectorText(undefined, undefined), "");
+  assert.equal(L.parseFamily("sdxl", "1,1", "sd1"), "sdxl");
+  assert.equal(L.parseFamily("auto", "%in=0", "sd1"), "sd1");
+  assert.equal(L.parseFamily("auto", "1,1", "sdxl"), null);
+  assert.equal(L.parseFamily("flux", "1,1", "sd1"), null);
+});
+
+test("summaryFamily and the warning badge text", () => {
+  assert.equal(L.summaryFamily({ family: "sdxl" }), "sdxl");
+  assert.equal(L.summaryFamily({ model_family: "sd1" }), "sd1");
+  assert.equal(L.summaryFamily(null), undefined);
+  assert.equal(L.warningBadgeText("short"), "⚠ short");
+  const long = "x".repeat(41);
+  assert.equal(L.warningBadgeText(long), "⚠ " + "x".repeat(38) + "…");
 });

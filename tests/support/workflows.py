@@ -2,8 +2,8 @@
 browser and the frontend load) and API format (``example_workflows/api/*.json``, what the
 end-to-end test posts to ``/prompt``).
 
-``python tests/comfyui/workflows.py`` rewrites both sets; ``test_workflows_are_current`` in
-``test_comfyui_e2e.py`` checks the committed files equal what this module builds.
+``python -m tests.support.workflows`` (from the repository root) rewrites both sets;
+``tests/nodes/test_workflows.py`` checks the committed files equal what this module builds.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """LoKr fixtures for the node tests, made with the real lycoris-lora ``LokrModule`` per layer.
 
 The oracle is ``LokrModule.get_weight(shape)`` (the LyCORIS scale applied once; lycoris' own
-``get_diff_weight`` / ``get_merged_weight`` apply it twice, LOKR_SPEC 3) and, for DoRA modules,
+``get_diff_weight`` / ``get_merged_weight`` apply it twice; docs/math.md, Scale) and, for DoRA modules,
 lycoris' ``apply_weight_decompose`` on W + ΔW.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def merged_reference(mod: nn.Module, weight: torch.Tensor, strength: float = 1.0
     """W + strength * ΔW with ΔW = lycoris' ``get_weight`` (fp32).
 
     DoRA modules: lycoris' ``apply_weight_decompose(W + ΔW)`` at strength 1, W at 0, and the
-    interpolation W + m * (W_dora - W) in between (LOKR_SPEC 4's default).
+    interpolation W + m * (W_dora - W) in between (the default; docs/math.md, DoRA).
     """
     w = weight.detach().float().clone()
     with torch.no_grad():

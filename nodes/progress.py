@@ -1,0 +1,24 @@
+"""The nodes' progress adapter: ComfyUI's progress bar and Cancel button for lokr_core's callbacks."""
+from __future__ import annotations
+
+from ..lokr_core.base.progress import BarProgress, Progress
+
+
+def comfy_progress() -> Progress | None:
+    """A ``progress(done, total)`` that stops on ComfyUI's Cancel and moves its ProgressBar; None outside ComfyUI.
+
+    Cancel raises ComfyUI's interruption exception from the callback, so the long operation stops
+    before it writes its output.
+    """
+    try:
+        import comfy.model_management  # type: ignore[import-not-found]
+        import comfy.utils  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    bar = BarProgress(comfy.utils.ProgressBar)
+
+    def progress(done: int, total: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar(done, total)
+
+    return progress
