@@ -10,9 +10,13 @@ come from the target's own paths and shapes (:func:`translate`), never from a co
 
 Fused weights: where the original model holds q, k, v (Flux single blocks: q, k, v and the MLP
 input) in one weight, a diffusers-named module is a ROW BLOCK of that weight (``rows``). The other
-way round (one fused original module onto separate diffusers weights) would need the file's ΔW
-split by rows over several weights; that is not done: such names stay unmatched with a note, and
-so do the modules whose two layouts order a modulation's (shift, scale) halves differently.
+way round (one fused original module onto separate diffusers weights) and the modulations whose two
+layouts order their (shift, scale) halves differently have no weight to be filed under: they are
+listed in ``Translation.unsupported``, and :func:`lokr_core.keymap.resolve.layout_moves` places
+them by a row operation on ΔW instead (``ResolveReport.split``: the fused ΔW split by rows over the
+separate weights; ``ResolveReport.row_order``: halves swapped). The note is what ``report.notes``
+says when that operation does not fit the target (a part missing, parts of other input widths, an
+odd row count).
 """
 from __future__ import annotations
 
@@ -63,8 +67,9 @@ class Translation:
     ``family``: the table used (None: no DiT table fits); ``side``: ``"diffusers"`` or
     ``"original"`` (the layout of the target's own paths); ``aliases``: (target path, other-layout
     path, rows) to file the target weight under; rows (start, stop) when the other-layout name is a
-    row block of the target weight; ``unsupported``: other-layout path -> why a module of that name
-    cannot be targeted here.
+    row block of the target weight; ``unsupported``: other-layout path that no single weight holds as
+    named (a fused original weight held as separate ones, a modulation with swapped halves) -> why
+    it cannot be placed when the row operation that places it does not fit.
     """
 
     family: str | None = None
@@ -279,7 +284,7 @@ def translate(shapes: Mapping[str, tuple[int, ...]]) -> Translation:
     ``shapes``: {module path (no ``.weight``): weight shape} of one model part (a diffusers DiT
     model, or a ComfyUI / original diffusion model without its prefix). The family table and the
     side are picked by :func:`pick_table`; every path the table names gets its other-layout name
-    (rows of fused weights from the shape); names that cannot be targeted are listed with the reason.
+    (rows of fused weights from the shape); names no single weight holds are listed with a note.
     """
     family, side = pick_table(shapes)
     tr = Translation(family, side)
@@ -297,7 +302,8 @@ def translate(shapes: Mapping[str, tuple[int, ...]]) -> Translation:
         swapped = pair.swap == "all" or (pair.swap == "last" and i is not None and int(i) == last.get(pair.diffusers))
         if swapped:
             tr.unsupported[alias] = (f"{label}: {path!r} and {alias!r} hold the same modulation with its (shift, scale) "
-                                     "halves in the other order; a LoKr named for one layout is not applied to the other")
+                                     f"halves in the other order; {path!r} has an odd row count, so its halves "
+                                     "cannot be swapped")
             continue
         if pair.part is None:
             if alias != path:
@@ -311,8 +317,8 @@ def translate(shapes: Mapping[str, tuple[int, ...]]) -> Translation:
             tr.unsupported.setdefault(fused, (
                 f"{label}: {fused!r} is one fused weight in the original layout; this model holds it as separate "
                 "weights (" + ", ".join(repr(_fill(p.diffusers, i)) for p in _compiled_parts(family, pair.original))
-                + "), and a fused module's ΔW is not split by rows onto them: use a file with diffusers names, "
-                "or merge into the original-layout checkpoint"))
+                + "), and the fused ΔW is split by rows onto them only when all of them are present with the "
+                "same input width: here they are not"))
     return tr
 
 

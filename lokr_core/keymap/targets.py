@@ -68,7 +68,8 @@ class TargetIndex:
     by_alias: dict[str, dict[str, list[TargetEntry]]] = field(default_factory=dict)
     unet_layout: ldm_unet.UNetLayout | None = None
     unsupported: dict[str, dict[str, str]] = field(default_factory=dict)
-    """component -> underscore name -> why a module of that name cannot be targeted here."""
+    """component -> underscore name -> why a module of that name cannot be targeted here (DiT names
+    no single weight holds: placed by ``resolve.layout_moves`` when the row operation fits)."""
     dit: dict[str, dit_names.Translation] = field(default_factory=dict)
     """component -> the DiT name table used for it (``family``, ``side``), for parts a table fits."""
 
@@ -263,8 +264,10 @@ def add_dit_names(index: TargetIndex) -> None:
 
     diffusers-named targets get the original names of their one-to-one weights; original-layout
     targets get the diffusers names, as row blocks (``rows``) of fused q / k / v (+ MLP) weights.
-    Names that cannot be targeted here (a fused original module onto separate diffusers weights,
-    a modulation whose halves are swapped between layouts) go to ``index.unsupported`` with the reason.
+    Names that no single weight holds (a fused original module onto separate diffusers weights, a
+    modulation whose halves are swapped between layouts) go to ``index.unsupported`` with a note:
+    :func:`lokr_core.keymap.resolve.layout_moves` places them by rows (split / swapped halves), and
+    the note is the reason given when that does not fit.
     """
     for comp in DIT_COMPONENTS:
         entries = [e for e in index.entries if e.component == comp and e.rows is None]
