@@ -15,12 +15,12 @@ from typing import Any, Iterable, Mapping
 
 from ..base.errors import LoKrKeyError, LoKrShapeError
 from ..tensor.factors import LoKrFactors
-from .blocks import ldm_block_of
-from .family import (FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
-                            pick_family)
+from .blocks import block_id, ldm_block_of
+from .family import (DIT_LABELS, FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
+                     pick_family, target_dit_family)
 from . import dit_names
 from .kohya import split_name, underscore
-from .targets import TargetEntry, TargetIndex, build_index
+from .targets import DIT_COMPONENTS, TargetEntry, TargetIndex, build_index
 
 __all__ = ["ResolveReport", "resolve", "resolve_for", "model_family", "target_family", "block_of_entry"]
 
@@ -54,8 +54,11 @@ class ResolveReport:
       ``qkv`` / Flux ``linear1`` onto diffusers ``to_q`` / ``to_k`` / ``to_v`` (+ ``proj_mlp``));
       these names are not in ``matched`` (they have several keys);
     - ``notes``: unmatched name -> why it cannot map onto this target (when known);
-    - ``blocks``: matched name -> LDM block ID (``BASE``, ``IN00``.., ``MID``, ``OUT00``..);
-    - ``family`` / ``target_family``: "sd1" | "sd2" | "sdxl" | "sd1/sd2" | None.
+    - ``blocks``: matched (or split) name -> block ID of its target weight: LDM IDs for SD UNets
+      (``BASE``, ``IN00``.., ``MID``, ``OUT00``..), DiT groups for transformers (``double 3``,
+      ``single 12``, ``joint 5``, ``layers 7``, else ``BASE``: :func:`lokr_core.keymap.blocks.block_id`);
+    - ``family`` / ``target_family``: "sd1" | "sd2" | "sdxl" | "sd1/sd2", a DiT family id
+      ("flux", "sd3", "zimage", ...) or several joined by "/" ("flux/chroma") | None.
     """
 
     matched: dict[str, str] = field(default_factory=dict)
@@ -286,7 +289,7 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
         report.matched[name] = entry.key
         if entry.rows is not None:
             report.rows[name] = entry.rows
-        report.blocks[name] = block_of_entry(entry, index)
+        report.blocks[name] = block_of_entry(entry, index, _block_family(report))
     return report
 
 
@@ -342,7 +345,7 @@ def _place_move(report: ResolveReport, name: str, move: tuple[str, list[TargetEn
             parts.append((e.key, (start, start + e.shape[0])))
             start += e.shape[0]
         report.split[name] = parts
-    report.blocks[name] = block_of_entry(first, index)
+    report.blocks[name] = block_of_entry(first, index, _block_family(report))
 
 
 def resolve_for(weights: Any, target: Any) -> ResolveReport:
@@ -354,8 +357,26 @@ def resolve_for(weights: Any, target: Any) -> ResolveReport:
     return resolve(weights, target)
 
 
-def block_of_entry(entry: TargetEntry, index: TargetIndex) -> str:
-    """LDM block ID of a target entry (text encoders and unknown modules: BASE)."""
+def _block_family(report: ResolveReport) -> str | None:
+    """The family verdict block groups are read with: the target's, narrowed to the families the
+    file's verdict shares with it ("flux/sd3" and "sd3" -> "sd3"); the file's when the target has none."""
+    target, file = report.target_family, report.family
+    if target and file:
+        shared = [f for f in target.split("/") if f in file.split("/")]
+        if shared:
+            return "/".join(shared)
+    return target or file
+
+
+def block_of_entry(entry: TargetEntry, index: TargetIndex, family: str | None = None) -> str:
+    """Block ID of a target entry: for a DiT part (``index.dit``) its group (``double 3``, ``layers 7``,
+    BASE) by :func:`lokr_core.keymap.blocks.block_id` with ``family`` (the target's or the file's
+    verdict); for an SD UNet its LDM ID; text encoders and unknown modules: BASE. A part no DiT
+    table renames (Qwen-Image keeps the diffusers names) is a DiT part when ``family`` is a DiT one."""
+    dit_family = bool(family) and bool(set(family.split("/")) & set(DIT_LABELS))
+    if entry.component in index.dit or (entry.component in DIT_COMPONENTS and index.unet_layout is None
+                                        and dit_family):
+        return block_id(entry.ldm_path or entry.path, family, index.unet_layout)
     if entry.component != "unet":
         return "BASE"
     if entry.ldm_path:
@@ -366,10 +387,22 @@ def block_of_entry(entry: TargetEntry, index: TargetIndex) -> str:
         return "BASE"
 
 
+def _dit_shapes(index: TargetIndex) -> dict[str, tuple[int, ...]]:
+    """{weight key: shape} of the target's diffusion-model parts (keys end in ``.weight``)."""
+    return {(e.key if e.key.endswith(".weight") else e.key + ".weight"): e.shape
+            for e in index.entries if e.component in DIT_COMPONENTS and e.rows is None}
+
+
 def target_family(index: TargetIndex) -> str | None:
-    """Family of an indexed target: cross-attention width, else text-encoder widths, else UNet depth."""
+    """Family of an indexed target: a DiT verdict from its diffusion model's names and widths
+    (:func:`lokr_core.keymap.family.target_dit_family`; a ComfyUI SD3 / Flux checkpoint holds CLIP-G
+    as well, so this comes first), else for SD UNets the cross-attention width, else text-encoder
+    widths, else UNet depth."""
     from .family import FAMILY_BY_CROSS_DIM, SD12
 
+    dit = target_dit_family(_dit_shapes(index)) if index.dit or index.unet_layout is None else None
+    if dit:
+        return dit
     for e in index.entries:
         if e.component == "unet" and e.path.endswith("attn2.to_k") and len(e.shape) >= 2:
             fam = FAMILY_BY_CROSS_DIM.get(e.shape[1])

@@ -174,8 +174,10 @@ def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "fi
     ``warnings`` (list of str: full/full alpha ambiguity, ...), ``other_modules`` ({kind: count}),
     ``other_module_names`` (first 50), ``metadata``: {``training``, ``trigger_words``, ``top_tags``
     [[tag, count]], ``keys`` (all metadata keys)}; with ``target`` (a model / state dict / {key:
-    shape}, see :mod:`lokr_core.keymap.resolve`) also ``resolve``: {``matched`` count, ``unmatched`` names,
-    ``shape_mismatch``}.
+    shape}, see :mod:`lokr_core.keymap.resolve`) also ``resolve``: {``matched`` count (modules placed,
+    fused modules split over several weights included), ``total``, ``unmatched`` names,
+    ``shape_mismatch``, ``family``, ``target_family`` and ``target_family_label`` (the model's family,
+    SD or DiT), ``family_mismatch``, ``skipped`` count}.
     """
     names = list(getattr(weights, "module_names", None) or list(weights.modules))
     family = _family(weights, names)
@@ -289,7 +291,7 @@ def _resolve_summary(weights: Any, target: Any, names: list[str]) -> dict[str, A
     unmatched = getattr(report, "unmatched", {}) or {}
     mismatch = getattr(report, "shape_mismatch", {}) or {}
     return {
-        "matched": len(report.matched),
+        "matched": len(report.matched) + len(getattr(report, "split", {}) or {}),
         "total": len(names),
         "unmatched": {str(k): list(v) if isinstance(v, (list, tuple)) else v for k, v in unmatched.items()}
         if isinstance(unmatched, Mapping) else list(unmatched),
@@ -297,6 +299,7 @@ def _resolve_summary(weights: Any, target: Any, names: list[str]) -> dict[str, A
                            if isinstance(v, (tuple, list)) else str(v) for k, v in mismatch.items()},
         "family": getattr(report, "family", None),
         "target_family": getattr(report, "target_family", None),
+        "target_family_label": _family_label(getattr(report, "target_family", None)),
         "family_mismatch": getattr(report, "family_mismatch", None),
         "skipped": len(getattr(report, "skipped", {}) or {}),
     }
@@ -371,7 +374,8 @@ def format_report(summary: Mapping[str, Any], *, max_unmatched: int = 20) -> str
     res = summary.get("resolve")
     if res:
         add(f"Against target: {res['matched']}/{res['total']} modules matched"
-            + (f" (target family: {res['target_family']})" if res.get("target_family") else ""))
+            + (f" (target family: {res.get('target_family_label') or res['target_family']})"
+               if res.get("target_family") else ""))
         if res.get("family_mismatch"):
             add(f"  WRONG MODEL: {res['family_mismatch']}")
         if res.get("skipped"):
