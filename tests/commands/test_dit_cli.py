@@ -1,4 +1,5 @@
-"""``lokr merge`` / ``lokr extract`` on DiT checkpoints: ComfyUI-saved (``model.diffusion_model.`` with
+"""``lokr info`` on DiT LoKr files (family label, block groups, the checkpoint's family) and
+``lokr merge`` / ``lokr extract`` on DiT checkpoints: ComfyUI-saved (``model.diffusion_model.`` with
 text encoders and VAE) and diffusion-model-only files (``diffusion_model.`` / bare keys).
 
 LoKr files: lycoris-lora modules on the tiny diffusers models (tests/keymap/test_dit_resolve.py
@@ -113,3 +114,31 @@ def test_cli_extract_dit_roundtrip(case: Case, prefix: str, tmp_path: Path, caps
     for k in set(state) - changed:
         assert torch.equal(got[k], state[k]), k
     assert (case.family == "wan21") == bool(conv3d)
+
+
+def test_cli_info_dit_file_names_family_and_block_groups(case: Case, tmp_path: Path, capsys) -> None:
+    from tests.ops.test_dit_report import comfy_block
+
+    rename, _, _ = _placed(case, {k: tuple(s) for k, s in KEYS[case.family]["keys"].items()})
+    f, names = case.save(tmp_path, rename)
+    blocks: dict[str, set[int]] = {}
+    for p in names.values():  # each module's block, read from the ComfyUI weight it lands on
+        kind, _, i = comfy_block(case.oracle[p][0]).partition(" ")
+        if i:
+            blocks.setdefault(kind, set()).add(int(i))
+    assert blocks, "the tiny models have numbered blocks"
+    label = FAMILY_LABELS[dit_models_family(case.family)]
+    assert main(["info", str(f)]) == 0
+    out = capsys.readouterr().out
+    guess = out.split("family guess: ", 1)[1].split(")\n", 1)[0]
+    # the tiny models' widths (64) are no released model's: names alone may leave two families
+    # (SD3's diffusers names are Flux's too, and the file then reads its blocks as Flux's double ones)
+    assert guess == label or label in guess.split(" or "), out
+    for kind, idx in blocks.items():
+        assert f"{kind if guess == label else ''} {min(idx)}-{max(idx)} (".lstrip() in out, out
+    ckpt = tmp_path / "ckpt.safetensors"
+    _checkpoint(case.family, ckpt)
+    assert main(["info", str(f), "--against", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert f"family guess: {guess})" in out and f"(target family: {label})" in out, out
+    assert f"Against target: {len(names)}/{len(names)} modules matched" in out, out
