@@ -23,7 +23,7 @@ import torch
 from ..lokr_core.keymap.resolve import resolve
 
 __all__ = ["unet_key_map", "clip_key_map", "name_candidates", "match_names", "target_shape", "base_key",
-           "split_key", "swap_halves", "patch_key", "Resolved", "resolve_names", "weight_shapes"]
+           "split_key", "swap_halves", "underscored_aliases", "patch_key", "Resolved", "resolve_names", "weight_shapes"]
 
 _CLIP_PREFIXES = ("clip_l.transformer.", "clip_g.transformer.", "clip_h.transformer.", "transformer.")
 
@@ -109,17 +109,39 @@ def name_candidates(name: str) -> Iterator[str]:
             yield "lora_te_text_model_" + _underscored(n)
 
 
+def underscored_aliases(key_map: Mapping[str, Any]) -> dict[str, Any]:
+    """``lora_transformer_`` / ``lycoris_`` + underscore spellings of the map's ``transformer.<diffusers
+    path>`` names (OneTrainer / SimpleTuner files), for the families whose diffusers names ComfyUI maps
+    only dotted; names the map already has are left out."""
+    out: dict[str, Any] = {}
+    for k, v in key_map.items():
+        if k.startswith("transformer."):
+            tail = _underscored(k[len("transformer."):])
+            for alias in ("lora_transformer_" + tail, "lycoris_" + tail):
+                if alias not in key_map:
+                    out.setdefault(alias, v)
+    return out
+
+
 def match_names(names: Iterable[str], key_map: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Split file module ``names`` into (matched: name -> ComfyUI key, unmatched names), order kept."""
+    """Split file module ``names`` into (matched: name -> ComfyUI key, unmatched names), order kept.
+
+    Names ComfyUI's map lacks in every spelling are looked up among :func:`underscored_aliases`."""
     matched: dict[str, Any] = {}
     unmatched: list[str] = []
+    aliases: dict[str, Any] | None = None
     for name in names:
         for cand in name_candidates(name):
             if cand in key_map:
                 matched[name] = key_map[cand]
                 break
         else:
-            unmatched.append(name)
+            if aliases is None:
+                aliases = underscored_aliases(key_map)
+            if name in aliases:
+                matched[name] = aliases[name]
+            else:
+                unmatched.append(name)
     return matched, unmatched
 
 
