@@ -106,21 +106,21 @@ test("family labels, checkpoint-name guesses and mismatch text", () => {
   assert.equal(L.familyMismatch("flux/chroma", "chroma"), null);
   assert.equal(L.familyMismatch("zimage", "sdxl", { file: "Z-Image (server)", model: "SDXL (server)" }),
     "This LoKr looks like Z-Image (server), the model like SDXL (server)");
-  assert.equal(L.familyMismatch("sd1/sd2", "flux"), "This LoKr looks like SD 1.x/2.x, the model like Flux.1");
+  assert.equal(L.familyMismatch("sd1/sd2", "flux"), "This LoKr looks like SD1.x or SD2.x, the model like Flux.1");
   assert.equal(L.familyFromCheckpointName("sd_xl_base_1.0.safetensors"), "sdxl");
   assert.equal(L.familyFromCheckpointName("ponyDiffusionV6XL.safetensors"), "sdxl");
   assert.equal(L.familyFromCheckpointName("v2-1_768-ema-pruned.safetensors"), "sd2");
   assert.equal(L.familyFromCheckpointName("v1-5-pruned-emaonly.safetensors"), "sd1");
   assert.equal(L.familyFromCheckpointName("mystery.safetensors"), null);
   assert.equal(L.familyFromCheckpointName(null), null);
-  assert.equal(L.familyMismatch("sd1", "sdxl"), "This LoKr looks like SD 1.x, the model like SDXL");
+  assert.equal(L.familyMismatch("sd1", "sdxl"), "This LoKr looks like SD1.x, the model like SDXL");
   assert.equal(L.familyMismatch("sd1", "sd1"), null);
   assert.equal(L.familyMismatch(null, "sd1"), null);
   assert.equal(L.familyMismatch("sdxl", null), null);
   assert.equal(L.familyMismatch("sd1/sd2", "sd2"), null);
   assert.equal(L.familyMismatch("sd1", "sd1/sd2"), null);
-  assert.equal(L.familyMismatch("sd1/sd2", "sdxl"), "This LoKr looks like SD 1.x/2.x, the model like SDXL");
-  assert.equal(L.familyLabel("sd1/sd2"), "SD 1.x/2.x");
+  assert.equal(L.familyMismatch("sd1/sd2", "sdxl"), "This LoKr looks like SD1.x or SD2.x, the model like SDXL");
+  assert.equal(L.familyLabel("sd1/sd2"), "SD1.x or SD2.x");
 });
 
 test("triggerWords: explicit list, else top tags, else tag frequency totals", () => {
@@ -149,7 +149,7 @@ test("summaryRows: the lokr_core.report.summarize schema", () => {
   });
   const map = Object.fromEntries(rows.map((r) => [r.label, r.text]));
   assert.deepEqual(map, {
-    Family: "SD 1.x",
+    Family: "SD1.x",
     Modules: "140 (te: 12, down: 40, mid: 8, up: 80), 2.5M params",
     Layouts: "full+split: 128, full+full: 12",
     Rank: "4 ×128, full ×12",
@@ -193,7 +193,7 @@ test("compactSummary: one line for the stack panel", () => {
     metadata: { trigger_words: [], top_tags: [["ohwx corgi", 24], ["grass", 9], ["sitting", 7], ["outdoors", 5]] },
   });
   assert.deepEqual(line, {
-    family: "SD 1.x", text: "40 modules · split-w2: 36, full: 4 · scale 1",
+    family: "SD1.x", text: "40 modules · split-w2: 36, full: 4 · scale 1",
     words: ["ohwx corgi", "grass", "sitting"], explicit: false,
   });
   const one = L.compactSummary({ family: "sdxl", module_count: 1, scale_values: { "0.5": 1 }, trigger_words: ["zk"] }, 5);
@@ -337,8 +337,8 @@ test("summaryFamily and the warning badge text", () => {
 test("familyView: the run report's families and labels first, then the summary and the checkpoint name", () => {
   // before a run: the summary's family, the model guessed from the checkpoint name
   let v = L.familyView({ family: "sd1" }, null, "sdxl");
-  assert.deepEqual(v, { file: "sd1", fileLabel: "SD 1.x", model: "sdxl", modelLabel: "SDXL",
-    mismatch: "This LoKr looks like SD 1.x, the model like SDXL" });
+  assert.deepEqual(v, { file: "sd1", fileLabel: "SD1.x", model: "sdxl", modelLabel: "SDXL",
+    mismatch: "This LoKr looks like SD1.x, the model like SDXL" });
   // the server's labels win; a report's model family (read from the weights) beats the name guess
   v = L.familyView({ family: "flux", family_label: "Flux.1" }, { family: "flux", family_label: "Flux.1 (file)",
     model_family: "sd3", model_family_label: "SD3 / SD3.5 (model)" }, "flux");

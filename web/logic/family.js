@@ -1,9 +1,10 @@
 // Model families: labels, a guess from a checkpoint file name, and the file-vs-model mismatch text.
 
-/** Display label of each family id the server reports (lokr_core.keymap.family FAMILY_LABELS, SD ones
- *  spelled "SD 1.x"; the transformer ones are lokr_core.keymap.family_signatures.LABELS). */
+/** Display label of each family id the server reports: lokr_core.keymap.family FAMILY_LABELS (the SD
+ *  ones and lokr_core.keymap.family_signatures.LABELS), so a label the server sends and one made here
+ *  read the same. */
 export const FAMILY_LABELS = Object.freeze({
-  sd1: "SD 1.x", sd2: "SD 2.x", sdxl: "SDXL", "sd1/sd2": "SD 1.x/2.x",
+  sd1: "SD1.x", sd2: "SD2.x", sdxl: "SDXL", "sd1/sd2": "SD1.x or SD2.x",
   flux: "Flux.1", flux2: "Flux.2", chroma: "Chroma", hunyuan_video: "HunyuanVideo", sd3: "SD3 / SD3.5",
   auraflow: "AuraFlow", pixart: "PixArt", hunyuan_dit: "HunyuanDiT", hidream: "HiDream", lumina2: "Lumina 2",
   zimage: "Z-Image", omnigen2: "OmniGen2", qwen_image: "Qwen-Image", wan: "Wan 2.1 / 2.2", ltxv: "LTX-Video",
@@ -13,7 +14,7 @@ export const FAMILY_LABELS = Object.freeze({
 
 const own = (k) => Object.prototype.hasOwnProperty.call(FAMILY_LABELS, k);
 
-/** Human label of a family id ("sd1" -> "SD 1.x"; "flux/chroma" -> "Flux.1 or Chroma"); unknown / empty
+/** Human label of a family id ("sd1" -> "SD1.x"; "flux/chroma" -> "Flux.1 or Chroma"); unknown / empty
  *  -> "unknown"; an id this table lacks is shown as it is. */
 export function familyLabel(family) {
   if (!family) return "unknown";
