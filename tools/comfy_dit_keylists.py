@@ -1,6 +1,8 @@
 """Write tests/support/comfy_dit_keys.json: ComfyUI's own weight names of each DiT family.
 
-Run once in a ComfyUI venv (not part of the test suite): ``python tools/comfy_dit_keylists.py COMFY_DIR``.
+Run once in a ComfyUI venv (not part of the test suite): ``python tools/comfy_dit_keylists.py COMFY_DIR``;
+``python tools/comfy_dit_keylists.py COMFY_DIR --text-encoders`` writes tests/support/comfy_te_keys.json
+(the text encoders ComfyUI builds for each DiT family, see :func:`text_encoders`).
 Every family's model is built full size on the ``meta`` device with ComfyUI's model classes (no
 memory, no download); for each it stores the family's block counts, the 2-D+ weights
 (``diffusion_model.<path>`` -> shape) of blocks 0 and 1 of every numbered group (first number in the key) (the rest is the
@@ -172,6 +174,50 @@ def main(comfy_dir: str, out_path: str) -> None:
     print(f"wrote {out_path} ({os.path.getsize(out_path)} bytes)")
 
 
+TEXT_ENCODERS = {"sd3": ("sd3_clip", "SD3ClipModel"), "flux": ("flux", "FluxClipModel"),
+                 "hidream": ("hidream", "HiDreamTEModel"), "qwen_image": ("qwen_image", "QwenImageTEModel"),
+                 "zimage": ("z_image", "ZImageTEModel"), "lumina2": ("lumina2", "LuminaModel"),
+                 "wan": ("wan", "WanT5Model")}
+"""family -> (comfy.text_encoders module, class) of the text-encoder model ComfyUI builds for it."""
+
+
+def text_encoders(comfy_dir: str, out_path: str) -> None:
+    """Write ComfyUI's text-encoder weights of each DiT family (as its CLIP object holds them:
+    ``<encoder name>.transformer.<path>``, blocks 0 and 1 only, 2-D+ weights with shapes; a
+    checkpoint ComfyUI saves has them under ``text_encoders.``) and ComfyUI's LoRA key map for them
+    (file name -> weight key), from full-size models built on the ``meta`` device."""
+    import importlib
+
+    sys.path.insert(0, comfy_dir)
+    import torch
+    from comfy.cli_args import args
+    args.cpu = True
+
+    import comfy.lora
+
+    result = {}
+    for fam, (mod, cls) in TEXT_ENCODERS.items():
+        with torch.device("meta"):
+            model = getattr(importlib.import_module(f"comfy.text_encoders.{mod}"), cls)(device="meta")
+        sd = {k: list(v.shape) for k, v in model.state_dict().items()}
+
+        class Keys:  # the key map reads only the state dict's keys
+            def state_dict(self):
+                return sd
+
+        kmap = comfy.lora.model_lora_keys_clip(Keys(), {})
+        weights = {k: s for k, s in sd.items() if k.endswith(".weight") and len(s) >= 2 and _short(k)}
+        result[fam] = {"model_class": cls, "weights": weights,
+                       "lora_keys": {n: k for n, k in sorted(kmap.items()) if k in weights}}
+        print(f"{fam}: {cls} {len(sd)} keys, {len(weights)} kept, {len(result[fam]['lora_keys'])} LoRA names")
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=0, sort_keys=True, separators=(",", ":"))
+    print(f"wrote {out_path} ({os.path.getsize(out_path)} bytes)")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else
-         os.path.join(os.path.dirname(__file__), "..", "tests", "support", "comfy_dit_keys.json"))
+    support = os.path.join(os.path.dirname(__file__), "..", "tests", "support")
+    if len(sys.argv) > 2 and sys.argv[2] == "--text-encoders":
+        text_encoders(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else os.path.join(support, "comfy_te_keys.json"))
+    else:
+        main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else os.path.join(support, "comfy_dit_keys.json"))

@@ -4,7 +4,9 @@ Transformer families (Flux, SD3, Z-Image, Qwen-Image, Wan, ...) are told apart b
 names and widths (:mod:`.family_signatures`); when a file's names fit several of them the verdict
 names them all, ``"flux/chroma"``, like ``"sd1/sd2"``. A file with DiT names is never read as an SD
 family, whatever its text-encoder prefixes say (SD3 / Flux kohya files use ``lora_te1_`` /
-``lora_te2_`` too; ``lora_te3_`` is SD3's T5).
+``lora_te2_`` too). Text encoders only DiT models use (T5, UMT5, Qwen, Llama, Gemma: their ComfyUI
+names, ``lora_te3_``, :mod:`.te_names`) name the families whose ComfyUI text-encoder model holds
+them, and narrow a DiT verdict from the diffusion-model names.
 
 SD evidence, strongest first: text-encoder prefixes (``lora_te1_``/``lora_te2_``, ``text_encoder_2.``,
 ``conditioner.`` -> SDXL; ``cond_stage_model.model.`` -> SD2; ``cond_stage_model.transformer.`` -> SD1),
@@ -22,6 +24,7 @@ from ..base.peft_names import strip_peft_prefix
 from ..tensor.factors import LoKrFactors
 from .family_signatures import LABELS as DIT_LABELS
 from .family_signatures import dit_signals, join_families
+from . import te_names
 from .kohya import split_name
 
 FAMILY_BY_CROSS_DIM = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -76,7 +79,8 @@ def _dims(spec: object) -> tuple[int, ...] | None:
 
 def family_signals(names: Iterable[str], factors: Mapping[str, object] | None = None) -> set[str]:
     """Every family the evidence points to: a subset of {"sd1", "sd2", "sdxl", "sd1/sd2"}, or one DiT
-    verdict (``"flux"``, ``"zimage"``, ``"flux/chroma"``, ...: see :mod:`.family_signatures`).
+    verdict (``"flux"``, ``"zimage"``, ``"flux/chroma"``, ...: see :mod:`.family_signatures`; text
+    encoders of DiT models narrow it, or give it alone: :func:`lokr_core.keymap.te_names.file_families`).
 
     ``factors``: optional {name: LoKrFactors or weight shape (out, in, ...)}. DiT names win over SD
     text-encoder evidence (a DiT file's verdict is never an SD family).
@@ -84,11 +88,12 @@ def family_signals(names: Iterable[str], factors: Mapping[str, object] | None = 
     names = list(names)
     factors = factors or {}
     dit = dit_signals(names, {n: d for n in names if (d := _dims(factors.get(n))) is not None})
+    text = te_names.file_families(te_names.file_encoders(names))
     if dit:
-        return {join_families(dit)}
+        return {join_families((set(dit) & text) or dit)}
+    if text:
+        return {join_families(text)}
     out: set[str] = set()
-    if any(n.startswith("lora_te3_") for n in names):
-        return {"sd3"}
     for name in names:
         bare = strip_peft_prefix(name)
         hint, rest = split_name(name)

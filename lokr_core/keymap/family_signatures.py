@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from .kohya import split_name
+from .kohya import TEXT_HINTS, split_name
 
 LABELS: dict[str, str] = {
     "flux": "Flux.1", "flux2": "Flux.2", "chroma": "Chroma", "hunyuan_video": "HunyuanVideo",
@@ -274,7 +274,7 @@ def dit_signals(names, dims_of: Mapping[str, tuple[int, ...]] | None = None) -> 
     sets = []
     dims_of = dims_of or {}
     for name in names:
-        if split_name(name)[0] in ("te1", "te2"):
+        if split_name(name)[0] in TEXT_HINTS:
             continue
         path = dit_path(name)
         fams = name_families(path)

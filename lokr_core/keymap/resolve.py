@@ -18,8 +18,8 @@ from ..tensor.factors import LoKrFactors
 from .blocks import block_id, ldm_block_of
 from .family import (DIT_LABELS, FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
                      pick_family, target_dit_family)
-from . import dit_names
-from .kohya import split_name, underscore
+from . import dit_names, te_names
+from .kohya import TEXT_HINTS, split_name, underscore
 from .targets import DIT_COMPONENTS, TargetEntry, TargetIndex, build_index
 
 __all__ = ["ResolveReport", "resolve", "resolve_for", "model_family", "target_family", "block_of_entry"]
@@ -28,7 +28,9 @@ NEAREST_LIMIT = 200
 """Nearest candidates are searched for the first NEAREST_LIMIT unmatched names only (a file for
 another model family leaves hundreds unmatched; the family message says what is wrong)."""
 
-COMPONENT_LABELS = {"unet": "UNet", "te1": "text encoder 1 (CLIP-L / OpenCLIP-H)", "te2": "text encoder 2 (OpenCLIP-G)"}
+COMPONENT_LABELS = {"unet": "UNet / diffusion model", "te1": "text encoder 1 (CLIP-L / OpenCLIP-H)",
+                    "te2": "text encoder 2 (OpenCLIP-G)", "t5": "T5 text encoder", "llm": "language-model text encoder",
+                    "te": "text encoder", "te3": "text encoder 3 (T5)", "te4": "text encoder 4 (Llama)"}
 
 
 @dataclass
@@ -137,15 +139,16 @@ class ResolveReport:
         return "\n".join(lines)
 
 
-def _search_components(hint: str | None, index: TargetIndex) -> list[str]:
-    """Components to look a name up in: all for no hint; the hinted one when the target has it;
-    else unnamed parts ("other": modules / keys of no known SD part); else none (skipped)."""
+def _search_components(hint: str | None, index: TargetIndex) -> list[list[str]]:
+    """Components to look a name up in, as tries in order (the first try with a hit wins): all for
+    no hint; the hinted one when the target has it; for a text-encoder hint then the other text
+    encoders it may mean (:func:`lokr_core.keymap.te_names.search_order`: ``lora_te2_`` is T5 in a
+    Flux checkpoint); else unnamed parts ("other": modules / keys of no known part); else none (skipped)."""
     comps = index.components
     if hint is None:
-        return sorted(comps)
-    if hint in comps:
-        return [hint]
-    return ["other"] if "other" in comps else []
+        return [sorted(comps)]
+    tries = te_names.search_order(hint, comps) if hint in TEXT_HINTS else [[hint]] if hint in comps else []
+    return tries or ([["other"]] if "other" in comps else [])
 
 
 def _fits(entry: TargetEntry, spec: Any, source: str | None, name: str) -> tuple[bool, tuple[int, ...] | None]:
@@ -253,11 +256,17 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
     report.target_family = target_family(index)
     for name in names:
         hint, alias = split_name(name)
-        comps = _search_components(hint, index)
-        if not comps:
+        tries = _search_components(hint, index)
+        if not tries:
             report.skipped[name] = hint or "?"
             continue
-        entries = index.lookup(comps, alias)
+        comps, entries = tries[0], []
+        for comps in tries:
+            entries = index.lookup(comps, alias)
+            if entries:
+                break
+        if not entries:
+            comps = [c for t in tries for c in t]
         spec = specs.get(name)
         if len(entries) > 1 and spec is not None:
             fitting = [e for e in entries if _fits(e, spec, source, name)[0]]

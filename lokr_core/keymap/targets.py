@@ -6,7 +6,8 @@ CLIPTextModelWithProjection, any other module), a dict ``{"unet": m, "text_encod
 layout. :func:`build_index` lists the target's real weights once (:class:`TargetEntry`: the key the
 caller uses, the weight shape, the component, the LDM UNet path) and files every one under the
 underscore form of each of its names (diffusers path, LDM path, transformers path with and without
-``text_model.``, OpenCLIP path; for DiT models both the diffusers and the original / ComfyUI path,
+``text_model.``, OpenCLIP path, language-model encoder paths with and without their wrapper levels
+(:mod:`lokr_core.keymap.te_names`); for DiT models both the diffusers and the original / ComfyUI path,
 :mod:`lokr_core.keymap.dit_names`, with q / k / v row blocks of fused original weights). File names
 are looked up in that index; nothing is guessed from string shapes alone.
 """
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..base.errors import LoKrKeyError
-from . import clip_text, dit_names, ldm_unet
+from . import clip_text, dit_names, ldm_unet, te_names
 from .kohya import underscore
 
 STATE_PREFIXES: dict[str, tuple[str, str]] = {
@@ -27,11 +28,16 @@ STATE_PREFIXES: dict[str, tuple[str, str]] = {
     "conditioner.embedders.0.transformer.": ("te1", "hf"), "conditioner.embedders.1.model.": ("te2", "openclip"),
     "clip_l.transformer.": ("te1", "hf"), "clip_h.transformer.": ("te1", "hf"), "clip_g.transformer.": ("te2", "hf"),
     "unet.": ("unet", "diffusers"), "text_encoder.": ("te1", "hf"), "text_encoder_2.": ("te2", "hf"),
+    "text_encoder_3.": ("t5", "hf"), "text_encoder_4.": ("llm", "hf"), "transformer.": ("unet", "dit"),
+    **{p: (c, "hf") for p, c in te_names.state_prefixes().items()},
 }
-"""State-dict key prefix -> (component, layout). Layouts: ``ldm`` / ``diffusers`` UNet, ``hf`` / ``openclip`` text."""
+"""State-dict key prefix -> (component, layout). Layouts: ``ldm`` / ``diffusers`` UNet, ``dit`` (a
+diffusers pipeline's ``transformer.``: names as they are), ``hf`` / ``openclip`` text. Text encoders
+as ComfyUI saves DiT checkpoints: ``text_encoders.<encoder>.transformer.`` (:mod:`.te_names`)."""
 
 DICT_COMPONENTS = {"unet": "unet", "transformer": "unet", "text_encoder": "te1", "text_encoder_2": "te2",
-                   "te1": "te1", "te2": "te2"}
+                   "text_encoder_3": "t5", "text_encoder_4": "llm", "te1": "te1", "te2": "te2", "t5": "t5",
+                   "llm": "llm"}
 """Keys accepted in a ``{name: nn.Module}`` target -> component."""
 
 _LDM_HEADS = ("input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb.", "out.")
@@ -109,7 +115,7 @@ def _unet_entry(path: str, ldm: str | None, key: str, shape: tuple[int, ...]) ->
 def _text_entry(component: str, path: str, key: str, shape: tuple[int, ...],
                 rows: tuple[int, int] | None = None, openclip: str | None = None) -> TargetEntry:
     canon = clip_text.canonical_text_path(path)
-    aliases = [underscore(canon), "text_model_" + underscore(canon)]
+    aliases = [underscore(canon), "text_model_" + underscore(canon), *te_names.text_aliases(canon)]
     if openclip is None and rows is None:
         oc = clip_text.hf_to_openclip(canon)
         if oc is not None and oc[1] is None:
@@ -152,6 +158,12 @@ def _is_text(module: Any) -> bool:
     return cfg is not None and getattr(cfg, "hidden_size", None) is not None and "Text" in type(module).__name__
 
 
+def _encoder_kind(module: Any) -> str | None:
+    """``t5`` / ``llm`` for a transformers T5-style or language-model encoder (by ``config.model_type``)."""
+    kind = getattr(getattr(module, "config", None), "model_type", None)
+    return "t5" if kind in te_names.T5_TYPES else "llm" if kind in te_names.LLM_TYPES else None
+
+
 def _text_component(hidden: int | None) -> str:
     """A lone text encoder is SDXL's te2 when it is OpenCLIP-G sized (1280), else te1."""
     return "te2" if hidden == 1280 else "te1"
@@ -165,8 +177,9 @@ def add_module(index: TargetIndex, module: torch.nn.Module, prefix: str = "", co
         rules = ldm_unet.unet_rules(layout)
         for name, path, shape in _weight_modules(module):
             index.add(_unet_entry(path, ldm_unet.diffusers_to_ldm(path, rules), prefix + name, shape))
-    elif _is_text(module):
-        comp = component or _text_component(getattr(module.config, "hidden_size", None))
+    elif _is_text(module) or _encoder_kind(module):
+        # a T5 / language model is its own component, whichever pipeline part holds it (Flux's text_encoder_2)
+        comp = _encoder_kind(module) or component or _text_component(getattr(module.config, "hidden_size", None))
         for name, path, shape in _weight_modules(module):
             index.add(_text_entry(comp, path, prefix + name, shape))
     else:
@@ -177,6 +190,8 @@ def add_module(index: TargetIndex, module: torch.nn.Module, prefix: str = "", co
 
 def _classify(key: str, bare_unet: str | None) -> tuple[str, str, str] | None:
     """(component, layout, prefix) of a state-dict key, or None for keys of no known part."""
+    if key.startswith("transformer.resblocks."):  # bare OpenCLIP, not a pipeline's transformer.
+        return ("te1", "openclip", "")
     best = None
     for prefix, (comp, layout) in STATE_PREFIXES.items():
         if key.startswith(prefix) and (best is None or len(prefix) > len(best[2])):
@@ -208,7 +223,11 @@ def add_state_dict(index: TargetIndex, state: Mapping[str, Any]) -> None:
             groups.setdefault(c, []).append(k)
     for (comp, layout, prefix), gkeys in groups.items():
         rests = [k[len(prefix):] for k in gkeys]
-        if layout in ("ldm", "diffusers"):
+        if layout == "dit":
+            for k, rest in zip(gkeys, rests):
+                if rest.endswith(".weight"):
+                    index.add(_unet_entry(rest[: -len(".weight")], None, k, _shape_of(state[k], k)))
+        elif layout in ("ldm", "diffusers"):
             try:
                 lay = (ldm_unet.layout_from_ldm_keys(rests) if layout == "ldm"
                        else ldm_unet.layout_from_diffusers_keys(rests))
