@@ -160,3 +160,35 @@ def test_lokr_on_transformers_encoder_applies_lycoris_delta(enc: str, tmp_path: 
     for path, d in ref.items():
         got = model.get_submodule(path).weight.detach() - before.get_submodule(path).weight.detach()
         torch.testing.assert_close(got, d.reshape(got.shape), atol=1e-5, rtol=1e-4, msg=path)
+
+
+# ------------------------------------------------------------------------------ whole checkpoints
+def test_comfy_saved_checkpoint_with_text_encoders_is_its_dit_family() -> None:
+    """A ComfyUI-saved SD3 checkpoint holds CLIP-G too: still SD3 (not SDXL); its modules of every part resolve."""
+    dit = json.loads((Path(__file__).parents[1] / "support" / "comfy_dit_keys.json").read_text())["sd3"]["weights"]
+    state = {"model." + k: tuple(s) for k, s in dit.items()}
+    state.update({"text_encoders." + k: tuple(s) for k, s in TE["sd3"]["weights"].items()})
+    names = {"lora_unet_joint_blocks_0_x_block_attn_proj": "model.diffusion_model.joint_blocks.0.x_block.attn.proj.weight",
+             "lora_te2_text_model_encoder_layers_0_mlp_fc1":
+                 "text_encoders.clip_g.transformer.text_model.encoder.layers.0.mlp.fc1.weight",
+             "lora_te3_encoder_block_0_layer_0_SelfAttention_q":
+                 "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight"}
+    report = resolve(list(names), state)
+    assert report.target_family == "sd3" and report.matched == names, report.format()
+
+
+def test_diffusers_pipeline_state_dict(tmp_path: Path) -> None:
+    """A diffusers Flux pipeline's state dict (transformer. / text_encoder. CLIP / text_encoder_2. T5)."""
+    from tests.support import dit_models
+
+    t5 = _tiny("t5xxl")
+    state = {"transformer." + k: v for k, v in dit_models.build("flux").state_dict().items()}
+    state.update({"text_encoder_2." + k: v for k, v in t5.state_dict().items()})
+    names = {"lycoris_transformer_blocks_0_attn_to_q": "transformer.transformer_blocks.0.attn.to_q.weight",
+             "lora_unet_double_blocks_0_img_attn_proj": "transformer.transformer_blocks.0.attn.to_out.0.weight",
+             "lora_te2_encoder_block_1_layer_1_DenseReluDense_wo": "text_encoder_2.encoder.block.1.layer.1.DenseReluDense.wo.weight",
+             "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q":
+                 "text_encoder_2.encoder.block.0.layer.0.SelfAttention.q.weight"}
+    report = resolve(list(names), state)
+    assert report.matched == names and report.target_family is not None and "flux" in report.target_family.split("/"), \
+        report.format()
