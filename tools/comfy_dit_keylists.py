@@ -1,15 +1,23 @@
-"""Write tests/support/comfy_dit_keys.json: ComfyUI's own weight names of each DiT family.
+"""Write ComfyUI's own weight names and LoRA key maps of DiT models for the CPU suite (no ComfyUI there).
 
-Run once in a ComfyUI venv (not part of the test suite): ``python tools/comfy_dit_keylists.py COMFY_DIR``;
-``python tools/comfy_dit_keylists.py COMFY_DIR --text-encoders`` writes tests/support/comfy_te_keys.json
-(the text encoders ComfyUI builds for each DiT family, see :func:`text_encoders`).
-Every family's model is built full size on the ``meta`` device with ComfyUI's model classes (no
-memory, no download); for each it stores the family's block counts, the 2-D+ weights
-(``diffusion_model.<path>`` -> shape) of blocks 0 and 1 of every numbered group (first number in the key) (the rest is the
-same names with other numbers), and ComfyUI's LoRA key map (file name -> weight key, or
-[key, [dim, start, length]] for a row block) for the block-0 weights, less the names anyone can
-derive from the key (``diffusion_model.<path>``, ``lora_unet_<path with _>``), so the CPU suite can
-test names in every key format without ComfyUI.
+Run once in a ComfyUI venv (not part of the test suite):
+``python tools/comfy_dit_keylists.py COMFY_DIR [full|tiny|text-encoders|all]`` (default all), each
+part to its file in tests/support:
+
+- ``full`` -> comfy_dit_keys.json (:func:`main`): every family's model built full size on the
+  ``meta`` device with ComfyUI's model classes (no memory, no download); for each the family's block
+  counts, the 2-D+ weights (``diffusion_model.<path>`` -> shape) of blocks 0 and 1 of every numbered
+  group (first number in the key) (the rest is the same names with other numbers), and ComfyUI's
+  LoRA key map (file name -> weight key, or [key, [dim, start, length]] for a row block) for the
+  block-0 weights, less the names anyone can derive from the key (``diffusion_model.<path>``,
+  ``lora_unet_<path with _>``);
+- ``tiny`` -> dit_tiny_keys.json (:func:`tiny`): the tiny models of
+  ``tests/support/dit_models.COMFY_CONFIGS`` (the same sizes as the tiny diffusers models of
+  ``dit_models.build``) built with ComfyUI's classes: every state-dict key of the diffusion model
+  (bare path) with its shape, and ComfyUI's LoRA key map for diffusers module paths (its
+  ``transformer.<diffusers path>`` entries: diffusers path -> [ComfyUI weight key, [dim, start,
+  length] or null, whether a function such as the scale/shift swap applies]);
+- ``text-encoders`` -> comfy_te_keys.json (:func:`text_encoders`).
 """
 from __future__ import annotations
 
@@ -107,6 +115,8 @@ CONFIGS: dict[str, dict] = {
 }
 """family -> ComfyUI unet_config (what ComfyUI's detection gives for the released full-size model)."""
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 KEEP = re.compile(r"\.(\d+)\.")
 
 
@@ -132,12 +142,24 @@ def _groups(keys) -> dict[str, int]:
     return out
 
 
-def main(comfy_dir: str, out_path: str) -> None:
-    sys.path.insert(0, comfy_dir)
+def _comfy(comfy_dir: str):
+    """Import ComfyUI from ``comfy_dir`` on the CPU; returns torch."""
+    if comfy_dir not in sys.path:
+        sys.path.insert(0, comfy_dir)
     import torch
     from comfy.cli_args import args
     args.cpu = True  # read when comfy.model_management is imported
+    return torch
 
+
+def _write(result: dict, out_path: str, **fmt) -> None:
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=0, sort_keys=True, **fmt)
+    print(f"wrote {out_path} ({os.path.getsize(out_path)} bytes)")
+
+
+def main(comfy_dir: str, out_path: str) -> None:
+    torch = _comfy(comfy_dir)
     import comfy.lora
     import comfy.model_detection
 
@@ -169,9 +191,42 @@ def main(comfy_dir: str, out_path: str) -> None:
                        "lora_keys": dict(sorted(sample.items()))}
         print(f"{fam}: {type(model).__name__} {len(weights)} weights, {len(result[fam]['weights'])} kept, "
               f"{len(sample)} lora names, groups {result[fam]['groups']}")
-    with open(out_path, "w") as f:
-        json.dump(result, f, indent=0, sort_keys=True, separators=(",", ":"))
-    print(f"wrote {out_path} ({os.path.getsize(out_path)} bytes)")
+    _write(result, out_path, separators=(",", ":"))
+
+
+def tiny(comfy_dir: str, out_path: str) -> None:
+    """dit_tiny_keys.json: ComfyUI's keys and diffusers-name map of the tiny DiT models (module docstring)."""
+    torch = _comfy(comfy_dir)
+    sys.path.insert(0, os.path.join(HERE, ".."))
+    import comfy.lora
+    import comfy.model_detection
+    from tests.support.dit_models import COMFY_CONFIGS
+
+    result = {}
+    for fam, cfg in COMFY_CONFIGS.items():
+        mc = comfy.model_detection.model_config_from_unet_config(dict(cfg))
+        if mc is None:
+            print(f"{fam}: no ComfyUI model config matches", file=sys.stderr)
+            continue
+        mc.set_inference_dtype(torch.float32, None)
+        try:
+            model = mc.get_model({}, device="cpu")
+        except Exception as e:  # report the family, go on with the others
+            print(f"{fam}: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        sd = model.diffusion_model.state_dict()
+        kmap = comfy.lora.model_lora_keys_unet(model, {})
+        diffusers_map = {}
+        for name, t in kmap.items():
+            if not name.startswith("transformer."):
+                continue
+            key, offset, fn = (t, None, None) if isinstance(t, str) else (tuple(t) + (None,))[:3]
+            diffusers_map[name[len("transformer."):]] = [key[len("diffusion_model."):],
+                                                          list(offset) if offset else None, fn is not None]
+        result[fam] = {"model_class": type(model.diffusion_model).__name__,
+                       "keys": {k: list(v.shape) for k, v in sd.items()}, "diffusers_map": diffusers_map}
+        print(f"{fam}: {type(mc).__name__} {len(sd)} keys")
+    _write(result, out_path)
 
 
 TEXT_ENCODERS = {"sd3": ("sd3_clip", "SD3ClipModel"), "flux": ("flux", "FluxClipModel"),
@@ -188,11 +243,7 @@ def text_encoders(comfy_dir: str, out_path: str) -> None:
     (file name -> weight key), from full-size models built on the ``meta`` device."""
     import importlib
 
-    sys.path.insert(0, comfy_dir)
-    import torch
-    from comfy.cli_args import args
-    args.cpu = True
-
+    torch = _comfy(comfy_dir)
     import comfy.lora
 
     result = {}
@@ -210,14 +261,14 @@ def text_encoders(comfy_dir: str, out_path: str) -> None:
         result[fam] = {"model_class": cls, "weights": weights,
                        "lora_keys": {n: k for n, k in sorted(kmap.items()) if k in weights}}
         print(f"{fam}: {cls} {len(sd)} keys, {len(weights)} kept, {len(result[fam]['lora_keys'])} LoRA names")
-    with open(out_path, "w") as f:
-        json.dump(result, f, indent=0, sort_keys=True, separators=(",", ":"))
-    print(f"wrote {out_path} ({os.path.getsize(out_path)} bytes)")
+    _write(result, out_path, separators=(",", ":"))
 
+
+PARTS = {"full": (main, "comfy_dit_keys.json"), "tiny": (tiny, "dit_tiny_keys.json"),
+         "text-encoders": (text_encoders, "comfy_te_keys.json")}
 
 if __name__ == "__main__":
-    support = os.path.join(os.path.dirname(__file__), "..", "tests", "support")
-    if len(sys.argv) > 2 and sys.argv[2] == "--text-encoders":
-        text_encoders(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else os.path.join(support, "comfy_te_keys.json"))
-    else:
-        main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else os.path.join(support, "comfy_dit_keys.json"))
+    part = sys.argv[2] if len(sys.argv) > 2 else "all"
+    for name, (fn, file) in PARTS.items():
+        if part in (name, "all"):
+            fn(sys.argv[1], os.path.join(HERE, "..", "tests", "support", file))

@@ -7,7 +7,7 @@ The same tensors are re-keyed to the other formats (PEFT / diffusers ``transform
 ai-toolkit ``diffusion_model.`` + original path).
 
 Original (ComfyUI) layout: keys of the same tiny model built with ComfyUI 0.28.0's classes
-(tests/support/dit_tiny_keys.json, written by tools/dit_tiny_keys.py). Which original weight (and
+(tests/support/dit_tiny_keys.json, written by tools/comfy_dit_keylists.py). Which original weight (and
 rows) a diffusers module is comes from a reference, never from lokr_core: ComfyUI's own LoRA key
 map stored in that file (Flux, SD3, Z-Image, Qwen-Image), diffusers' single-file converter run on
 tagged tensors (Wan; Lumina 2 for all but q/k/v, whose rows are [heads, kv heads, kv heads] x head

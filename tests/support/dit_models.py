@@ -3,7 +3,7 @@
 ``build(family)`` returns a diffusers transformer of that family with hidden size 64..128 and one or
 two blocks per numbered group, or calls ``pytest.skip`` when the installed diffusers lacks the class.
 The sizes match :data:`COMFY_CONFIGS` (the same model built with ComfyUI's classes, used by
-tools/dit_tiny_keys.py to write tests/support/dit_tiny_keys.json), so a ComfyUI-layout state dict
+tools/comfy_dit_keylists.py (part ``tiny``) to write tests/support/dit_tiny_keys.json), so a ComfyUI-layout state dict
 of that key list converts to this model with diffusers' single-file converters.
 
 Families: ``flux``, ``sd3``, ``lumina2`` (grouped-query attention: 2 query heads, 1 key/value
@@ -60,7 +60,7 @@ COMFY_CONFIGS: dict[str, dict[str, Any]] = {
     "wan21": dict(image_model="wan2.1", model_type="t2v", patch_size=(1, 2, 2), in_dim=16, dim=64, ffn_dim=128,
                   freq_dim=32, text_dim=32, out_dim=16, num_heads=2, num_layers=2),
 }
-"""family -> ComfyUI unet_config of the same tiny model (read by tools/dit_tiny_keys.py only)."""
+"""family -> ComfyUI unet_config of the same tiny model (read by tools/comfy_dit_keylists.py only)."""
 
 FAMILIES = tuple(DIFFUSERS)
 
