@@ -158,26 +158,40 @@ def _write(result: dict, out_path: str, **fmt) -> None:
     print(f"wrote {out_path} ({os.path.getsize(out_path)} bytes)")
 
 
+def _build(torch, fam: str, cfg: dict, device: str):
+    """(ComfyUI model config, model) for a unet_config; (config or None, None) with the reason on
+    stderr when ComfyUI has no config for it or cannot build it. ``meta``: no memory; ``cpu``: fp32."""
+    import comfy.model_detection
+
+    mc = comfy.model_detection.model_config_from_unet_config(dict(cfg))
+    if mc is None:
+        print(f"{fam}: no ComfyUI model config matches", file=sys.stderr)
+        return None, None
+    if device == "cpu":
+        mc.set_inference_dtype(torch.float32, None)
+    try:
+        return mc, mc.get_model({}, device=device)
+    except Exception as e:
+        if device != "meta":
+            print(f"{fam}: {type(e).__name__}: {e}", file=sys.stderr)
+            return mc, None
+    try:  # some classes make helper tensors that need the default device to be meta
+        with torch.device("meta"):
+            return mc, mc.get_model({})
+    except Exception as e:  # report, go on
+        print(f"{fam}: {type(e).__name__}: {e}", file=sys.stderr)
+        return mc, None
+
+
 def main(comfy_dir: str, out_path: str) -> None:
     torch = _comfy(comfy_dir)
     import comfy.lora
-    import comfy.model_detection
 
     result = {}
     for fam, cfg in CONFIGS.items():
-        mc = comfy.model_detection.model_config_from_unet_config(dict(cfg))
-        if mc is None:
-            print(f"{fam}: no ComfyUI model config matches", file=sys.stderr)
+        mc, model = _build(torch, fam, cfg, "meta")
+        if model is None:
             continue
-        try:
-            model = mc.get_model({}, device="meta")
-        except Exception:  # some classes make helper tensors that need the default device to be meta
-            try:
-                with torch.device("meta"):
-                    model = mc.get_model({})
-            except Exception as e:  # report, go on
-                print(f"{fam}: {type(e).__name__}: {e}", file=sys.stderr)
-                continue
         sd = model.state_dict()
         weights = {k: list(v.shape) for k, v in sd.items() if k.endswith(".weight") and v.ndim >= 2}
         kmap = comfy.lora.model_lora_keys_unet(model, {})
@@ -199,20 +213,12 @@ def tiny(comfy_dir: str, out_path: str) -> None:
     torch = _comfy(comfy_dir)
     sys.path.insert(0, os.path.join(HERE, ".."))
     import comfy.lora
-    import comfy.model_detection
     from tests.support.dit_models import COMFY_CONFIGS
 
     result = {}
     for fam, cfg in COMFY_CONFIGS.items():
-        mc = comfy.model_detection.model_config_from_unet_config(dict(cfg))
-        if mc is None:
-            print(f"{fam}: no ComfyUI model config matches", file=sys.stderr)
-            continue
-        mc.set_inference_dtype(torch.float32, None)
-        try:
-            model = mc.get_model({}, device="cpu")
-        except Exception as e:  # report the family, go on with the others
-            print(f"{fam}: {type(e).__name__}: {e}", file=sys.stderr)
+        mc, model = _build(torch, fam, cfg, "cpu")
+        if model is None:
             continue
         sd = model.diffusion_model.state_dict()
         kmap = comfy.lora.model_lora_keys_unet(model, {})

@@ -149,21 +149,28 @@ def _token(tok: str, pos: int, a: float, b: float, rng: random.Random) -> float:
     return _number(tok, f"value {pos + 1}")
 
 
-def _percent(spec: str, fam: str) -> dict[str, float]:
-    full = LAYOUTS[fam][1]
-    items = [x.strip() for x in spec[1:].split(",") if x.strip()]
+def _percent_start(spec: str, item_re: re.Pattern, expected: str, ids) -> tuple[list[tuple], dict[str, float]]:
+    """(parsed items (group, lo, hi, value text), {block ID: value} after ``default=`` and ``base=``)
+    of a ``%`` spec; LoKrConfigError naming an item ``item_re`` does not match (``expected``: the
+    accepted forms, for the message)."""
     parsed = []
-    for item in items:
-        m = _PCT_ITEM.match(item.replace(" ", ""))
+    for item in (x.strip().replace(" ", "") for x in spec[1:].split(",") if x.strip()):
+        m = item_re.match(item)
         if not m:
-            raise LoKrConfigError(f"block weights: item {item!r} of {spec!r} is not understood; expected "
-                                  "default=V, base=V, in=V, mid=V, out=V, inN=V, outN=V or inN-M=V / outN-M=V")
+            raise LoKrConfigError(f"block weights: item {item!r} of {spec!r} is not understood{expected}")
         parsed.append(m.groups())
     default = next((_number(v, "default") for g, lo, hi, v in parsed if g == "default"), 1.0)
-    values = {bid: default for bid in full}
+    values = {bid: default for bid in ids}
     for g, lo, hi, v in parsed:
         if g == "base":
             values["BASE"] = _number(v, "base")
+    return parsed, values
+
+
+def _percent(spec: str, fam: str) -> dict[str, float]:
+    full = LAYOUTS[fam][1]
+    parsed, values = _percent_start(spec, _PCT_ITEM, "; expected default=V, base=V, in=V, mid=V, out=V, inN=V, "
+                                    "outN=V or inN-M=V / outN-M=V", full)
     for g, lo, hi, v in parsed:
         if g in ("default", "base"):
             continue
@@ -218,19 +225,8 @@ def dit_layout(family: str, blocks: Mapping[str, int] | None = None) -> tuple[st
 
 
 def _dit_percent(spec: str, family: str, layout: tuple[str, ...]) -> dict[str, float]:
-    items = [x.strip().replace(" ", "") for x in spec[1:].split(",") if x.strip()]
-    parsed = []
-    for item in items:
-        m = _DIT_ITEM.match(item)
-        if not m:
-            raise LoKrConfigError(f"block weights: item {item!r} of {spec!r} is not understood for {family}; expected "
-                                  "default=V, base=V, double=V, single=V, joint=V, layers=V or doubleN=V / singleN-M=V")
-        parsed.append(m.groups())
-    default = next((_number(v, "default") for g, lo, hi, v in parsed if g == "default"), 1.0)
-    values = {bid: default for bid in layout}
-    for g, lo, hi, v in parsed:
-        if g == "base":
-            values["BASE"] = _number(v, "base")
+    parsed, values = _percent_start(spec, _DIT_ITEM, f" for {family}; expected default=V, base=V, double=V, "
+                                    "single=V, joint=V, layers=V or doubleN=V / singleN-M=V", layout)
     for g, lo, hi, v in parsed:
         if g in ("default", "base"):
             continue
