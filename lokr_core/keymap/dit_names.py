@@ -1,5 +1,5 @@
 """diffusers <-> original (ComfyUI) module paths of DiT models: Flux / Flux.2 / Chroma, SD3 / SD3.5,
-Z-Image, Lumina 2, Qwen-Image, Wan 2.1 / 2.2.
+Z-Image, Lumina 2, Qwen-Image, Wan 2.1 / 2.2, AuraFlow, PixArt.
 
 The same weight has two names: the diffusers path (``transformer_blocks.0.attn.to_q``: what
 SimpleTuner's ``lycoris_``, PEFT ``transformer.`` and OneTrainer ``lora_transformer_`` files name)
@@ -212,10 +212,55 @@ def _wan() -> DitTable:
     return DitTable("wan", "Wan 2.1 / 2.2", tuple(pairs))
 
 
+def _auraflow() -> DitTable:
+    """AuraFlow: two-stream ``double_layers`` (diffusers ``joint_transformer_blocks``) then one-stream
+    ``single_layers``, numbered from 0 each; q / k / v are separate weights in both layouts."""
+    d, do, s, so = "joint_transformer_blocks.{i}", "double_layers.{i}", "single_transformer_blocks.{i}", "single_layers.{i}"
+    pairs = [NamePair(f"{d}.{a}", f"{do}.{b}") for a, b in (
+        ("attn.to_q", "attn.w2q"), ("attn.to_k", "attn.w2k"), ("attn.to_v", "attn.w2v"), ("attn.to_out.0", "attn.w2o"),
+        ("attn.add_q_proj", "attn.w1q"), ("attn.add_k_proj", "attn.w1k"), ("attn.add_v_proj", "attn.w1v"),
+        ("attn.to_add_out", "attn.w1o"), ("ff.linear_1", "mlpX.c_fc1"), ("ff.linear_2", "mlpX.c_fc2"),
+        ("ff.out_projection", "mlpX.c_proj"), ("ff_context.linear_1", "mlpC.c_fc1"),
+        ("ff_context.linear_2", "mlpC.c_fc2"), ("ff_context.out_projection", "mlpC.c_proj"),
+        ("norm1.linear", "modX.1"), ("norm1_context.linear", "modC.1"))]
+    pairs += [NamePair(f"{s}.{a}", f"{so}.{b}") for a, b in (
+        ("attn.to_q", "attn.w1q"), ("attn.to_k", "attn.w1k"), ("attn.to_v", "attn.w1v"), ("attn.to_out.0", "attn.w1o"),
+        ("norm1.linear", "modCX.1"), ("ff.linear_1", "mlp.c_fc1"), ("ff.linear_2", "mlp.c_fc2"),
+        ("ff.out_projection", "mlp.c_proj"))]
+    pairs += [NamePair(a, b) for a, b in (
+        ("time_step_proj.linear_1", "t_embedder.mlp.0"), ("time_step_proj.linear_2", "t_embedder.mlp.2"),
+        ("context_embedder", "cond_seq_linear"), ("pos_embed.proj", "init_x_linear"), ("proj_out", "final_linear"))]
+    pairs += [NamePair("norm_out.linear", "modF.1", swap="all")]
+    return DitTable("auraflow", "AuraFlow", tuple(pairs))
+
+
+def _pixart() -> DitTable:
+    """PixArt-α / Σ: self-attention q / k / v fused in ``attn.qkv`` (thirds), cross-attention k / v
+    in ``cross_attn.kv_linear`` (halves)."""
+    d, o = "transformer_blocks.{i}", "blocks.{i}"
+    pairs = _qkv(f"{d}.attn1", f"{o}.attn.qkv")
+    pairs += [NamePair(f"{d}.attn2.{n}", f"{o}.cross_attn.kv_linear", part=j, split="kv")
+              for j, n in enumerate(("to_k", "to_v"))]
+    pairs += [NamePair(f"{d}.{a}", f"{o}.{b}") for a, b in (
+        ("attn1.to_out.0", "attn.proj"), ("attn2.to_q", "cross_attn.q_linear"), ("attn2.to_out.0", "cross_attn.proj"),
+        ("ff.net.0.proj", "mlp.fc1"), ("ff.net.2", "mlp.fc2"))]
+    pairs += [NamePair(a, b) for a, b in (
+        ("adaln_single.emb.timestep_embedder.linear_1", "t_embedder.mlp.0"),
+        ("adaln_single.emb.timestep_embedder.linear_2", "t_embedder.mlp.2"),
+        ("adaln_single.emb.resolution_embedder.linear_1", "csize_embedder.mlp.0"),
+        ("adaln_single.emb.resolution_embedder.linear_2", "csize_embedder.mlp.2"),
+        ("adaln_single.emb.aspect_ratio_embedder.linear_1", "ar_embedder.mlp.0"),
+        ("adaln_single.emb.aspect_ratio_embedder.linear_2", "ar_embedder.mlp.2"),
+        ("adaln_single.linear", "t_block.1"), ("caption_projection.linear_1", "y_embedder.y_proj.fc1"),
+        ("caption_projection.linear_2", "y_embedder.y_proj.fc2"), ("pos_embed.proj", "x_embedder.proj"),
+        ("proj_out", "final_layer.linear"))]
+    return DitTable("pixart", "PixArt", tuple(pairs))
+
+
 @lru_cache(maxsize=None)
 def dit_tables() -> tuple[DitTable, ...]:
     """Every family table (built on first use)."""
-    return (_flux(), _sd3(), _zimage(), _lumina2(), _qwen_image(), _wan())
+    return (_flux(), _sd3(), _zimage(), _lumina2(), _qwen_image(), _wan(), _auraflow(), _pixart())
 
 
 def _pattern(template: str) -> re.Pattern:

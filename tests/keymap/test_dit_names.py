@@ -64,3 +64,70 @@ def test_translate_agrees_with_comfy_key_map(family: str) -> None:
         assert ours.get(dpath) == (opath, rows), dpath
         checked += 1
     assert checked >= 10
+
+
+# ------------------------------------------------------------------ AuraFlow, PixArt (full-size ComfyUI names)
+COMFY = json.loads((Path(__file__).parents[1] / "support" / "comfy_dit_keys.json").read_text())
+TINY_DIFFUSERS = {
+    "auraflow": ("AuraFlowTransformer2DModel", dict(
+        sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=2, num_single_dit_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16, out_channels=4, pos_embed_max_size=64)),
+    "pixart_sigma": ("PixArtTransformer2DModel", dict(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, cross_attention_dim=16,
+        sample_size=8, patch_size=2, caption_channels=16, norm_type="ada_norm_single", use_additional_conditions=True)),
+}
+
+
+def _comfy_diffusers_map(fam: str) -> dict[str, tuple[str, tuple[int, int] | None]]:
+    """ComfyUI's LoRA key map of ``fam`` for diffusers names: diffusers path -> (ComfyUI key, rows)."""
+    out = {}
+    for name, target in COMFY[fam]["lora_keys"].items():
+        if name.startswith("transformer."):
+            key, rows = (target, None) if isinstance(target, str) else target
+            out[name[len("transformer."):]] = (key, None if rows is None else (rows[1], rows[1] + rows[2]))
+    return out
+
+
+@pytest.mark.parametrize("fam", sorted(TINY_DIFFUSERS))
+def test_diffusers_names_on_full_size_comfy_weights(fam: str) -> None:
+    from lokr_core.keymap.resolve import resolve
+
+    cmap = _comfy_diffusers_map(fam)
+    assert len(cmap) >= 10
+    target = {"model." + k: tuple(s) for k, s in COMFY[fam]["weights"].items()}
+    names = {"lycoris_" + p.replace(".", "_"): p for p in cmap}
+    names.update({"transformer." + p: p for p in cmap})
+    report = resolve(list(names), target)
+    assert not report.unmatched and not report.ambiguous, report.format()
+    for n, p in names.items():
+        key, rows = cmap[p]
+        assert report.matched[n] == "model." + key and report.rows.get(n) == rows, n
+    if fam == "auraflow":  # the final modulation: its (shift, scale) halves are swapped between the layouts
+        assert resolve(["transformer.norm_out.linear"], target).row_order == {"transformer.norm_out.linear": "swap_halves"}
+
+
+@pytest.mark.parametrize("fam", sorted(TINY_DIFFUSERS))
+def test_comfy_names_on_tiny_diffusers_models(fam: str) -> None:
+    """Original (ComfyUI) names in kohya form on a diffusers model: one-to-one weights match, fused
+    ones are split over the diffusers weights ComfyUI's map puts in their rows, in row order."""
+    import diffusers
+    import torch
+
+    from lokr_core.keymap.resolve import resolve
+
+    cls, kwargs = TINY_DIFFUSERS[fam]
+    torch.manual_seed(0)
+    model = getattr(diffusers, cls)(**kwargs)
+    have = {n for n, m in model.named_modules() if getattr(m, "weight", None) is not None}
+    by_key: dict[str, list[tuple[tuple[int, int] | None, str]]] = {}
+    for p, (key, rows) in _comfy_diffusers_map(fam).items():
+        if p in have:
+            by_key.setdefault(key, []).append((rows, p))
+    names = {"lora_unet_" + k[len("diffusion_model."): -len(".weight")].replace(".", "_"): v for k, v in by_key.items()}
+    report = resolve(list(names), model)
+    assert not report.unmatched and not report.ambiguous, report.format()
+    for n, parts in names.items():
+        if len(parts) == 1 and parts[0][0] is None:
+            assert report.matched[n] == parts[0][1], n
+        else:
+            assert [p for p, _ in report.split[n]] == [p for _, p in sorted(parts)], n
