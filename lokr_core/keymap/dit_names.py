@@ -1,5 +1,6 @@
 """diffusers <-> original (ComfyUI) module paths of DiT models: Flux / Flux.2 / Chroma, SD3 / SD3.5,
-Z-Image, Lumina 2, Qwen-Image, Wan 2.1 / 2.2, AuraFlow, PixArt.
+Z-Image, Lumina 2, Qwen-Image, Wan 2.1 / 2.2, AuraFlow, PixArt, Krea 2 (and HunyuanVideo's diffusion-pipe
+names, in the Flux table: the two share one original layout).
 
 The same weight has two names: the diffusers path (``transformer_blocks.0.attn.to_q``: what
 SimpleTuner's ``lycoris_``, PEFT ``transformer.`` and OneTrainer ``lora_transformer_`` files name)
@@ -25,13 +26,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Mapping
 
-SPLITS = ("qkv", "qkv_mlp", "kv")
+SPLITS = ("qkv", "qkv_mlp", "kv", "qkv_rest")
 """Row layouts of a fused original weight of shape (out, in), by part:
 
 - ``qkv``: q = ``in`` rows, k and v = half of the rest each (three equal thirds when out = 3*in;
   grouped-query attention when k / v are narrower, Lumina 2);
 - ``qkv_mlp``: q, k, v = ``in`` rows each, then the MLP input (Flux / HunyuanVideo single blocks);
-- ``kv``: k and v = half each (PixArt cross attention)."""
+- ``kv``: k and v = half each (PixArt cross attention);
+- ``qkv_rest``: q, k and v together (3 * ``in`` rows), then the rest (ComfyUI's ``linear1_qkv`` name
+  for the attention rows of a Flux single block's ``linear1``)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,15 @@ def _flux() -> DitTable:
         ("distilled_guidance_layer.layers.{i}.linear_2", "distilled_guidance_layer.layers.{i}.out_layer"),
         ("controlnet_x_embedder", "pos_embed_input"))]
     pairs += [NamePair("norm_out.linear", "final_layer.adaLN_modulation.1", swap="all")]
+    # HunyuanVideo holds Flux's original layout; diffusion-pipe files name its MLPs and modulations
+    # otherwise (its fused q / k / v already meet as img_attn_qkv)
+    r = "txt_in.individual_token_refiner.blocks.{i}"
+    pairs += [NamePair(f"{o}.{a}", f"{o}.{b}") for a, b in (
+        ("img_mlp.fc1", "img_mlp.0"), ("img_mlp.fc2", "img_mlp.2"), ("txt_mlp.fc1", "txt_mlp.0"),
+        ("txt_mlp.fc2", "txt_mlp.2"), ("img_mod.linear", "img_mod.lin"), ("txt_mod.linear", "txt_mod.lin"))]
+    pairs += [NamePair(f"{so}.modulation.linear", f"{so}.modulation.lin"), NamePair(f"{r}.mlp.fc1", f"{r}.mlp.0"),
+              NamePair(f"{r}.mlp.fc2", f"{r}.mlp.2")]
+    pairs += [NamePair(f"{so}.linear1_qkv", f"{so}.linear1", part=0, split="qkv_rest")]  # ComfyUI's own name
     return DitTable("flux", "Flux", tuple(pairs))
 
 
@@ -257,10 +269,25 @@ def _pixart() -> DitTable:
     return DitTable("pixart", "PixArt", tuple(pairs))
 
 
+def _krea2() -> DitTable:
+    """Krea 2: main ``blocks`` and the text-fusion stacks share one block layout (q / k / v / out / gate,
+    gated MLP up / gate / down); diffusers names ``to_out`` with and without ``.0``."""
+    inner = (("attn.to_q", "attn.wq"), ("attn.to_k", "attn.wk"), ("attn.to_v", "attn.wv"), ("attn.to_out", "attn.wo"),
+             ("attn.to_out.0", "attn.wo"), ("attn.to_gate", "attn.gate"), ("ff.up", "mlp.up"), ("ff.gate", "mlp.gate"),
+             ("ff.down", "mlp.down"))
+    pairs = [NamePair(f"{d}.{a}", f"{o}.{b}") for d, o in (
+        ("transformer_blocks.{i}", "blocks.{i}"), ("text_fusion.layerwise_blocks.{i}", "txtfusion.layerwise_blocks.{i}"),
+        ("text_fusion.refiner_blocks.{i}", "txtfusion.refiner_blocks.{i}")) for a, b in inner]
+    pairs += [NamePair(a, b) for a, b in (
+        ("text_fusion.projector", "txtfusion.projector"), ("final_layer.linear", "last.linear"), ("img_in", "first"),
+        ("time_embed.linear_1", "tmlp.0"))]
+    return DitTable("krea2", "Krea 2", tuple(pairs))
+
+
 @lru_cache(maxsize=None)
 def dit_tables() -> tuple[DitTable, ...]:
     """Every family table (built on first use)."""
-    return (_flux(), _sd3(), _zimage(), _lumina2(), _qwen_image(), _wan(), _auraflow(), _pixart())
+    return (_flux(), _sd3(), _zimage(), _lumina2(), _qwen_image(), _wan(), _auraflow(), _pixart(), _krea2())
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -298,6 +325,8 @@ def split_rows(split: str, part: int, shape: tuple[int, ...]) -> tuple[int, int]
         sizes = (d, d, d, out - 3 * d) if out > 3 * d else None
     elif split == "kv":
         sizes = (out // 2, out // 2) if out % 2 == 0 else None
+    elif split == "qkv_rest":
+        sizes = (3 * d, out - 3 * d) if out > 3 * d else None
     else:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
     if sizes is None or part >= len(sizes):
@@ -370,4 +399,5 @@ def translate(shapes: Mapping[str, tuple[int, ...]]) -> Translation:
 def _compiled_parts(family: str, original: str) -> list[NamePair]:
     """The diffusers pairs that are row blocks of one fused original template, by part."""
     table = next(t for t in dit_tables() if t.family == family)
-    return sorted((p for p in table.pairs if p.original == original and p.part is not None), key=lambda p: p.part)
+    return sorted((p for p in table.pairs if p.original == original and p.part is not None and p.split != "qkv_rest"),
+                  key=lambda p: p.part)
