@@ -1,4 +1,5 @@
-"""lokr_core: LoKr (low-rank Kronecker product adapters) for Stable Diffusion in pure PyTorch.
+"""lokr_core: LoKr (low-rank Kronecker product adapters) for Stable Diffusion and transformer (DiT)
+image / video models in pure PyTorch.
 
 The package is built in layers, each importing only from the ones below it (docs/architecture.md):
 ``base`` (errors, files, dtypes, devices) < ``tensor`` (the math) < ``tuner`` (PEFT-style layers)
@@ -26,13 +27,15 @@ _EXPORTS = {
     "set_adapter": "tuner.model", "save_peft_adapter": "tuner.model", "enable_adapters": "tuner.model",
     "LoKrLayer": "tuner.layers", "wrap_layer": "tuner.layers",
     "model_family": "keymap.resolve", "ResolveReport": "keymap.resolve", "resolve": "keymap.resolve",
+    "target_family": "keymap.resolve", "target_dit_family": "keymap.family", "block_id": "keymap.blocks",
     "parse_block_weights": "keymap.block_weights", "block_multiplier": "keymap.block_weights",
+    "DIT_PRESETS": "keymap.block_weights",
     "LoKrWeights": "formats.weights",
     "load_lokr": "formats.io", "save_lokr": "formats.io",
     "apply_lokr": "ops.apply", "ApplyResult": "ops.apply",
     "merge_checkpoint": "ops.merge", "merge_into_state_dict": "ops.merge", "MergeResult": "ops.merge",
     "extract_lokr": "ops.extract", "resize_lokr": "ops.extract",
-    "summarize": "ops.report", "format_report": "ops.report",
+    "summarize": "ops.report", "format_report": "ops.report", "dit_block_of": "ops.report",
 }
 """Public name -> the module (relative to this package) that defines it."""
 

@@ -1,6 +1,6 @@
 """What the node classes share: category, widget specs and tooltips, file look-up, input checks.
 
-Every LoKr node is in :data:`CATEGORY`; the file, strength, scale-rule, DoRA-mode and apply
+Every LoKr node is in :data:`CATEGORY`; the file, strength, scale-rule, DoRA-mode, apply and strict
 widgets are built here so every node offers them with the same options and tooltips. Files come
 from ComfyUI's model folders (``folder_paths``, imported on use: there is no ComfyUI at import
 time in tests). Strength checks are lokr_core's ``ops.merge.check_strength``.
@@ -28,6 +28,8 @@ TIP_APPLY = ("'patch weights' = ComfyUI adds ΔW to the weights when it loads th
              "weights are never modified, the LoKr is added in each layer's forward pass (for fp8 / quantized models, "
              "low VRAM, or many LoKr files switched often). Same results to float tolerance. DoRA modules need "
              "'patch weights'.")
+TIP_STRICT = ("Off (default): a module that does not fit the model (shape, unreadable factors) is skipped and listed "
+              "in the report, the others apply. On: the first such module stops the run and nothing is applied.")
 TIP_DORA = ("DoRA modules only: 'interpolate' = W + strength*(W_dora - W) (0 = unchanged); "
             "'lycoris' = lycoris-lora's formula, where the update stays applied at strength 0.")
 
@@ -53,6 +55,11 @@ def dora_mode_input() -> tuple[list[str], dict]:
 
 def apply_input() -> tuple[list[str], dict]:
     return (APPLY_MODES, {"default": PATCH, "tooltip": TIP_APPLY})
+
+
+def strict_input() -> tuple[str, dict]:
+    """The optional ``strict`` BOOLEAN (default False: odd modules are skipped and reported)."""
+    return ("BOOLEAN", {"default": False, "tooltip": TIP_STRICT})
 
 
 # ----------------------------------------------------------------------------- files

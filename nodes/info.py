@@ -3,47 +3,67 @@
 The file part (layouts, ranks, alphas, scales under the chosen rule, DoRA, metadata, warnings such
 as the full/full alpha ambiguity) is ``lokr_core.ops.report.summarize`` + ``format_report``; the model
 part uses the same ComfyUI key glue as the loaders, so what it calls matched is exactly what the
-loader patches, and shape mismatches are listed instead of raised.
+loader patches (ComfyUI's key map, then lokr_core's resolver against the model's weights), and
+shape mismatches, skipped modules and the nearest weights of unmatched ones are listed instead of
+raised; the connected model's family is named, with a warning when the file's family differs.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from ..lokr_core.keymap.family import families_conflict
 from ..lokr_core.ops.report import format_report, summarize
 from .common import CATEGORY, lokr_name_input, lokr_path, scale_rule_input, validate_inputs
-from .keys import base_key, target_shape
-from .planning import WeightsCache, match_modules
+from .keys import base_key, target_shape, weight_shapes
+from .planning import WeightsCache, family_label, file_family, match_modules, model_family_of
 
 
 def model_match(weights: Any, model: Any = None, clip: Any = None) -> dict:
-    """{matched, total, unmatched: [names], shape_mismatch: {name: text}, unet, clip} for the connected models.
+    """The connected models' match, never raising on a mismatch (the loaders skip or refuse such modules).
 
-    Never raises on a mismatch: it reports it (the loaders refuse such files).
+    {matched, total, unet, clip, unmatched: [names], nearest: {name: [keys]}, shape_mismatch: {name:
+    text}, skipped: {name: reason} (shape mismatches included), family / family_label (the file's),
+    model_family / model_family_label (the MODEL's)}. Every ComfyUI key form is handled (row
+    blocks, functions), as in the loaders.
     """
     names = list(weights.module_names)
-    (_, m_unet), (_, m_clip), unmatched = match_modules(names, model, clip)
+    m = match_modules(weights, model, clip)
     mismatch: dict[str, str] = {}
-    for matched, owner in ((m_unet, getattr(model, "model", None)), (m_clip, getattr(clip, "cond_stage_model", None))):
-        sd = owner.state_dict() if owner is not None else {}
+    for matched, owner in ((m.unet, getattr(model, "model", None)), (m.clip, getattr(clip, "cond_stage_model", None))):
+        sd = weight_shapes(owner)
         for name, key in matched.items():
             try:
                 weights.shapes(name).check_target(target_shape(key, sd), weights.source, name)
             except Exception as e:  # LoKrShapeError: report it
                 mismatch[name] = f"{base_key(key)}: {e}"
-    return {"matched": len(m_unet) + len(m_clip) - len(mismatch), "total": len(names), "unet": len(m_unet),
-            "clip": len(m_clip), "unmatched": unmatched, "shape_mismatch": mismatch}
+    skipped = dict(m.skipped, **{n: f"shape mismatch: {t}" for n, t in mismatch.items()})
+    fam, mfam = file_family(weights), model_family_of(model)
+    return {"matched": len(m.unet) + len(m.clip) - len(mismatch), "total": len(names), "unet": len(m.unet),
+            "clip": len(m.clip), "unmatched": list(m.unmatched), "nearest": dict(m.nearest),
+            "shape_mismatch": mismatch, "skipped": skipped, "family": fam, "family_label": family_label(fam),
+            "model_family": mfam, "model_family_label": family_label(mfam)}
 
 
 def format_match(match: dict, max_names: int = 20) -> str:
     """``model_match``'s dict as text lines."""
-    lines = [f"Against the connected model: {match['matched']}/{match['total']} modules match "
-             f"({match['unet']} diffusion model, {match['clip']} text encoder)"]
+    lines = []
+    if match.get("model_family"):
+        line = f"Connected model: {match['model_family_label']}"
+        if families_conflict(match.get("family"), match["model_family"]):
+            line += f" (WRONG MODEL: the file looks like a {match['family_label']} LoKr)"
+        lines.append(line)
+    lines.append(f"Against the connected model: {match['matched']}/{match['total']} modules match "
+                 f"({match['unet']} diffusion model, {match['clip']} text encoder)")
     for name in match["unmatched"][:max_names]:
-        lines.append(f"  unmatched: {name}")
+        near = match.get("nearest", {}).get(name)
+        lines.append(f"  unmatched: {name}" + (f" (nearest: {', '.join(near)})" if near else ""))
     if len(match["unmatched"]) > max_names:
         lines.append(f"  ... and {len(match['unmatched']) - max_names} more unmatched")
     for name, text in match["shape_mismatch"].items():
         lines.append(f"  SHAPE MISMATCH: {text}")
+    for name, why in match.get("skipped", {}).items():
+        if name not in match["shape_mismatch"]:
+            lines.append(f"  skipped: {name}: {why}")
     return "\n".join(lines)
 
 

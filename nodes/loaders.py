@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .common import (CATEGORY, PATCH, apply_input, dora_mode_input, lokr_name_input, scale_rule_input, strength_input,
-                     validate_inputs)
+                     strict_input, validate_inputs)
 from .planning import WeightsCache, load_and_apply, plan_report
 
 TIP_MODEL_STRENGTH = "Strength on the diffusion model; may be negative; 0 leaves it bit-identical."
@@ -43,6 +43,7 @@ class LoKrLoader:
         }, "optional": {
             "dora_mode": dora_mode_input(),
             "apply": apply_input(),
+            "strict": strict_input(),
         }}
 
     @classmethod
@@ -50,9 +51,9 @@ class LoKrLoader:
         return validate_inputs(lokr_name, strength_model=strength_model, strength_clip=strength_clip)
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
-             scale_rule: str = "file", dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
+             scale_rule: str = "file", dora_mode: str = "interpolate", apply: str = PATCH, strict: bool = False) -> dict:
         new_model, new_clip, plan = load_and_apply(self._cache, model, clip, lokr_name, strength_model, strength_clip,
-                                                   scale_rule, dora_mode, apply=apply)
+                                                   scale_rule, dora_mode, apply=apply, strict=bool(strict))
         return {"ui": {"lokr_report": [plan_report(plan, lokr_name)]}, "result": (new_model, new_clip)}
 
 
@@ -77,8 +78,8 @@ class LoKrLoaderModelOnly(LoKrLoader):
         return validate_inputs(lokr_name, strength_model=strength_model)
 
     def load_model_only(self, model: Any, lokr_name: str, strength_model: float, scale_rule: str = "file",
-                        dora_mode: str = "interpolate", apply: str = PATCH) -> dict:
-        out = self.load(model, None, lokr_name, strength_model, 0.0, scale_rule, dora_mode, apply)
+                        dora_mode: str = "interpolate", apply: str = PATCH, strict: bool = False) -> dict:
+        out = self.load(model, None, lokr_name, strength_model, 0.0, scale_rule, dora_mode, apply, strict)
         return {"ui": out["ui"], "result": out["result"][:1]}
 
 

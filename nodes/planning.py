@@ -14,12 +14,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..lokr_core.base.errors import LoKrConfigError, LoKrKeyError, LoKrShapeError, where
+from ..lokr_core.base.errors import LoKrConfigError, LoKrError, LoKrKeyError, LoKrShapeError, where
 from ..lokr_core.formats.io import load_lokr
-from ..lokr_core.keymap.resolve import model_family
+from ..lokr_core.keymap.family import (FAMILY_BY_CROSS_DIM, FAMILY_LABELS, family_signals, pick_family,
+                                       target_dit_family)
 from .bypass import INJECTION_KEY, BypassEntry, bypass_injections
 from .common import APPLY_MODES, BYPASS, PATCH, check_strengths, lokr_path
-from .keys import base_key, clip_key_map, match_names, target_shape, unet_key_map
+from .keys import (base_key, clip_key_map, match_names, resolve_names, split_key, target_shape, unet_key_map,
+                   weight_shapes)
 from .patch import is_lokr_patch, make_patch
 
 log = logging.getLogger("comfyui-lokr")
@@ -46,7 +48,10 @@ class PatchPlan:
     """What one file does to one MODEL / CLIP pair, computed before anything is changed.
 
     ``unet`` / ``clip``: ComfyUI key -> patch object. ``matched``: file module -> ComfyUI key.
-    ``unmatched``: LoKr modules no weight of the connected models takes. ``other``: ComfyUI's own
+    ``unmatched``: LoKr modules no weight of the connected models takes, ``nearest`` their nearest
+    weight keys; ``skipped``: {module: reason} for modules that name a weight but cannot be applied
+    (shape, unreadable factors, a fused module split over several weights); ``family`` /
+    ``model_family``: family ids of the file and of the connected MODEL (None when unknown). ``other``: ComfyUI's own
     patches for non-LoKr modules (LoRA, LoHa, ...), split the same way; ``other_skipped``: those
     that could not be handed to ComfyUI (no ComfyUI, or no key).
     """
@@ -60,72 +65,171 @@ class PatchPlan:
     other_skipped: list[str] = field(default_factory=list)
     multipliers: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
+    nearest: dict[str, list[str]] = field(default_factory=dict)
+    family: str | None = None
+    model_family: str | None = None
 
 
-def match_modules(names: list[str], model: Any = None, clip: Any = None) -> tuple[tuple[dict, dict], tuple[dict, dict], list[str]]:
-    """``((unet key map, matched), (clip key map, matched), unmatched)`` for file module ``names``.
+@dataclass
+class Matches:
+    """Where each file module goes on the connected MODEL / CLIP.
 
-    Each side's key map is ComfyUI's (``keys.unet_key_map`` / ``clip_key_map``; empty when that model
-    is None), matched is {file module: ComfyUI key}; a name the diffusion model takes is not offered
-    to the text encoder.
+    ``unet_map`` / ``clip_map``: ComfyUI's key maps (empty for a missing model); ``unet`` / ``clip``:
+    {file module: ComfyUI patch key}, from ComfyUI's map first, then lokr_core's resolver against the
+    model's own weights; ``unmatched``: names neither places; ``skipped``: {name: reason} for names the
+    resolver found but a node patch cannot apply; ``nearest``: {unmatched name: up to 3 weight keys}.
     """
-    unet_map = unet_key_map(model) if model is not None else {}
-    clip_map = clip_key_map(clip) if clip is not None else {}
-    m_unet, rest = match_names(names, unet_map)
-    m_clip, unmatched = match_names(rest, clip_map)
-    return (unet_map, m_unet), (clip_map, m_clip), unmatched
+
+    unet_map: dict = field(default_factory=dict)
+    clip_map: dict = field(default_factory=dict)
+    unet: dict[str, Any] = field(default_factory=dict)
+    clip: dict[str, Any] = field(default_factory=dict)
+    unmatched: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    nearest: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _state_dict(obj: Any) -> Mapping[str, Any]:
-    return obj.state_dict() if obj is not None else {}
+def _specs(weights: Any, names: list[str]) -> dict[str, Any]:
+    shapes = getattr(weights, "shapes", None)
+    return {n: shapes(n) for n in names} if callable(shapes) else {}
 
 
-def _family_hint(weights: Any) -> str:
+def match_modules(weights: Any, model: Any = None, clip: Any = None) -> Matches:
+    """:class:`Matches` of the LoKr modules of ``weights`` on ``model`` (ModelPatcher) / ``clip`` (CLIP).
+
+    ComfyUI's map first (``keys.unet_key_map`` / ``clip_key_map``; a name the diffusion model takes is
+    not offered to the text encoder), then ``keys.resolve_names`` for the rest against the diffusion
+    model's weights, then the text encoder's.
+    """
+    names = list(weights.module_names)
+    m = Matches(unet_map=unet_key_map(model) if model is not None else {},
+                clip_map=clip_key_map(clip) if clip is not None else {})
+    m.unet, rest = match_names(names, m.unet_map)
+    m.clip, rest = match_names(rest, m.clip_map)
+    specs = _specs(weights, rest)
+    for owner, out in ((getattr(model, "model", None), m.unet), (getattr(clip, "cond_stage_model", None), m.clip)):
+        if not rest or owner is None:
+            continue
+        found = resolve_names(rest, weight_shapes(owner), specs)
+        out.update(found.matched)
+        m.skipped.update(found.skipped)
+        m.nearest.update(found.nearest)
+        rest = [n for n in rest if n not in found.matched and n not in found.skipped]
+    m.unmatched = rest
+    m.nearest = {n: m.nearest.get(n, []) for n in rest}
+    return m
+
+
+def model_family_of(model: Any) -> str | None:
+    """Family id of a connected MODEL (ModelPatcher): a DiT verdict from its weights
+    (``target_dit_family``), else an SD family from its cross-attention width; None when unknown."""
+    owner = getattr(model, "model", None)
+    if owner is None:
+        return None
+    shapes = weight_shapes(owner)
+    fam = target_dit_family(shapes)
+    if fam:
+        return fam
+    for key, shape in shapes.items():
+        if key.endswith("attn2.to_k.weight") and len(shape) == 2 and shape[1] in FAMILY_BY_CROSS_DIM:
+            return FAMILY_BY_CROSS_DIM[shape[1]]
+    return None
+
+
+def file_family(weights: Any) -> str | None:
+    """Family verdict of a LoKr file from its names and factor shapes (``"flux"``, ``"sd1/sd2"``, ...; None)."""
+    names = list(weights.module_names)
     try:
-        fam = model_family(list(weights.module_names))
+        return pick_family(family_signals(names, _specs(weights, names)))
     except Exception:
-        fam = None
-    return f" (the file looks like a {fam} LoKr)" if fam else ""
+        return None
+
+
+def family_label(family: str | None) -> str | None:
+    """Display name of a family verdict (``FAMILY_LABELS``), the id itself when it has none, None for None."""
+    return None if family is None else FAMILY_LABELS.get(family, family)
+
+
+def _family_hint(weights: Any, model: Any = None) -> str:
+    """" (the file looks like a Flux.1 LoKr; the model is SD3)" or the parts of it that are known."""
+    fam, mfam = file_family(weights), model_family_of(model)
+    parts = []
+    if fam:
+        parts.append(f"the file looks like a {family_label(fam)} LoKr")
+    if mfam:
+        parts.append(f"the model is {family_label(mfam)}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def plan_patches(weights: Any, model: Any = None, clip: Any = None, *, scale_rule: Any = "file",
                  multiplier: Callable[[Any], float] | None = None, dora_mode: str = "interpolate",
-                 other_state_dict: Callable[[list[str]], dict] | None = None) -> PatchPlan:
+                 other_state_dict: Callable[[list[str]], dict] | None = None, strict: bool = False) -> PatchPlan:
     """Match, check and build every patch of ``weights`` for ``model`` (ModelPatcher) and ``clip`` (CLIP).
 
-    ``multiplier(comfy_key) -> float`` gives per-weight block strengths (default 1). Raises
-    LoKrKeyError when no module matches (wrong model family), LoKrShapeError on the first matched
-    module whose factors do not fit its weight; in both cases nothing has been changed.
+    ``multiplier(comfy_key) -> float`` gives per-weight block strengths (default 1). A module whose
+    factors do not fit its weight (or cannot be read) is listed in ``plan.skipped`` with the reason
+    and the rest are planned; ``strict=True`` raises on the first such module instead
+    (LoKrShapeError / the reading error). Raises LoKrKeyError when no module matches and
+    LoKrShapeError when none fits (wrong model family; the message names the file's and the model's
+    families). Nothing is changed in any case.
     """
     source = weights.source
     names = list(weights.module_names)
-    (unet_map, m_unet), (clip_map, m_clip), unmatched = match_modules(names, model, clip)
-    if names and not m_unet and not m_clip:
+    m = match_modules(weights, model, clip)
+    if names and not m.unet and not m.clip and not m.skipped:
         parts = [p for p, o in (("MODEL", model), ("CLIP", clip)) if o is not None]
         raise LoKrKeyError(
             f"{where(source, None)}none of its {len(names)} LoKr modules (e.g. {names[0]!r}) names a weight of the "
-            f"connected {' / '.join(parts)}{_family_hint(weights)}; expected a LoKr made for this model family")
-    plan = PatchPlan(matched={**m_unet, **m_clip}, unmatched=unmatched, source=os.path.basename(str(source or "")))
-    unet_sd, clip_sd = _state_dict(getattr(model, "model", None)), _state_dict(getattr(clip, "cond_stage_model", None))
+            f"connected {' / '.join(parts)}{_family_hint(weights, model)}; expected a LoKr made for this model family")
+    base = os.path.basename(str(source or ""))
+    plan = PatchPlan(unmatched=m.unmatched, source=base, nearest=dict(m.nearest), skipped=dict(m.skipped),
+                     family=file_family(weights), model_family=model_family_of(model))
+    if strict and plan.skipped:
+        name, why = next(iter(plan.skipped.items()))
+        raise LoKrShapeError(f"{where(source, name)}{why}{_family_hint(weights, model)}; "
+                             "expected a LoKr made for the connected model")
+    unet_sd, clip_sd = (weight_shapes(getattr(model, "model", None)),
+                        weight_shapes(getattr(clip, "cond_stage_model", None)))
     # 1. every shape first, from metadata only: a wrong file fails before a tensor is read
-    for matched, sd in ((m_unet, unet_sd), (m_clip, clip_sd)):
-        for name, key in matched.items():
+    first_error: str | None = None
+    for matched, sd in ((m.unet, unet_sd), (m.clip, clip_sd)):
+        for name, key in list(matched.items()):
             try:
                 weights.shapes(name).check_target(target_shape(key, sd), source, name)
             except LoKrShapeError as e:
-                raise LoKrShapeError(f"{e} (ComfyUI weight {base_key(key)!r}){_family_hint(weights)}; "
-                                     "expected a LoKr made for the connected model") from None
+                text = f"{e} (ComfyUI weight {base_key(key)!r})"
+                if strict:
+                    raise LoKrShapeError(f"{text}{_family_hint(weights, model)}; "
+                                         "expected a LoKr made for the connected model") from None
+                first_error = first_error or text
+                plan.skipped[name] = f"shape mismatch: {e} (ComfyUI weight {base_key(key)!r})"
+                del matched[name]
+    if names and not m.unet and not m.clip:
+        raise LoKrShapeError(f"{first_error or where(source, None) + 'no module fits the connected model'}"
+                             f"{_family_hint(weights, model)}; expected a LoKr made for the connected model")
     # 2. factors (read + finite-checked) and one patch per weight
-    for matched, out in ((m_unet, plan.unet), (m_clip, plan.clip)):
+    for matched, out in ((m.unet, plan.unet), (m.clip, plan.clip)):
         for name, key in matched.items():
             mult = float(multiplier(key)) if multiplier is not None else 1.0
+            try:
+                factors = weights.modules[name]
+            except LoKrError as e:
+                if strict:
+                    raise
+                plan.skipped[name] = str(e)
+                continue
             plan.multipliers[name] = mult
-            out[key] = make_patch(weights.modules[name], weights.scale(name, scale_rule), mult,
-                                  module=name, dora_mode=dora_mode, source=os.path.basename(str(source or "")))
+            plan.matched[name] = key
+            out[key] = make_patch(factors, weights.scale(name, scale_rule), mult,
+                                  module=name, dora_mode=dora_mode, source=base)
+    if plan.skipped:
+        log.warning("comfyui-lokr: %s: %d LoKr module(s) skipped: %s", base, len(plan.skipped),
+                    "; ".join(f"{n}: {r}" for n, r in list(plan.skipped.items())[:3]))
     # 3. non-LoKr modules: ComfyUI's own loader
     others = list(getattr(weights, "other_modules", {}) or {})
     if others:
-        _plan_others(plan, others, unet_map, clip_map, other_state_dict, multiplier)
+        _plan_others(plan, others, m.unet_map, m.clip_map, other_state_dict, multiplier)
     return plan
 
 
@@ -189,18 +293,16 @@ def _add(target: Any, patches: Mapping[Any, Any], strength: float) -> set:
 
 
 def plan_report(plan: PatchPlan, lokr_name: str = "") -> dict:
-    """The JSON-able run report shown on the node (``ui.lokr_report``): matched / unmatched / other."""
-    return {"file": lokr_name, "matched": len(plan.matched), "total": len(plan.matched) + len(plan.unmatched),
+    """The JSON-able run report shown on the node (``ui.lokr_report``): matched / unmatched / skipped /
+    other counts and names, the file's and the model's families (ids and labels), nearest candidates."""
+    return {"file": lokr_name, "matched": len(plan.matched),
+            "total": len(plan.matched) + len(plan.unmatched) + len(plan.skipped),
             "unmatched": list(plan.unmatched), "unet_weights": len(plan.unet), "clip_weights": len(plan.clip),
             "other_applied": len(plan.other_unet) + len(plan.other_clip), "other_skipped": list(plan.other_skipped),
-            "shape_mismatch": {}}
-
-
-def _split_key(key: Any) -> tuple[str, Any, Any]:
-    """(state-dict key, offset, function) of a ComfyUI patch key: ``key``, ``(key, offset)`` or ``(key, offset, fn)``."""
-    if isinstance(key, str):
-        return key, None, None
-    return key[0], key[1], (key[2] if len(key) > 2 else None)
+            "shape_mismatch": {n: r for n, r in plan.skipped.items() if r.startswith("shape mismatch")},
+            "skipped": dict(plan.skipped), "nearest": {n: list(c) for n, c in plan.nearest.items()},
+            "family": plan.family, "family_label": family_label(plan.family),
+            "model_family": plan.model_family, "model_family_label": family_label(plan.model_family)}
 
 
 def _bypass_side(patcher: Any, root: Any, lokr: Mapping[Any, Any], others: Mapping[Any, Any], strength: float,
@@ -216,7 +318,7 @@ def _bypass_side(patcher: Any, root: Any, lokr: Mapping[Any, Any], others: Mappi
         for k, p in patches.items():
             mult, adapter = (p[0], p[1]) if _is_scaled(p) else (1.0, p)
             if is_lokr_patch(adapter) or _is_core_adapter(adapter):
-                key, offset, function = _split_key(k)
+                key, offset, function = split_key(k)
                 entries.append(BypassEntry(key, adapter, strength * mult, offset, function))
             else:
                 regular[k] = p
@@ -279,13 +381,14 @@ def apply_plan(plan: PatchPlan, model: Any, clip: Any, strength_model: float,
 def load_and_apply(cache: WeightsCache, model: Any, clip: Any, lokr_name: str, strength_model: float,
                    strength_clip: float, scale_rule: Any = "file", dora_mode: str = "interpolate",
                    multiplier: Callable[[Any], float] | None = None,
-                   apply: str = PATCH) -> tuple[Any, Any, PatchPlan]:
-    """The whole loader: check inputs, load (cached), plan, apply to clones. Inputs are never changed."""
+                   apply: str = PATCH, strict: bool = False) -> tuple[Any, Any, PatchPlan]:
+    """The whole loader: check inputs, load (cached), plan (``strict``: see :func:`plan_patches`), apply
+    to clones. Inputs are never changed."""
     check_strengths(strength_model=strength_model, strength_clip=strength_clip)
     path = lokr_path(lokr_name)
     weights = cache.get(path)
     plan = plan_patches(weights, model, clip, scale_rule=scale_rule, multiplier=multiplier, dora_mode=dora_mode,
-                        other_state_dict=other_state_dict_from_file(path))
+                        other_state_dict=other_state_dict_from_file(path), strict=strict)
     if plan.unmatched:
         log.warning("comfyui-lokr: %s: %d LoKr module(s) match no weight of the connected model: %s",
                     lokr_name, len(plan.unmatched), ", ".join(plan.unmatched[:5]))

@@ -5,8 +5,10 @@ Three GET routes, registered on ComfyUI's ``PromptServer.instance.routes`` by :f
 - ``/lokr/info?file=<name>``: JSON summary of one LoKr file of the ``loras`` folder
   (``lokr_core.ops.report.summarize``: family guess, modules per block, layouts, ranks, scale rule and
   scales, training metadata, trigger words).
-- ``/lokr/report?file=<name>&family=sd1|sd2|sdxl``: match report of the file against that model
-  family's key list.
+- ``/lokr/report?file=<name>&family=<id>``: the file against a model family (any id lokr_core
+  names: sd1, sd2, sdxl, flux, sd3, zimage, wan, ...). SD families: the match against that family's
+  full key list; transformer families (no full-size key list here): the file's family against the
+  asked one (``family_mismatch``), ``key_list: false``; the exact match needs the model (LoKr Info).
 - ``/lokr/presets``: the block-weight presets (``lokr_core.keymap.block_weights``).
 
 Security: only names that ``folder_paths.get_filename_list("loras")`` lists are served, only
@@ -33,10 +35,12 @@ from ..lokr_core.base.errors import LoKrError
 from ..lokr_core.base.jsonable import jsonable
 from ..lokr_core.formats.io import load_lokr
 from ..lokr_core.keymap.block_weights import PRESETS
+from ..lokr_core.keymap.family import (FAMILY_LABELS, SD_FAMILIES, families_conflict, family_signals,
+                                       pick_family)
 from ..lokr_core.ops.report import family_report, summarize
 
-FAMILIES = ("sd1", "sd2", "sdxl")
-"""Model families ``/lokr/report`` accepts (lokr_core keymap names)."""
+FAMILIES = tuple(k for k in FAMILY_LABELS if "/" not in k)
+"""Model families ``/lokr/report`` accepts: every single family id lokr_core names (SD and DiT)."""
 
 FOLDER = "loras"
 MAX_NAME_CHARS = 1024
@@ -111,7 +115,7 @@ class Backend:
 
     ``load(path) -> weights``; ``summarize(weights) -> dict``; ``report(weights, family) -> dict``;
     ``presets() -> dict``. ``None`` means lokr_core's own (``load_lokr``, ``summarize``,
-    ``family_report``, the block-weight ``PRESETS``).
+    :func:`any_family_report`, the block-weight ``PRESETS``).
     """
 
     load: Callable[[str], Any] | None = None
@@ -129,8 +133,22 @@ def _presets() -> Mapping[str, Any]:
     return dict(PRESETS)
 
 
+def any_family_report(weights: Any, family: str) -> Mapping[str, Any]:
+    """``family_report`` for an SD family; for a transformer family (no full-size key list) the file's
+    family verdict against ``family``: {family, family_label, family_mismatch, total, key_list: False}."""
+    if family in SD_FAMILIES:
+        return dict(family_report(weights, family), key_list=True)
+    names = list(getattr(weights, "module_names", None) or list(weights.modules))
+    shapes = getattr(weights, "shapes", None)
+    fam = pick_family(family_signals(names, {n: shapes(n) for n in names} if callable(shapes) else None))
+    mismatch = (f"this file is for {FAMILY_LABELS[fam]}, the model is {FAMILY_LABELS[family]}"
+                if families_conflict(fam, family) else None)
+    return {"family": fam, "family_label": FAMILY_LABELS.get(fam) if fam else None, "family_mismatch": mismatch,
+            "total": len(names), "key_list": False}
+
+
 _DEFAULTS: Mapping[str, Callable[..., Any]] = {
-    "load": load_lokr, "summarize": summarize, "report": family_report, "presets": _presets,
+    "load": load_lokr, "summarize": summarize, "report": any_family_report, "presets": _presets,
 }
 
 
@@ -176,6 +194,7 @@ def report_payload(name: str | None, family: str | None, folder_paths: Any, back
         raise RouteError(501, f"the match report needs diffusers and transformers here ({exc})") from None
     report.pop("path", None)
     report["file"], report["target_family"] = name, family
+    report["target_family_label"] = FAMILY_LABELS[family]
     return jsonable(report)
 
 

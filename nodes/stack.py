@@ -12,7 +12,7 @@ from typing import Any
 
 from ..lokr_core.base.errors import LoKrConfigError, LoKrFormatError
 from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, apply_input, lokr_files, lokr_path, scale_rule_input,
-                     strength_error, strength_input, validate_inputs)
+                     strength_error, strength_input, strict_input, validate_inputs)
 from .planning import WeightsCache, apply_plan, other_state_dict_from_file, plan_patches, plan_report
 
 SLOTS = 3
@@ -49,10 +49,12 @@ def _is_lokr(weights: Any) -> bool:
 
 
 def apply_stack(model: Any, clip: Any, stack: Any, *, scale_rule: str = "file",
-                caches: dict[str, WeightsCache] | None = None, apply: str = PATCH) -> tuple[Any, Any, list[dict]]:
+                caches: dict[str, WeightsCache] | None = None, apply: str = PATCH,
+                strict: bool = False) -> tuple[Any, Any, list[dict]]:
     """Apply every stack entry in order to clones of ``model`` / ``clip``; returns (model, clip, reports).
 
-    ``apply``: ``"patch weights"`` or ``"bypass"`` for every entry (see ``planning.apply_plan``).
+    ``apply``: ``"patch weights"`` or ``"bypass"`` for every entry (see ``planning.apply_plan``);
+    ``strict``: a module that does not fit stops the run (``planning.plan_patches``).
     """
     check_stack(stack)
     caches = caches if caches is not None else {}
@@ -66,7 +68,7 @@ def apply_stack(model: Any, clip: Any, stack: Any, *, scale_rule: str = "file",
             weights = None
         if weights is not None and _is_lokr(weights):
             plan = plan_patches(weights, model, clip, scale_rule=scale_rule,
-                                other_state_dict=other_state_dict_from_file(path))
+                                other_state_dict=other_state_dict_from_file(path), strict=strict)
             loaded.append((name, float(sm), float(sc), plan, path))
         else:
             loaded.append((name, float(sm), float(sc), None, path))
@@ -168,11 +170,13 @@ class ApplyLoKrStack:
             "scale_rule": scale_rule_input(),
         }, "optional": {
             "apply": apply_input(),
+            "strict": strict_input(),
         }}
 
-    def apply(self, model: Any, clip: Any, lora_stack: Any, scale_rule: str = "file", apply: str = PATCH) -> dict:
+    def apply(self, model: Any, clip: Any, lora_stack: Any, scale_rule: str = "file", apply: str = PATCH,
+              strict: bool = False) -> dict:
         new_model, new_clip, reports = apply_stack(model, clip, lora_stack, scale_rule=scale_rule, caches=self._caches,
-                                                   apply=apply)
+                                                   apply=apply, strict=bool(strict))
         return {"ui": {"lokr_report": reports}, "result": (new_model, new_clip)}
 
 

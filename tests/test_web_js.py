@@ -46,18 +46,6 @@ def _node_inputs() -> tuple[set[str], set[str]]:
     return names, patterns
 
 
-def _constants(path: Path) -> dict[str, object]:
-    """The module-level literal constants of ``path`` (read, not imported)."""
-    out = {}
-    for stmt in ast.parse(path.read_text(), filename=str(path)).body:
-        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
-            try:
-                out[stmt.targets[0].id] = ast.literal_eval(stmt.value)
-            except ValueError:
-                pass
-    return out
-
-
 def test_js_reads_only_inputs_the_nodes_have():
     """web/logic/node_ui.js names the node inputs and values the panels read: each is in nodes/*.py."""
     script = ("import * as U from './web/logic/node_ui.js'; console.log(JSON.stringify({inputs: U.INPUTS,"
@@ -67,22 +55,50 @@ def test_js_reads_only_inputs_the_nodes_have():
     assert proc.returncode == 0, proc.stderr
     js = json.loads(proc.stdout)
     names, patterns = _node_inputs()
-    constants = _constants(ROOT / "nodes" / "block_weights.py")
+    from tests.support.comfy_pack import pack_module
+
+    bw = pack_module("nodes.block_weights")
     assert {"lokr_name", "model", "strength_model"} <= names  # the scan finds the loaders' inputs
     missing = [name for name in js["inputs"].values() if name not in names]
     assert not missing, f"web/logic/node_ui.js reads inputs no node has: {missing}"
     assert "lokr_{}" in patterns  # LoKr Stack's slots, which stackSlotNames (/^lokr_\d+$/) picks
-    assert js["custom"] == constants["CUSTOM"]  # nodes/block_weights.py
-    assert js["auto"] in constants["FAMILIES"]
+    assert js["custom"] == bw.CUSTOM  # nodes/block_weights.py
+    assert js["auto"] in bw.FAMILIES
     assert f'"{js["report"]}"' in (ROOT / "nodes" / "loaders.py").read_text()  # {"ui": {"lokr_report": [...]}}
+
+
+def _js(expr: str, module: str) -> object:
+    """JSON of ``expr`` evaluated with ``M`` = web/logic/<module>.js imported."""
+    script = f"import * as M from './web/logic/{module}.js'; console.log(JSON.stringify({expr}));"
+    proc = subprocess.run([_node(), "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_js_family_tables_are_lokr_cores():
+    """web/logic's transformer tables (block counts, presets, labels) are lokr_core's, and the node's
+    family menu holds every family the editor lays out."""
+    from lokr_core.keymap import block_weights as bw
+    from lokr_core.keymap import family_signatures as sig
+
+    js = _js("{blocks: M.DIT_BLOCKS, presets: M.DIT_PRESETS, kinds: M.DIT_KINDS}", "dit_blocks")
+    assert js["blocks"] == sig.DEFAULT_BLOCKS and list(js["blocks"]) == [f for f in sig.ORDER if f in sig.DEFAULT_BLOCKS]
+    assert js["presets"] == bw.DIT_PRESETS and tuple(js["kinds"]) == bw.DIT_KINDS
+    from lokr_core.keymap.family import FAMILY_LABELS
+
+    assert _js("M.FAMILY_LABELS", "family") == dict(FAMILY_LABELS)
+    layouts = _js("Object.fromEntries(Object.keys(M.DIT_BLOCKS).map((f) => [f, M.ditLayout(f)]))", "dit_blocks")
+    for fam in sig.DEFAULT_BLOCKS:  # the editor's layout IDs are lokr_core's dit_layout
+        assert layouts[fam] == list(bw.dit_layout(fam)), fam
 
 
 def _python_parser():
     """lokr_core.keymap.block_weights.parse_block_weights as f(text, family, A, B) -> {block id: value}."""
     from lokr_core.keymap import block_weights as bw
 
-    def parse(text: str, family: str, a: float, b: float) -> dict:
-        return dict(bw.parse_block_weights(text, family, a=a, b=b, seed=0))
+    def parse(text: str, family: str, a: float, b: float, blocks: dict | None = None) -> dict:
+        return dict(bw.parse_block_weights(text, family, a=a, b=b, seed=0, blocks=blocks))
 
     return parse
 
@@ -92,7 +108,7 @@ def test_python_parser_agrees_with_js(case):
     parse = _python_parser()
     from lokr_core import LoKrError
 
-    args = (case["vector"], case["family"], case.get("A", 4.0), case.get("B", 1.0))
+    args = (case["vector"], case["family"], case.get("A", 4.0), case.get("B", 1.0), case.get("dit_blocks"))
     if "error" in case:
         with pytest.raises((LoKrError, ValueError)) as err:
             parse(*args)

@@ -64,13 +64,17 @@ def peft_module_paths(weights: Any, target: Any, *, name_map: Mapping[str, str] 
     ``target``: an nn.Module, a ``{component: nn.Module}`` dict or a state dict / ``{key: shape}``
     (see the module docstring for the paths each gives). ``name_map`` entries are kept as given
     and not resolved; ``shapes`` entries win over the target's. ``what`` / ``hint`` word the error:
-    LoKrKeyError naming the first module that does not resolve (or maps to rows of a fused weight).
+    LoKrKeyError naming the first module that does not resolve to one whole module as it is: no match,
+    rows of a fused weight (``report.rows``), a fused module split over several (``report.split``) or
+    a modulation with its halves swapped (``report.row_order``): a PEFT adapter adds its ΔW to one
+    whole module, so it could not place any of those.
     """
     paths = dict(name_map or {})
     todo = [n for n in weights.module_names if n not in paths]
     if todo:
         report = resolve_for(weights, target)
-        missing = [n for n in todo if n not in report.matched or n in report.rows]
+        moved = set(report.rows) | set(report.row_order) | set(report.split)
+        missing = [n for n in todo if n not in report.matched or n in moved]
         if missing:
             raise LoKrKeyError(f"{where(weights.source, missing[0])}does not resolve to a module of {what} "
                                f"({len(missing)} such modules, first: {missing[:3]}); {hint}")

@@ -21,6 +21,18 @@ uses the preset. The ``%`` form ``%default=1,base=0.5,in=0.5,mid=0,out3-5=0,in4=
 blocks by LDM ID (``in4`` is IN04, ``out3-5`` OUT03..OUT05), not by position among the blocks a
 file happens to contain as Inspire does; ``default`` fills every block, ``base`` (default: the
 default) BASE, then the other items apply in the order written.
+
+Transformer (DiT) families (``flux``, ``sd3``, ``zimage``, ``wan``, ... :mod:`.family_signatures`)
+have block IDs ``double N`` / ``single N`` (Flux, Flux.2, Chroma, HunyuanVideo, HiDream, AuraFlow),
+``joint N`` (SD3) or ``layers N`` (the others), counted from 0, plus BASE (everything outside those
+blocks). Their vector is BASE, then every block in that order: Flux.1 58 values (BASE, double
+0..18, single 0..37), which is Inspire-Pack's Flux vector for a file that touches every block
+(Inspire counts only the blocks a file has; here a value always lands on its block ID); or the
+short form of one value per group (Flux: BASE, double, single). The block counts are the family's
+best-known model (``DEFAULT_BLOCKS``) or the caller's ``blocks`` ({"double": 8, "single": 24} for
+Flux.2 Klein 9B, from :func:`lokr_core.keymap.family_signatures.dit_block_counts` of the model's
+keys). ``%`` items name groups and IDs: ``%default=0,base=1,double=1,single3-5=0.5`` (numbers are
+block IDs, from 0). Presets: :data:`DIT_PRESETS`.
 """
 from __future__ import annotations
 
@@ -30,7 +42,8 @@ import re
 from typing import Mapping
 
 from ..base.errors import LoKrConfigError, LoKrKeyError
-from .blocks import ldm_block_of
+from .blocks import block_id, ldm_block_of
+from .family_signatures import DEFAULT_BLOCKS, LABELS as DIT_LABELS
 from .ldm_unet import UNetLayout
 
 
@@ -101,7 +114,8 @@ _PCT_ITEM = re.compile(r"^(default|base|in|mid|out)(\d+)?(?:-(\d+))?=(.+)$")
 def _family(family: str) -> str:
     fam = FAMILY_ALIASES.get(str(family).lower())
     if fam is None:
-        raise LoKrConfigError(f"block weights: family {family!r} is not known; expected one of sd1, sd2, sdxl")
+        raise LoKrConfigError(f"block weights: family {family!r} is not known; expected one of sd1, sd2, sdxl, "
+                              f"{', '.join(DIT_LABELS)}")
     return fam
 
 
@@ -135,21 +149,28 @@ def _token(tok: str, pos: int, a: float, b: float, rng: random.Random) -> float:
     return _number(tok, f"value {pos + 1}")
 
 
-def _percent(spec: str, fam: str) -> dict[str, float]:
-    full = LAYOUTS[fam][1]
-    items = [x.strip() for x in spec[1:].split(",") if x.strip()]
+def _percent_start(spec: str, item_re: re.Pattern, expected: str, ids) -> tuple[list[tuple], dict[str, float]]:
+    """(parsed items (group, lo, hi, value text), {block ID: value} after ``default=`` and ``base=``)
+    of a ``%`` spec; LoKrConfigError naming an item ``item_re`` does not match (``expected``: the
+    accepted forms, for the message)."""
     parsed = []
-    for item in items:
-        m = _PCT_ITEM.match(item.replace(" ", ""))
+    for item in (x.strip().replace(" ", "") for x in spec[1:].split(",") if x.strip()):
+        m = item_re.match(item)
         if not m:
-            raise LoKrConfigError(f"block weights: item {item!r} of {spec!r} is not understood; expected "
-                                  "default=V, base=V, in=V, mid=V, out=V, inN=V, outN=V or inN-M=V / outN-M=V")
+            raise LoKrConfigError(f"block weights: item {item!r} of {spec!r} is not understood{expected}")
         parsed.append(m.groups())
     default = next((_number(v, "default") for g, lo, hi, v in parsed if g == "default"), 1.0)
-    values = {bid: default for bid in full}
+    values = {bid: default for bid in ids}
     for g, lo, hi, v in parsed:
         if g == "base":
             values["BASE"] = _number(v, "base")
+    return parsed, values
+
+
+def _percent(spec: str, fam: str) -> dict[str, float]:
+    full = LAYOUTS[fam][1]
+    parsed, values = _percent_start(spec, _PCT_ITEM, "; expected default=V, base=V, in=V, mid=V, out=V, inN=V, "
+                                    "outN=V or inN-M=V / outN-M=V", full)
     for g, lo, hi, v in parsed:
         if g in ("default", "base"):
             continue
@@ -174,15 +195,105 @@ def _percent(spec: str, fam: str) -> dict[str, float]:
     return values
 
 
+DIT_KINDS = ("double", "single", "joint", "layers")
+"""DiT block groups, in vector order."""
+
+DIT_PRESETS: dict[str, str] = {
+    "DIT-ALL": "%default=1", "DIT-NONE": "%default=0", "DIT-BASE-ONLY": "%default=0,base=1",
+    "DIT-BLOCKS-ONLY": "%default=1,base=0", "DIT-HALF": "%default=0.5",
+    "FLUX-DOUBLE-ONLY": "%default=0,base=1,double=1", "FLUX-SINGLE-ONLY": "%default=0,base=1,single=1",
+    "FLUX-DBL-FRONT": "%default=0,base=1,double0-5=1", "FLUX-DBL-MID": "%default=0,base=1,double6-12=1",
+    "FLUX-DBL-TAIL": "%default=0,base=1,double13-18=1",
+}
+"""DiT presets, written as ``%`` specs so they fit every depth. ``FLUX-DBL-FRONT/MID/TAIL`` are
+Inspire-Pack's names with their intent (thirds of Flux.1's 19 double blocks on, singles off), not
+its positional values."""
+
+_DIT_ITEM = re.compile(r"^(default|base|double|single|joint|layers)(\d+)?(?:-(\d+))?=(.+)$")
+
+
+def dit_layout(family: str, blocks: Mapping[str, int] | None = None) -> tuple[str, ...]:
+    """Block IDs of a DiT family, in vector order: BASE, then each group's ``kind N`` from 0.
+
+    ``blocks``: {kind: count} of the actual model (default: ``DEFAULT_BLOCKS[family]``)."""
+    counts = dict(blocks) if blocks else dict(DEFAULT_BLOCKS.get(family, {}))
+    bad = [k for k in counts if k not in DIT_KINDS]
+    if bad or not counts:
+        raise LoKrConfigError(f"block weights for {family}: block groups {sorted(counts) or 'none'} are not "
+                              f"known; expected counts of {', '.join(DIT_KINDS)}")
+    return ("BASE",) + tuple(f"{k} {i}" for k in DIT_KINDS for i in range(int(counts.get(k, 0))))
+
+
+def _dit_percent(spec: str, family: str, layout: tuple[str, ...]) -> dict[str, float]:
+    parsed, values = _percent_start(spec, _DIT_ITEM, f" for {family}; expected default=V, base=V, double=V, "
+                                    "single=V, joint=V, layers=V or doubleN=V / singleN-M=V", layout)
+    for g, lo, hi, v in parsed:
+        if g in ("default", "base"):
+            continue
+        value = _number(v, f"{g}{lo or ''}")
+        ids = [b for b in layout if b.startswith(g + " ")]
+        if not ids:
+            raise LoKrConfigError(f"block weights: {family} has no {g} blocks; its groups are "
+                                  f"{', '.join(sorted({b.split(' ')[0] for b in layout if b != 'BASE'}))}")
+        if lo is not None:
+            wanted = [f"{g} {n}" for n in range(int(lo), int(hi if hi is not None else lo) + 1)]
+            missing = [w for w in wanted if w not in values]
+            if missing:
+                raise LoKrConfigError(f"block weights: {g}{lo}{'-' + hi if hi else ''} names {missing[0]}, which this "
+                                      f"{family} model does not have; {g} blocks are {ids[0]}..{ids[-1]}")
+            ids = wanted
+        for bid in ids:
+            values[bid] = value
+    return values
+
+
+def _parse_dit(text: str, family: str, blocks: Mapping[str, int] | None, a: float, b: float,
+               seed: int) -> dict[str, float]:
+    layout = dit_layout(family, blocks)
+    groups = ("BASE",) + tuple(k for k in DIT_KINDS if any(x.startswith(k + " ") for x in layout))
+    text = DIT_PRESETS.get(text, text)
+    if not text.startswith("%") and ":" in text:
+        text = text.split(":", 1)[1].strip()
+        text = DIT_PRESETS.get(text, text)
+    if text.startswith("%"):
+        return _dit_percent(text, family, layout)
+    tokens = [t.strip() for t in text.split(",")]
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    rng = random.Random(seed)
+    if len(tokens) == len(layout):
+        return dict(zip(layout, (_token(t, i, a, b, rng) for i, t in enumerate(tokens))))
+    if len(tokens) == len(groups):
+        per_group = dict(zip(groups, (_token(t, i, a, b, rng) for i, t in enumerate(tokens))))
+        return {bid: per_group[bid.split(" ")[0]] for bid in layout}
+    counts = ", ".join(f"{k} 0..{sum(1 for x in layout if x.startswith(k + ' ')) - 1}" for k in groups[1:])
+    raise LoKrConfigError(f"block weights for {family}: {len(tokens)} values given; expected {len(layout)} values "
+                          f"(BASE, {counts}) or {len(groups)} values ({', '.join(groups)}), a % spec "
+                          f"(%default=1,base=1,{groups[1]}=0.5) or a preset ({', '.join(DIT_PRESETS)})")
+
+
 def parse_block_weights(spec: str, family: str, *, a: float = 4.0, b: float = 1.0, seed: int = 0,
-                        inverse: bool = False) -> dict[str, float]:
-    """Parse a block-weight vector, preset name or ``%`` spec for ``family`` ("sd1", "sd2", "sdxl").
+                        inverse: bool = False, blocks: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Parse a block-weight vector, preset name or ``%`` spec for ``family`` ("sd1", "sd2", "sdxl",
+    or a DiT family: "flux", "sd3", "zimage", "wan", ...; a ``/``-joined verdict uses its first).
 
     Returns {block ID: multiplier} for every block of the family's full layout, in layout order.
-    ``inverse`` gives 1 - value for every block (Inspire's "inverse"). Raises LoKrConfigError on an
-    unknown token, a non-finite number or a length other than the family's two layouts (naming the
+    ``inverse`` gives 1 - value for every block (Inspire's "inverse"). ``blocks``: {kind: count} of
+    the model for DiT families (default: the family's best-known model). Raises LoKrConfigError on
+    an unknown token, a non-finite number or a length other than the family's layouts (naming the
     expected IDs); nothing else is affected.
     """
+    dit = str(family).split("/")[0].lower()
+    if dit in DIT_LABELS:
+        text = (spec or "").strip()
+        if not text:
+            raise LoKrConfigError(f"block weights for {dit}: the vector is empty; expected values BASE first, "
+                                  f"a % spec or a preset ({', '.join(DIT_PRESETS)})")
+        if text in PRESETS:
+            raise LoKrConfigError(f"block weights: preset {text!r} is for SD UNets (expected one of sd1, sd2, sdxl as "
+                                  f"the family); for {dit} use a DiT preset ({', '.join(DIT_PRESETS)}) or a vector")
+        values = _parse_dit(text, dit, blocks, a, b, seed)
+        return {k: 1.0 - v for k, v in values.items()} if inverse else values
     fam = _family(family)
     short, full = LAYOUTS[fam]
     text = (spec or "").strip()
@@ -215,12 +326,20 @@ def parse_block_weights(spec: str, family: str, *, a: float = 4.0, b: float = 1.
     return values
 
 
-def block_multiplier(block_values: Mapping[str, float], key: str, layout: UNetLayout | None = None) -> float:
+def block_multiplier(block_values: Mapping[str, float], key: str, layout: UNetLayout | None = None,
+                     family: str | None = None) -> float:
     """The multiplier of the block holding weight ``key`` (any naming style; see ``keymap.blocks``).
 
-    Raises LoKrKeyError when the key's block is not in ``block_values`` (a vector of another family).
+    ``family``: the model's family when known; else a DiT vector's groups tell how diffusers'
+    ``transformer_blocks N`` reads (double -> Flux-like, joint -> SD3, else layers). Raises
+    LoKrKeyError when the key's block is not in ``block_values`` (a vector of another family).
     """
-    bid = ldm_block_of(key, layout)
+    if any(" " in k for k in block_values):
+        if family is None:
+            family = "flux" if "double 0" in block_values else "sd3" if "joint 0" in block_values else "wan"
+        bid = block_id(key, family, layout)
+    else:
+        bid = ldm_block_of(key, layout)
     if bid not in block_values:
         raise LoKrKeyError(f"block weights: key {key!r} is in block {bid}, which the vector does not have "
                            f"(it has {', '.join(block_values)}); was it parsed for another model family?")
@@ -228,5 +347,6 @@ def block_multiplier(block_values: Mapping[str, float], key: str, layout: UNetLa
 
 
 def format_block_weights(block_values: Mapping[str, float]) -> str:
-    """``BASE=1, IN00=1, ..., OUT11=0.5``: the populated vector, for display."""
+    """``BASE=1, IN00=1, ..., OUT11=0.5`` (DiT: ``BASE=1, double 0=1, ..., single 37=0``): the
+    populated vector, for display."""
     return ", ".join(f"{k}={v:g}" for k, v in block_values.items())

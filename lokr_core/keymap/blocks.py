@@ -3,6 +3,8 @@
 The IDs follow the LDM numbering (``input_blocks.N``, ``middle_block``, ``output_blocks.N``; conv_in
 is ``input_blocks.0.0`` = IN00) that sd-webui-lora-block-weight and Inspire-Pack use. Everything
 outside those blocks (time/label embeddings, conv_norm_out, conv_out, text encoders) is BASE.
+:func:`block_id` adds the transformer (DiT) groups (``double N``, ``single N``, ``joint N``,
+``layers N``) for every model family.
 """
 from __future__ import annotations
 
@@ -50,3 +52,25 @@ def ldm_block_of(key: str, layout: UNetLayout | None = None) -> str:
     if _CONV_IN.search(key):
         return "IN00"
     return "BASE"
+
+
+def block_id(key: str, family: str | None = None, layout: UNetLayout | None = None) -> str:
+    """Block of a weight key or module name for any model: LDM IDs for SD UNets (``IN04``, ``MID``,
+    :func:`ldm_block_of`), DiT groups for transformers (``double 3``, ``single 12``, ``joint 5``,
+    ``layers 7``: :func:`lokr_core.keymap.family_signatures.block_of`), else ``BASE``.
+
+    ``family``: the model's family id or verdict (``"sdxl"``, ``"flux"``, ``"flux/chroma"``, ...)
+    when known: an SD family reads only LDM IDs, a DiT family only DiT groups; None tries LDM first.
+    A diffusers UNet name without ``layout`` is BASE here (use :func:`ldm_block_of` to get the error).
+    """
+    from .family_signatures import LABELS, block_of
+
+    fams = set(family.split("/")) if family else set()
+    if not fams & set(LABELS):
+        try:
+            ldm = ldm_block_of(key, layout)
+        except LoKrKeyError:
+            ldm = "BASE"
+        if ldm != "BASE" or fams:
+            return ldm
+    return block_of(key, family)

@@ -10,16 +10,17 @@ file and of the target ("this file is for SDXL, the model is SD1.x").
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from ..base.errors import LoKrKeyError, LoKrShapeError
 from ..tensor.factors import LoKrFactors
-from .blocks import ldm_block_of
-from .family import (FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
-                            pick_family)
-from .kohya import split_name
-from .targets import TargetEntry, TargetIndex, build_index
+from .blocks import block_id, ldm_block_of
+from .family import (DIT_LABELS, FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
+                     pick_family, target_dit_family)
+from . import dit_names, te_names
+from .kohya import TEXT_HINTS, split_name, underscore
+from .targets import DIT_COMPONENTS, TargetEntry, TargetIndex, build_index
 
 __all__ = ["ResolveReport", "resolve", "resolve_for", "model_family", "target_family", "block_of_entry"]
 
@@ -27,7 +28,9 @@ NEAREST_LIMIT = 200
 """Nearest candidates are searched for the first NEAREST_LIMIT unmatched names only (a file for
 another model family leaves hundreds unmatched; the family message says what is wrong)."""
 
-COMPONENT_LABELS = {"unet": "UNet", "te1": "text encoder 1 (CLIP-L / OpenCLIP-H)", "te2": "text encoder 2 (OpenCLIP-G)"}
+COMPONENT_LABELS = {"unet": "UNet / diffusion model", "te1": "text encoder 1 (CLIP-L / OpenCLIP-H)",
+                    "te2": "text encoder 2 (OpenCLIP-G)", "t5": "T5 text encoder", "llm": "language-model text encoder",
+                    "te": "text encoder", "te3": "text encoder 3 (T5)", "te4": "text encoder 4 (Llama)"}
 
 
 @dataclass
@@ -36,16 +39,28 @@ class ResolveReport:
 
     - ``matched``: file module name -> target key (only names whose shapes fit, when shapes are known);
     - ``rows``: for matched names whose target is one block of a fused weight (OpenCLIP
-      ``attn.in_proj_weight`` holds q, k, v stacked): name -> (start, stop) rows of that key's tensor;
+      ``attn.in_proj_weight`` holds q, k, v stacked; a DiT's original ``qkv`` / Flux ``linear1``,
+      :mod:`lokr_core.keymap.dit_names`): name -> (start, stop) rows of that key's tensor;
     - ``unmatched``: name -> up to 3 nearest target keys (difflib; searched for the first
       ``NEAREST_LIMIT`` unmatched names, [] after that);
     - ``ambiguous``: name -> the several target keys it could mean (shapes could not decide);
     - ``shape_mismatch``: name -> (target weight shape, shape the factors give: (out, in[, k...]) or
       (out, in*k) for a split conv W2);
     - ``skipped``: name -> component ("unet", "te1", "te2") the target does not hold;
+    - ``row_order``: matched name -> ``"swap_halves"`` when its ΔW goes onto the target with the two
+      halves of its rows swapped (a DiT modulation whose (shift, scale) halves are in the other order
+      in the target's layout: Flux / SD3 ``norm_out.linear`` <-> ``final_layer.adaLN_modulation.1``,
+      SD3's last ``norm1_context.linear``);
+    - ``split``: name -> [(target key, (start, stop) rows of the module's ΔW)] for a module that is
+      one fused weight in the file's layout and several weights in the target's (a DiT's original
+      ``qkv`` / Flux ``linear1`` onto diffusers ``to_q`` / ``to_k`` / ``to_v`` (+ ``proj_mlp``));
+      these names are not in ``matched`` (they have several keys);
     - ``notes``: unmatched name -> why it cannot map onto this target (when known);
-    - ``blocks``: matched name -> LDM block ID (``BASE``, ``IN00``.., ``MID``, ``OUT00``..);
-    - ``family`` / ``target_family``: "sd1" | "sd2" | "sdxl" | "sd1/sd2" | None.
+    - ``blocks``: matched (or split) name -> block ID of its target weight: LDM IDs for SD UNets
+      (``BASE``, ``IN00``.., ``MID``, ``OUT00``..), DiT groups for transformers (``double 3``,
+      ``single 12``, ``joint 5``, ``layers 7``, else ``BASE``: :func:`lokr_core.keymap.blocks.block_id`);
+    - ``family`` / ``target_family``: "sd1" | "sd2" | "sdxl" | "sd1/sd2", a DiT family id
+      ("flux", "sd3", "zimage", ...) or several joined by "/" ("flux/chroma") | None.
     """
 
     matched: dict[str, str] = field(default_factory=dict)
@@ -59,6 +74,8 @@ class ResolveReport:
     blocks: dict[str, str] = field(default_factory=dict)
     source: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    row_order: dict[str, str] = field(default_factory=dict)
+    split: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -80,15 +97,18 @@ class ResolveReport:
                 "family": self.family, "target_family": self.target_family,
                 "family_mismatch": self.family_mismatch, "rows": {k: list(v) for k, v in self.rows.items()},
                 "ambiguous": {k: list(v) for k, v in self.ambiguous.items()}, "skipped": dict(self.skipped),
-                "blocks": dict(self.blocks), "source": self.source, "notes": dict(self.notes), "ok": self.ok}
+                "blocks": dict(self.blocks), "source": self.source, "notes": dict(self.notes), "ok": self.ok,
+                "row_order": dict(self.row_order),
+                "split": {k: [[key, list(r)] for key, r in v] for k, v in self.split.items()}}
 
     def format(self, limit: int = 20) -> str:
         """Human-readable summary, at most ``limit`` lines per section."""
-        total = len(self.matched) + len(self.unmatched) + len(self.shape_mismatch) + len(self.ambiguous)
+        placed = len(self.matched) + len(self.split)
+        total = placed + len(self.unmatched) + len(self.shape_mismatch) + len(self.ambiguous)
         head = f"LoKr {self.source!r}: " if self.source else "LoKr: "
         fam = FAMILY_LABELS.get(self.family or "", "unknown")
         tfam = FAMILY_LABELS.get(self.target_family or "", "unknown")
-        lines = [f"{head}{len(self.matched)} of {total} modules matched (file: {fam}, model: {tfam})"]
+        lines = [f"{head}{placed} of {total} modules matched (file: {fam}, model: {tfam})"]
         if self.family_mismatch:
             lines.append(f"WRONG MODEL: {self.family_mismatch}")
 
@@ -111,19 +131,24 @@ class ResolveReport:
         for c, n in by_comp.items():
             lines.append(f"not in this target: {n} modules of the {COMPONENT_LABELS.get(c, c)}")
         if self.rows:
-            lines.append(f"{len(self.rows)} modules map to q/k/v row blocks of fused OpenCLIP in_proj_weight")
+            lines.append(f"{len(self.rows)} modules map to row blocks of fused weights (q/k/v in one weight)")
+        if self.split:
+            lines.append(f"{len(self.split)} fused modules are split by rows over separate weights (q/k/v in several)")
+        if self.row_order:
+            lines.append(f"{len(self.row_order)} modulations go on with their (shift, scale) halves swapped")
         return "\n".join(lines)
 
 
-def _search_components(hint: str | None, index: TargetIndex) -> list[str]:
-    """Components to look a name up in: all for no hint; the hinted one when the target has it;
-    else unnamed parts ("other": modules / keys of no known SD part); else none (skipped)."""
+def _search_components(hint: str | None, index: TargetIndex) -> list[list[str]]:
+    """Components to look a name up in, as tries in order (the first try with a hit wins): all for
+    no hint; the hinted one when the target has it; for a text-encoder hint then the other text
+    encoders it may mean (:func:`lokr_core.keymap.te_names.search_order`: ``lora_te2_`` is T5 in a
+    Flux checkpoint); else unnamed parts ("other": modules / keys of no known part); else none (skipped)."""
     comps = index.components
     if hint is None:
-        return sorted(comps)
-    if hint in comps:
-        return [hint]
-    return ["other"] if "other" in comps else []
+        return [sorted(comps)]
+    tries = te_names.search_order(hint, comps) if hint in TEXT_HINTS else [[hint]] if hint in comps else []
+    return tries or ([["other"]] if "other" in comps else [])
 
 
 def _fits(entry: TargetEntry, spec: Any, source: str | None, name: str) -> tuple[bool, tuple[int, ...] | None]:
@@ -226,20 +251,35 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
     index = build_index(target)
     report = ResolveReport(source=source)
     feature_cache: dict = {}
+    moves: dict[str, dict] = {}
     report.family = pick_family(family_signals(names, specs))
     report.target_family = target_family(index)
     for name in names:
         hint, alias = split_name(name)
-        comps = _search_components(hint, index)
-        if not comps:
+        tries = _search_components(hint, index)
+        if not tries:
             report.skipped[name] = hint or "?"
             continue
-        entries = index.lookup(comps, alias)
+        comps, entries = tries[0], []
+        for comps in tries:
+            entries = index.lookup(comps, alias)
+            if entries:
+                break
+        if not entries:
+            comps = [c for t in tries for c in t]
         spec = specs.get(name)
         if len(entries) > 1 and spec is not None:
             fitting = [e for e in entries if _fits(e, spec, source, name)[0]]
             entries = fitting or entries
         if not entries:
+            move = None
+            for c in comps:
+                if c not in moves:
+                    moves[c] = layout_moves(index, c)
+                move = move or moves[c].get(alias)
+            if move is not None:
+                _place_move(report, name, move, spec, index)
+                continue
             report.unmatched[name] = (_nearest(alias, comps, index, cache=feature_cache)
                                       if len(report.unmatched) < NEAREST_LIMIT else [])
             why = next((index.unsupported[c][alias] for c in comps if alias in index.unsupported.get(c, {})), None)
@@ -258,8 +298,63 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
         report.matched[name] = entry.key
         if entry.rows is not None:
             report.rows[name] = entry.rows
-        report.blocks[name] = block_of_entry(entry, index)
+        report.blocks[name] = block_of_entry(entry, index, _block_family(report))
     return report
+
+
+def layout_moves(index: TargetIndex, comp: str) -> dict[str, tuple[str, list[TargetEntry]]]:
+    """Names of ``comp`` that no weight is filed under but a row operation on ΔW places.
+
+    For a DiT part (``index.dit[comp]``), the other-layout names :mod:`lokr_core.keymap.dit_names`
+    leaves unsupported: underscore name -> (``"swap_halves"``, [the weight]) for a modulation whose
+    (shift, scale) halves are in the other order, or (``"split"``, [weights in row order]) for a
+    fused original weight the target holds as separate weights (parts in the fused row order, same
+    input width). {} for other parts.
+    """
+    tr = index.dit.get(comp)
+    unsupported = index.unsupported.get(comp, {})
+    if tr is None or tr.family is None or not unsupported:
+        return {}
+    other = "original" if tr.side == "diffusers" else "diffusers"
+    by_path = {e.path: e for e in index.entries if e.component == comp and e.rows is None}
+    found: dict[str, tuple[str, list[tuple[int, TargetEntry]]]] = {}
+    for path, i, pair in dit_names._hits(tr.family, tr.side, by_path):
+        alias = underscore(dit_names._fill(getattr(pair, other), i))
+        if alias not in unsupported:
+            continue
+        if pair.swap is not None and by_path[path].shape[0] % 2 == 0:
+            found[alias] = ("swap_halves", [(0, by_path[path])])
+        elif pair.part is not None and tr.side == "diffusers":
+            found.setdefault(alias, ("split", []))[1].append((pair.part, by_path[path]))
+    moves = {}
+    for alias, (kind, parts) in found.items():
+        parts.sort(key=lambda p: p[0])
+        if [p for p, _ in parts] == list(range(len(parts))) and len({e.shape[1:] for _, e in parts}) == 1:
+            moves[alias] = (kind, [e for _, e in parts])
+    return moves
+
+
+def _place_move(report: ResolveReport, name: str, move: tuple[str, list[TargetEntry]], spec: Any,
+                index: TargetIndex) -> None:
+    """Record ``name`` placed by a row operation (``layout_moves``), or its shape mismatch."""
+    kind, entries = move
+    first = entries[0]
+    shape = (sum(e.shape[0] for e in entries),) + tuple(first.shape[1:])
+    if spec is not None:
+        fits, found = _fits(replace(first, shape=shape), spec, report.source, name)
+        if not fits:
+            report.shape_mismatch[name] = (shape, found)
+            return
+    if kind == "swap_halves":
+        report.matched[name] = first.key
+        report.row_order[name] = kind
+    else:
+        start, parts = 0, []
+        for e in entries:
+            parts.append((e.key, (start, start + e.shape[0])))
+            start += e.shape[0]
+        report.split[name] = parts
+    report.blocks[name] = block_of_entry(first, index, _block_family(report))
 
 
 def resolve_for(weights: Any, target: Any) -> ResolveReport:
@@ -271,8 +366,26 @@ def resolve_for(weights: Any, target: Any) -> ResolveReport:
     return resolve(weights, target)
 
 
-def block_of_entry(entry: TargetEntry, index: TargetIndex) -> str:
-    """LDM block ID of a target entry (text encoders and unknown modules: BASE)."""
+def _block_family(report: ResolveReport) -> str | None:
+    """The family verdict block groups are read with: the target's, narrowed to the families the
+    file's verdict shares with it ("flux/sd3" and "sd3" -> "sd3"); the file's when the target has none."""
+    target, file = report.target_family, report.family
+    if target and file:
+        shared = [f for f in target.split("/") if f in file.split("/")]
+        if shared:
+            return "/".join(shared)
+    return target or file
+
+
+def block_of_entry(entry: TargetEntry, index: TargetIndex, family: str | None = None) -> str:
+    """Block ID of a target entry: for a DiT part (``index.dit``) its group (``double 3``, ``layers 7``,
+    BASE) by :func:`lokr_core.keymap.blocks.block_id` with ``family`` (the target's or the file's
+    verdict); for an SD UNet its LDM ID; text encoders and unknown modules: BASE. A part no DiT
+    table renames (Qwen-Image keeps the diffusers names) is a DiT part when ``family`` is a DiT one."""
+    dit_family = bool(family) and bool(set(family.split("/")) & set(DIT_LABELS))
+    if entry.component in index.dit or (entry.component in DIT_COMPONENTS and index.unet_layout is None
+                                        and dit_family):
+        return block_id(entry.ldm_path or entry.path, family, index.unet_layout)
     if entry.component != "unet":
         return "BASE"
     if entry.ldm_path:
@@ -283,10 +396,22 @@ def block_of_entry(entry: TargetEntry, index: TargetIndex) -> str:
         return "BASE"
 
 
+def _dit_shapes(index: TargetIndex) -> dict[str, tuple[int, ...]]:
+    """{weight key: shape} of the target's diffusion-model parts (keys end in ``.weight``)."""
+    return {(e.key if e.key.endswith(".weight") else e.key + ".weight"): e.shape
+            for e in index.entries if e.component in DIT_COMPONENTS and e.rows is None}
+
+
 def target_family(index: TargetIndex) -> str | None:
-    """Family of an indexed target: cross-attention width, else text-encoder widths, else UNet depth."""
+    """Family of an indexed target: a DiT verdict from its diffusion model's names and widths
+    (:func:`lokr_core.keymap.family.target_dit_family`; a ComfyUI SD3 / Flux checkpoint holds CLIP-G
+    as well, so this comes first), else for SD UNets the cross-attention width, else text-encoder
+    widths, else UNet depth."""
     from .family import FAMILY_BY_CROSS_DIM, SD12
 
+    dit = target_dit_family(_dit_shapes(index)) if index.dit or index.unet_layout is None else None
+    if dit:
+        return dit
     for e in index.entries:
         if e.component == "unet" and e.path.endswith("attn2.to_k") and len(e.shape) >= 2:
             fam = FAMILY_BY_CROSS_DIM.get(e.shape[1])

@@ -6,8 +6,10 @@ CLIPTextModelWithProjection, any other module), a dict ``{"unet": m, "text_encod
 layout. :func:`build_index` lists the target's real weights once (:class:`TargetEntry`: the key the
 caller uses, the weight shape, the component, the LDM UNet path) and files every one under the
 underscore form of each of its names (diffusers path, LDM path, transformers path with and without
-``text_model.``, OpenCLIP path). File names are looked up in that index; nothing is guessed from
-string shapes alone.
+``text_model.``, OpenCLIP path, language-model encoder paths with and without their wrapper levels
+(:mod:`lokr_core.keymap.te_names`); for DiT models both the diffusers and the original / ComfyUI path,
+:mod:`lokr_core.keymap.dit_names`, with q / k / v row blocks of fused original weights). File names
+are looked up in that index; nothing is guessed from string shapes alone.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..base.errors import LoKrKeyError
-from . import clip_text, ldm_unet
+from . import clip_text, dit_names, ldm_unet, te_names
 from .kohya import underscore
 
 STATE_PREFIXES: dict[str, tuple[str, str]] = {
@@ -26,10 +28,16 @@ STATE_PREFIXES: dict[str, tuple[str, str]] = {
     "conditioner.embedders.0.transformer.": ("te1", "hf"), "conditioner.embedders.1.model.": ("te2", "openclip"),
     "clip_l.transformer.": ("te1", "hf"), "clip_h.transformer.": ("te1", "hf"), "clip_g.transformer.": ("te2", "hf"),
     "unet.": ("unet", "diffusers"), "text_encoder.": ("te1", "hf"), "text_encoder_2.": ("te2", "hf"),
+    "text_encoder_3.": ("t5", "hf"), "text_encoder_4.": ("llm", "hf"), "transformer.": ("unet", "dit"),
+    **{p: (c, "hf") for p, c in te_names.state_prefixes().items()},
 }
-"""State-dict key prefix -> (component, layout). Layouts: ``ldm`` / ``diffusers`` UNet, ``hf`` / ``openclip`` text."""
+"""State-dict key prefix -> (component, layout). Layouts: ``ldm`` / ``diffusers`` UNet, ``dit`` (a
+diffusers pipeline's ``transformer.``: names as they are), ``hf`` / ``openclip`` text. Text encoders
+as ComfyUI saves DiT checkpoints: ``text_encoders.<encoder>.transformer.`` (:mod:`.te_names`)."""
 
-DICT_COMPONENTS = {"unet": "unet", "text_encoder": "te1", "text_encoder_2": "te2", "te1": "te1", "te2": "te2"}
+DICT_COMPONENTS = {"unet": "unet", "transformer": "unet", "text_encoder": "te1", "text_encoder_2": "te2",
+                   "text_encoder_3": "t5", "text_encoder_4": "llm", "te1": "te1", "te2": "te2", "t5": "t5",
+                   "llm": "llm"}
 """Keys accepted in a ``{name: nn.Module}`` target -> component."""
 
 _LDM_HEADS = ("input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb.", "out.")
@@ -66,7 +74,10 @@ class TargetIndex:
     by_alias: dict[str, dict[str, list[TargetEntry]]] = field(default_factory=dict)
     unet_layout: ldm_unet.UNetLayout | None = None
     unsupported: dict[str, dict[str, str]] = field(default_factory=dict)
-    """component -> underscore name -> why a module of that name cannot be targeted here."""
+    """component -> underscore name -> why a module of that name cannot be targeted here (DiT names
+    no single weight holds: placed by ``resolve.layout_moves`` when the row operation fits)."""
+    dit: dict[str, dit_names.Translation] = field(default_factory=dict)
+    """component -> the DiT name table used for it (``family``, ``side``), for parts a table fits."""
 
     @property
     def components(self) -> frozenset[str]:
@@ -79,6 +90,12 @@ class TargetIndex:
             bucket = table.setdefault(alias, [])
             if entry not in bucket:
                 bucket.append(entry)
+
+    def file(self, entry: TargetEntry, alias: str) -> None:
+        """File an existing ``entry`` under one more underscore ``alias``."""
+        bucket = self.by_alias.setdefault(entry.component, {}).setdefault(alias, [])
+        if entry not in bucket:
+            bucket.append(entry)
 
     def lookup(self, components: Iterable[str], alias: str) -> list[TargetEntry]:
         """Entries filed under ``alias`` in any of ``components`` (each weight once)."""
@@ -98,7 +115,7 @@ def _unet_entry(path: str, ldm: str | None, key: str, shape: tuple[int, ...]) ->
 def _text_entry(component: str, path: str, key: str, shape: tuple[int, ...],
                 rows: tuple[int, int] | None = None, openclip: str | None = None) -> TargetEntry:
     canon = clip_text.canonical_text_path(path)
-    aliases = [underscore(canon), "text_model_" + underscore(canon)]
+    aliases = [underscore(canon), "text_model_" + underscore(canon), *te_names.text_aliases(canon)]
     if openclip is None and rows is None:
         oc = clip_text.hf_to_openclip(canon)
         if oc is not None and oc[1] is None:
@@ -141,6 +158,12 @@ def _is_text(module: Any) -> bool:
     return cfg is not None and getattr(cfg, "hidden_size", None) is not None and "Text" in type(module).__name__
 
 
+def _encoder_kind(module: Any) -> str | None:
+    """``t5`` / ``llm`` for a transformers T5-style or language-model encoder (by ``config.model_type``)."""
+    kind = getattr(getattr(module, "config", None), "model_type", None)
+    return "t5" if kind in te_names.T5_TYPES else "llm" if kind in te_names.LLM_TYPES else None
+
+
 def _text_component(hidden: int | None) -> str:
     """A lone text encoder is SDXL's te2 when it is OpenCLIP-G sized (1280), else te1."""
     return "te2" if hidden == 1280 else "te1"
@@ -154,8 +177,9 @@ def add_module(index: TargetIndex, module: torch.nn.Module, prefix: str = "", co
         rules = ldm_unet.unet_rules(layout)
         for name, path, shape in _weight_modules(module):
             index.add(_unet_entry(path, ldm_unet.diffusers_to_ldm(path, rules), prefix + name, shape))
-    elif _is_text(module):
-        comp = component or _text_component(getattr(module.config, "hidden_size", None))
+    elif _is_text(module) or _encoder_kind(module):
+        # a T5 / language model is its own component, whichever pipeline part holds it (Flux's text_encoder_2)
+        comp = _encoder_kind(module) or component or _text_component(getattr(module.config, "hidden_size", None))
         for name, path, shape in _weight_modules(module):
             index.add(_text_entry(comp, path, prefix + name, shape))
     else:
@@ -166,6 +190,8 @@ def add_module(index: TargetIndex, module: torch.nn.Module, prefix: str = "", co
 
 def _classify(key: str, bare_unet: str | None) -> tuple[str, str, str] | None:
     """(component, layout, prefix) of a state-dict key, or None for keys of no known part."""
+    if key.startswith("transformer.resblocks."):  # bare OpenCLIP, not a pipeline's transformer.
+        return ("te1", "openclip", "")
     best = None
     for prefix, (comp, layout) in STATE_PREFIXES.items():
         if key.startswith(prefix) and (best is None or len(prefix) > len(best[2])):
@@ -197,7 +223,11 @@ def add_state_dict(index: TargetIndex, state: Mapping[str, Any]) -> None:
             groups.setdefault(c, []).append(k)
     for (comp, layout, prefix), gkeys in groups.items():
         rests = [k[len(prefix):] for k in gkeys]
-        if layout in ("ldm", "diffusers"):
+        if layout == "dit":
+            for k, rest in zip(gkeys, rests):
+                if rest.endswith(".weight"):
+                    index.add(_unet_entry(rest[: -len(".weight")], None, k, _shape_of(state[k], k)))
+        elif layout in ("ldm", "diffusers"):
             try:
                 lay = (ldm_unet.layout_from_ldm_keys(rests) if layout == "ldm"
                        else ldm_unet.layout_from_diffusers_keys(rests))
@@ -241,6 +271,44 @@ def add_state_dict(index: TargetIndex, state: Mapping[str, Any]) -> None:
             index.add(TargetEntry("other", k, _shape_of(state[k], k), p, (underscore(p),)))
 
 
+DIT_COMPONENTS = ("unet", "other")
+"""Components whose weights may be a DiT model (diffusion model under a known prefix, or unnamed)."""
+
+MIN_DIT_HITS = 3
+"""A DiT name table is used for a component only when it names at least this many of its weights."""
+
+
+def add_dit_names(index: TargetIndex) -> None:
+    """File every DiT weight under its other-layout name too (:func:`lokr_core.keymap.dit_names.translate`).
+
+    diffusers-named targets get the original names of their one-to-one weights; original-layout
+    targets get the diffusers names, as row blocks (``rows``) of fused q / k / v (+ MLP) weights.
+    Names that no single weight holds (a fused original module onto separate diffusers weights, a
+    modulation whose halves are swapped between layouts) go to ``index.unsupported`` with a note:
+    :func:`lokr_core.keymap.resolve.layout_moves` places them by rows (split / swapped halves), and
+    the note is the reason given when that does not fit.
+    """
+    for comp in DIT_COMPONENTS:
+        entries = [e for e in index.entries if e.component == comp and e.rows is None]
+        by_path = {e.path: e for e in entries}
+        if len(by_path) < MIN_DIT_HITS:
+            continue
+        tr = dit_names.translate({p: e.shape for p, e in by_path.items()})
+        if tr.family is None or len(tr.aliases) + len(tr.unsupported) < MIN_DIT_HITS:
+            continue
+        index.dit[comp] = tr
+        for path, alias, rows in tr.aliases:
+            e = by_path[path]
+            if rows is None:
+                index.file(e, underscore(alias))
+            else:
+                index.add(TargetEntry(comp, e.key, (rows[1] - rows[0],) + tuple(e.shape[1:]), alias,
+                                      (underscore(alias),), rows=rows, ldm_path=e.ldm_path))
+        table = index.unsupported.setdefault(comp, {})
+        for alias, why in tr.unsupported.items():
+            table.setdefault(underscore(alias), why)
+
+
 def build_index(target: Any) -> TargetIndex:
     """Index any supported target (see the module docstring).
 
@@ -260,4 +328,5 @@ def build_index(target: Any) -> TargetIndex:
     else:
         raise LoKrKeyError(f"target: expected an nn.Module, a dict of modules ({sorted(DICT_COMPONENTS)}) or a state "
                            f"dict / {{key: shape}}; got {type(target).__name__}")
+    add_dit_names(index)
     return index

@@ -9,7 +9,11 @@ the model is left untouched.
   ``kron.add_kron_`` and written back in W's dtype (DoRA modules through ``kron.dora_apply``).
 - ``mode="bypass"``: a forward hook per adapted layer adds ``strength * scale * kron(W1, W2) @ x``
   (``kron.kron_linear_factors`` for Linear and 1x1 convs, no ΔW built; ΔW per call for other
-  convs; DoRA layers recompute their weight per call). ``ApplyResult.remove()`` takes them off.
+  convs; DoRA layers recompute their weight per call and add the difference), to the output
+  features of the module's rows only when it adapts a row block of a fused weight.
+  ``ApplyResult.remove()`` takes them off.
+- DiT models and files in either layout (diffusers / original): row blocks, fused modules split
+  over separate layers and swapped (shift, scale) halves as ``keymap.resolve`` reports them.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ..tensor import kron
 from ..base.errors import LoKrConfigError, LoKrKeyError, LoKrShapeError, where
 from ..keymap.resolve import resolve_for
 from ..tensor.factors import LoKrFactors
-from .merge import KronUpdate, check_strength, merged_weight
+from .merge import KronUpdate, check_strength, merged_weight, placement_index
 
 __all__ = ["ApplyResult", "apply_lokr"]
 
@@ -37,17 +41,20 @@ MODES = ("merge", "bypass")
 class ApplyResult:
     """What ``apply_lokr`` did.
 
-    ``matched``: file module -> adapted parameter (``"component:param"`` for a dict of models);
-    ``unmatched``: file modules that resolve to nothing (skipped); ``mode``, ``strength``,
-    ``scale_rule`` as used; ``hooks``: the bypass hook handles (empty after a merge).
+    ``matched``: file module -> adapted parameter (``"component:param"`` for a dict of models; a
+    tuple of them for a fused module split over several layers); ``unmatched``: file modules that
+    resolve to nothing (skipped); ``skipped``: file module -> why it matched but was not applied;
+    ``mode``, ``strength``, ``scale_rule`` as used; ``hooks``: the bypass hook handles (empty after
+    a merge).
     """
 
-    matched: dict[str, str]
+    matched: dict[str, Any]
     unmatched: list[str]
     mode: str
     strength: float
     scale_rule: Any
     hooks: list[Any] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def remove(self) -> None:
         """Remove the bypass hooks (the model computes exactly as before). No-op after a merge."""
@@ -62,8 +69,11 @@ class _Target:
     param: str            # parameter name inside the component
     layer: nn.Module      # the layer owning the weight
     weight: torch.Tensor  # the parameter
-    factors: LoKrFactors
-    scale: float
+    update: KronUpdate    # factors, scale, strength and where ΔW's rows go (rows / take / order)
+
+    @property
+    def label(self) -> str:
+        return f"{self.comp}:{self.param}" if self.comp else self.param
 
 
 def _components(model: Any) -> dict[str, nn.Module]:
@@ -98,8 +108,27 @@ def _param(comp: nn.Module, name: str) -> tuple[str, nn.Module, torch.Tensor] | 
     return path + ".weight", layer, w
 
 
-def _plan(model: Any, comps: Mapping[str, nn.Module], weights: Any, scale_rule: Any) -> tuple[list[_Target], list[str]]:
-    """Resolve ``weights`` on ``model``; raise before any change on a wrong shape / no match."""
+def _placements(report: Any) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """file module -> [(resolved key, KronUpdate placement fields)] from a ResolveReport."""
+    rows = dict(getattr(report, "rows", {}) or {})
+    order = dict(getattr(report, "row_order", {}) or {})
+    out = {m: [(k, {"rows": tuple(rows[m]) if m in rows else None, "order": order.get(m)})]
+           for m, k in report.matched.items()}
+    for m, parts in (getattr(report, "split", {}) or {}).items():
+        out[m] = [(k, {"take": (a, b, parts[-1][1][1])}) for k, (a, b) in parts]
+    return out
+
+
+def _bypass_problem(layer: nn.Module) -> str | None:
+    if isinstance(layer, nn.Linear) or (isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed):
+        return None
+    return f"bypass mode supports Linear and Conv layers, not a {type(layer).__name__} (use mode='merge')"
+
+
+def _plan(model: Any, comps: Mapping[str, nn.Module], weights: Any, scale_rule: Any, strength: float,
+          dora_mode: str, mode: str, strict: bool) -> tuple[list[_Target], list[str], dict[str, str]]:
+    """Resolve ``weights`` on ``model``: (targets, unmatched, skipped {module: why}); raise before
+    any change on a wrong shape, no match, or (``strict``) any unmatched / skipped module."""
     src = getattr(weights, "source", None)
     names = list(getattr(weights, "module_names", None) or list(weights.modules))
     report = resolve_for(weights, model)
@@ -113,35 +142,51 @@ def _plan(model: Any, comps: Mapping[str, nn.Module], weights: Any, scale_rule: 
                              + (f"{fam[0].upper() + fam[1:]}. " if fam else "Is this LoKr for another model? ")
                              + "Model unchanged")
     dict_target = "" not in comps
-    rows = dict(getattr(report, "rows", {}) or {})
-    found: dict[str, tuple[str, str, nn.Module, torch.Tensor]] = {}
-    for mod, key in report.matched.items():
-        comp_name, path = key.split(".", 1) if dict_target else ("", key)
-        comp = comps.get(comp_name)
-        hit = _param(comp, path) if comp is not None else None
-        if hit is not None:
-            found[mod] = (comp_name, *hit)
+    found: dict[str, list[tuple[str, str, nn.Module, torch.Tensor, dict[str, Any]]]] = {}
+    for mod, parts in _placements(report).items():
+        hits = []
+        for key, how in parts:
+            comp_name, path = key.split(".", 1) if dict_target else ("", key)
+            comp = comps.get(comp_name)
+            hit = _param(comp, path) if comp is not None else None
+            if hit is None:
+                break
+            hits.append((comp_name, *hit, how))
+        else:
+            found[mod] = hits
     if not found:
         raise LoKrKeyError(f"{where(src, None)}none of its {len(names)} modules matches a layer of the model "
                            f"(first: {names[:3]}); expected a LoKr for this model"
                            + (f" ({fam})" if fam else "") + ". Model unchanged")
-    targets = []
-    for mod, (comp_name, param, layer, w) in found.items():
-        if mod in rows:
-            raise LoKrConfigError(f"{where(src, mod)}maps to rows {rows[mod]} of the fused weight {param}; "
-                                  "apply_lokr supports separate q/k/v layers only (use merge_checkpoint). Model unchanged")
+    targets: list[_Target] = []
+    skipped: dict[str, str] = {}
+    for mod, hits in found.items():
         f = weights.modules[mod]  # loads + validates the tensors
-        f.check_target(tuple(w.shape), src, mod)
         scale = float(weights.scale(mod, scale_rule))
         if not math.isfinite(scale):
             raise LoKrConfigError(f"{where(src, mod)}scale is {scale} under rule {scale_rule!r}; expected a finite number")
-        targets.append(_Target(mod, comp_name, param, layer, w, f, scale))
-    unmatched = sorted(n for n in names if n not in found)
-    return targets, unmatched
+        mine = [_Target(mod, c, param, layer, w, KronUpdate(f, scale, strength, src, mod, dora_mode, **how))
+                for c, param, layer, w, how in hits]
+        why = next((y for y in (t.update.unsupported() or (_bypass_problem(t.layer) if mode == "bypass" else None)
+                                for t in mine) if y), None)
+        if why:
+            skipped[mod] = why
+            continue
+        for t in mine:
+            f.check_target(t.update.module_shape(tuple(t.weight.shape)), src, mod)
+        targets += mine
+    applied = {t.module for t in targets}
+    unmatched = sorted(n for n in names if n not in applied and n not in skipped)
+    if strict and (unmatched or skipped):
+        first = (unmatched or sorted(skipped))[:3]
+        raise LoKrKeyError(f"{where(src, None)}{len(unmatched)} module(s) unmatched and {len(skipped)} skipped (first: "
+                           f"{first}" + (f"; {skipped[first[0]]}" if first[0] in skipped else "")
+                           + "); strict=True expects every module to apply. Model unchanged")
+    return targets, unmatched, skipped
 
 
 def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "merge",
-               scale_rule: str | float = "file", dora_mode: str = "interpolate") -> ApplyResult:
+               scale_rule: str | float = "file", dora_mode: str = "interpolate", strict: bool = False) -> ApplyResult:
     """Apply one LoKr file to ``model`` (an nn.Module or {name: nn.Module}); returns an ApplyResult.
 
     ``weights``: a LoKrWeights or a path for ``load_lokr``. ``strength``: finite multiplier of ΔW
@@ -150,10 +195,18 @@ def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "mer
     weights in place (fp32 math, written back in each weight's dtype); ``"bypass"`` leaves them and
     adds forward hooks, removable with ``result.remove()``.
 
+    Models in either DiT layout work with files in either: a module may add to a row block of a
+    fused weight (diffusers q / k / v names on a ComfyUI-layout ``qkv``), be split by rows over
+    several layers (a fused original ``qkv`` on diffusers ``to_q`` / ``to_k`` / ``to_v``), or go on
+    with its (shift, scale) halves swapped (``norm_out.linear`` <-> ``final_layer.adaLN_modulation.1``);
+    bypass hooks then add to those output rows only.
+
     Raises (model unchanged): LoKrConfigError for a bad mode / strength / model type,
     LoKrKeyError when no module of the file matches the model, LoKrShapeError when a matched
     module's factors do not fit its weight. Modules that match nothing are listed in
-    ``result.unmatched`` and skipped.
+    ``result.unmatched``, modules that match but cannot be applied as asked (e.g. bypass on an
+    Embedding) in ``result.skipped`` with the reason; both are skipped, the rest applied.
+    ``strict=True`` raises LoKrKeyError instead when there is any.
     """
     if mode not in MODES:
         raise LoKrConfigError(f"apply_lokr: mode {mode!r} is not known; expected one of {MODES}")
@@ -162,27 +215,25 @@ def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "mer
     strength = check_strength(strength, caller="apply_lokr")
     comps = _components(model)
     weights = _load(weights)
-    targets, unmatched = _plan(model, comps, weights, scale_rule)
-    matched = {t.module: (f"{t.comp}:{t.param}" if t.comp else t.param) for t in targets}
-    result = ApplyResult(matched, unmatched, mode, strength, scale_rule)
+    targets, unmatched, skipped = _plan(model, comps, weights, scale_rule, strength, dora_mode, mode, strict)
+    matched: dict[str, Any] = {}
+    for t in targets:
+        prev = matched.get(t.module)
+        matched[t.module] = t.label if prev is None else (*(prev if isinstance(prev, tuple) else (prev,)), t.label)
+    result = ApplyResult(matched, unmatched, mode, strength, scale_rule, skipped=skipped)
     if mode == "merge":
-        src = getattr(weights, "source", None)
+        by_weight: dict[int, tuple[torch.Tensor, list[KronUpdate]]] = {}
+        for t in targets:
+            by_weight.setdefault(id(t.weight), (t.weight, []))[1].append(t.update)
         with torch.no_grad():
-            for t in targets:
-                w = t.weight.data
-                new = merged_weight(w, [KronUpdate(t.factors, t.scale, strength, src, t.module, dora_mode)],
-                                    device=w.device, dtype=w.dtype, inplace=True)
+            for weight, updates in by_weight.values():
+                w = weight.data
+                new = merged_weight(w, updates, device=w.device, dtype=w.dtype, inplace=True)
                 if new is not w:  # half / bf16 weights: computed in fp32, written back once
                     w.copy_(new)
     else:
         for t in targets:
-            if not (isinstance(t.layer, nn.Linear) or (isinstance(t.layer, nn.modules.conv._ConvNd)
-                                                        and not t.layer.transposed)):
-                raise LoKrConfigError(f"{where(getattr(weights, 'source', None), t.module)}bypass mode supports "
-                                      f"Linear and Conv layers; {t.param} belongs to a {type(t.layer).__name__}. "
-                                      "Use mode='merge'. Model unchanged")
-        for t in targets:
-            result.hooks.append(t.layer.register_forward_hook(_bypass_hook(t, strength, dora_mode)))
+            result.hooks.append(t.layer.register_forward_hook(_bypass_hook(t)))
     return result
 
 
@@ -209,32 +260,48 @@ def _layer_forward(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias
     raise LoKrConfigError(f"apply_lokr: bypass supports Linear and Conv layers, not {type(layer).__name__}")
 
 
-def _bypass_hook(t: _Target, strength: float, dora_mode: str) -> Callable[..., torch.Tensor]:
-    """A forward hook computing the adapted output of ``t.layer`` from its input (fp32 factors)."""
+def _add_rows(output: torch.Tensor, y: torch.Tensor, dim: int, idx: torch.Tensor | None,
+              rows: tuple[int, int] | None) -> torch.Tensor:
+    """``output`` plus ``y`` (fp32, the module's output over its ΔW rows along ``dim``): ``y``'s
+    features reordered / picked by ``idx``, added to features rows[0]:rows[1] of ``output`` (all
+    when ``rows`` is None); the result in ``output``'s dtype."""
+    if idx is not None:
+        y = y.index_select(dim, idx)
+    y = y.to(output.dtype)
+    if rows is None:
+        return output + y
+    out = output.clone()
+    out.narrow(dim, rows[0], rows[1] - rows[0]).add_(y)
+    return out
+
+
+def _bypass_hook(t: _Target) -> Callable[..., torch.Tensor]:
+    """A forward hook adding the module's output to ``t.layer``'s, from its input (fp32 factors):
+    only to the output features of ``t.update.rows`` when set, through ΔW's row order / split."""
+    u, layer = t.update, t.layer
     dev = t.weight.device
-    f = t.factors.map(lambda x: x.to(device=dev, dtype=torch.float32))
-    factor = t.scale * strength
-    shape = tuple(t.weight.shape)
-    layer = t.layer
+    f = u.factors.map(lambda x: x.to(device=dev, dtype=torch.float32))
+    factor = u.scale * u.strength
+    idx = placement_index(u, u.target_shape(t.weight.shape)[0])
+    idx = idx.to(dev) if idx is not None else None
     if f.dora_scale is not None:
         def dora_hook(_mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            w = layer.weight.detach().float()
-            delta = kron.kron_delta(f, shape, t.scale)
-            new_w = kron.dora_apply(w, delta, f.dora_scale, strength, mode=dora_mode).to(layer.weight.dtype)
-            return _layer_forward(layer, args[0], new_w, layer.bias)
+            w = layer.weight.detach()
+            new_w = merged_weight(w, [u], device=w.device, dtype=torch.float32)
+            return output + _layer_forward(layer, args[0].float(), new_w - w.float(), None).to(output.dtype)
         return dora_hook
-    if isinstance(layer, nn.Linear):
-        def linear_hook(_mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            x = args[0]
-            return output + (kron.kron_linear_factors(x.float(), f) * factor).to(output.dtype)
-        return linear_hook
-    if _is_pointwise(layer):
-        def pointwise_hook(_mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            x = args[0]
-            return output + (kron.kron_conv1x1(x.float(), f) * factor).to(output.dtype)
-        return pointwise_hook
+    if isinstance(layer, nn.Linear) or _is_pointwise(layer):
+        fn = kron.kron_linear_factors if isinstance(layer, nn.Linear) else kron.kron_conv1x1
+        dim = -1 if isinstance(layer, nn.Linear) else 1
+
+        def factor_hook(_mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            return _add_rows(output, fn(args[0].float(), f) * factor, dim, idx, u.rows)
+        return factor_hook
+    shape = u.module_shape(t.weight.shape)
 
     def conv_hook(_mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         delta = kron.kron_delta(f, shape, factor)
-        return output + _layer_forward(layer, args[0].float(), delta, None).to(output.dtype)
+        if idx is not None:
+            delta = delta[idx]
+        return _add_rows(output, _layer_forward(layer, args[0].float(), delta, None), 1, None, u.rows)
     return conv_hook

@@ -5,14 +5,18 @@
 weight and fits the LoKr module LyCORIS would build for that weight at ``rank``
 (:mod:`lokr_core.tensor.decompose`). ``resize_lokr(weights, rank)`` lowers the rank of split factors.
 
-Inputs: an LDM single-file ``.safetensors`` (SD1.x / SD2.x / SDXL), a diffusers folder (``unet/``,
-``text_encoder/``, ``text_encoder_2/``), or a state dict of LDM keys.
+Inputs: an LDM single-file ``.safetensors`` (SD1.x / SD2.x / SDXL), a DiT checkpoint as ComfyUI
+saves it (``model.diffusion_model.<original path>``, with or without ``text_encoders.*`` / ``vae.*``,
+which are not extracted), a diffusion-model-only file (``diffusion_model.*`` or bare keys), a
+diffusers folder (``unet/``, ``text_encoder/``, ``text_encoder_2/``), or a state dict of such keys.
 
 Adapted weights: every 2-D or 4-D ``.weight`` of the UNet and the text encoders, except norms and
 embeddings (token / position / time / label / class embeddings); OpenCLIP's fused
 ``attn.in_proj_weight`` is split into q / k / v. Names follow kohya's LyCORIS files:
 ``lora_unet_<LDM path>`` for LDM files (the SDXL kohya style; ComfyUI and A1111 read it for every
-SD model) and ``lora_unet_<diffusers path>`` for diffusers folders; text encoders
+SD model; for a DiT: ``lora_unet_<original path>``, ``lora_unet_double_blocks_0_img_attn_qkv``, the
+kohya / musubi-tuner form ComfyUI maps for every DiT family, every 2-D / 4-D weight of the diffusion
+model, norms by name not skipped) and ``lora_unet_<diffusers path>`` for diffusers folders; text encoders
 ``lora_te_text_model_...`` (SD1/SD2) or ``lora_te1_`` / ``lora_te2_`` (SDXL), with transformers
 paths (OpenCLIP converted through :mod:`lokr_core.keymap.clip_text`).
 """
@@ -37,6 +41,7 @@ from ..base.progress import Progress
 from ..base.version import __version__
 from ..formats.checkpoint import file_sha256
 from ..formats.peft import kohya_name_of
+from ..keymap.family import target_dit_family
 from ..tensor.decompose import factors_from_delta, lora_error_at_params, nearest_kronecker, plan_layout, resize_factors
 from ..tensor.factors import LoKrFactors
 from ..tensor.scale import lycoris_scale
@@ -49,6 +54,7 @@ CONV_MODES = ("tucker", "flat", "skip")
 _LDM_PREFIXES: tuple[tuple[str, str, str], ...] = (
     # (key prefix, component, text-encoder style: "" for UNet, "hf" transformers, "oc" OpenCLIP)
     ("model.diffusion_model.", "lora_unet_", ""),
+    ("diffusion_model.", "lora_unet_", ""),  # ComfyUI diffusion-model-only files
     ("cond_stage_model.transformer.", "lora_te_", "hf"),
     ("cond_stage_model.model.", "lora_te_", "oc"),
     ("conditioner.embedders.0.transformer.", "lora_te1_", "hf"),
@@ -141,8 +147,12 @@ def _text_name(prefix: str, path: str) -> str:
     return prefix + "text_model_" + canonical_text_path(path).replace(".", "_")
 
 
-def _targets_for_key(key: str, shape: tuple[int, ...], kind: str, has_te2: bool, bare: bool) -> list[Target]:
-    """The LoKr modules a checkpoint key feeds ([] when it is not an adapted weight)."""
+def _targets_for_key(key: str, shape: tuple[int, ...], kind: str, has_te2: bool, bare: bool,
+                     dit: bool = False) -> list[Target]:
+    """The LoKr modules a checkpoint key feeds ([] when it is not an adapted weight).
+
+    ``dit``: the diffusion model is a DiT (every 2-D / 4-D weight is a Linear or a patch conv, so no
+    UNet name is skipped as a norm or embedding)."""
     if kind == "diffusers":
         sub, _, rest = key.partition("/")
         if not rest.endswith(".weight") or len(shape) not in (2, 4) or _SKIP.search(rest[:-7]):
@@ -170,9 +180,11 @@ def _targets_for_key(key: str, shape: tuple[int, ...], kind: str, has_te2: bool,
             return [Target(_text_name(comp, mapped[0][0]), key, shape)]
         rows = shape[0] // len(mapped)
         return [Target(_text_name(comp, p), key, (rows, shape[1]), blk, len(mapped)) for p, blk in mapped]
-    if not rest.endswith(".weight") or len(shape) not in (2, 4) or _SKIP.search(rest[: -len(".weight")]):
+    if not rest.endswith(".weight") or len(shape) not in (2, 4):
         return []
     path = rest[: -len(".weight")]
+    if _SKIP.search(path) and not (dit and comp == "lora_unet_"):
+        return []
     if style == "hf":
         return [Target(_text_name(comp, path), key, shape)]
     return [Target(comp + path.replace(".", "_"), key, shape)]
@@ -200,11 +212,12 @@ def plan_targets(base: _Source, tuned: _Source, targets: Sequence[str] | Callabl
     has_te2 = any(k.startswith("text_encoder_2/") for k in base.shapes)
     known = tuple(p for p, _, _ in _LDM_PREFIXES)
     bare = kind != "diffusers" and not any(k.startswith(known) for k in base.shapes)
+    dit = kind != "diffusers" and target_dit_family(base.shapes) is not None
 
     def plan(src: _Source) -> dict[str, Target]:
         out = {}
         for key, shape in src.shapes.items():
-            for t in _targets_for_key(key, shape, kind, has_te2, bare):
+            for t in _targets_for_key(key, shape, kind, has_te2, bare, dit):
                 out[t.name] = t
         return out
 

@@ -9,7 +9,8 @@ Three layers, each usable on its own:
   reading, merging and writing one tensor at a time, so peak extra memory is about one module.
 - ``merge_checkpoint(ckpt, pairs, out)`` / ``merge_into_state_dict(state_dict, pairs)``: load the
   LoKr files, resolve each against the checkpoint's keys and shapes *before* anything is written,
-  then run the plan. Single-file LDM checkpoints and diffusers folders are supported.
+  then run the plan. Single-file LDM checkpoints, DiT checkpoints (ComfyUI `model.diffusion_model.`,
+  `diffusion_model.` or bare keys) and diffusers folders are supported.
 """
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ from ..base.progress import Progress, StepCounter
 from ..base.version import __version__
 from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, header_bytes, part_prefix,
                                   read_keys_shapes, tensor_bytes)
+from ..keymap.family import target_dit_family
 from ..keymap.resolve import resolve_for
 from ..tensor import kron
 from ..tensor.factors import LoKrFactors
 
-__all__ = ["KronUpdate", "MergeResult", "merged_weight", "merge_plan_into_file", "merge_checkpoint",
+__all__ = ["KronUpdate", "MergePlan", "MergeResult", "merged_weight", "merge_plan_into_file", "merge_checkpoint",
            "merge_into_state_dict", "plan_merge", "check_strength"]
 
 
@@ -64,7 +66,11 @@ class KronUpdate:
     multiplier. A module with ``factors.dora_scale`` is applied as DoRA (``dora_mode`` as in
     ``kron.dora_apply``). ``source`` / ``module`` name the file and file module, for messages.
     ``rows``: (start, stop) when the module adapts a row block of the weight (OpenCLIP's fused
-    q/k/v ``in_proj_weight``: q, k or v), else None (the whole weight).
+    q/k/v ``in_proj_weight``: q, k or v; a DiT's fused original ``qkv``), else None (the whole weight).
+    ``take``: (start, stop, total) when only rows start..stop of the module's ΔW (total rows) go
+    onto this weight (a fused original DiT module split over separate q / k / v weights), else None.
+    ``order``: ``"swap_halves"`` when ΔW goes on with the two halves of its rows swapped (a DiT
+    modulation whose (shift, scale) halves are in the other order in the target's layout), else None.
     """
 
     factors: LoKrFactors
@@ -74,6 +80,8 @@ class KronUpdate:
     module: str | None = None
     dora_mode: str = "interpolate"
     rows: tuple[int, int] | None = None
+    take: tuple[int, int, int] | None = None
+    order: str | None = None
 
     def target_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The shape this update adds to: ``shape``, or its row block when ``rows`` is set."""
@@ -81,6 +89,61 @@ class KronUpdate:
         if self.rows is None:
             return shape
         return (self.rows[1] - self.rows[0],) + shape[1:]
+
+    def module_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape of the module's whole ΔW when it adds to a weight of ``shape`` (what its factors
+        must give): the target shape, with ``take``'s total rows."""
+        target = self.target_shape(shape)
+        return target if self.take is None else (self.take[2],) + target[1:]
+
+    def unsupported(self) -> str | None:
+        """Why this update cannot be applied as asked (None when it can): a DoRA magnitude per input
+        column normalises over all rows of the file's weight, which a split onto separate weights loses."""
+        f = self.factors
+        if self.take is not None and f.dora_scale is not None and _per_column(f.dora_scale, self.take[2]):
+            return ("DoRA with a magnitude per input column is normalised over the whole fused weight; it cannot be "
+                    "split by rows over separate weights")
+        return None
+
+
+ROW_ORDERS = ("swap_halves",)
+"""Row permutations of ΔW a KronUpdate knows (``order``)."""
+
+
+def raise_unknown_order(order: str | None, source: str | None = None, module: str | None = None) -> None:
+    """LoKrConfigError unless ``order`` is None or one of ROW_ORDERS."""
+    if order is not None and order not in ROW_ORDERS:
+        raise LoKrConfigError(f"{where(source, module)}row order {order!r} is not known; expected one of {ROW_ORDERS}")
+
+
+def row_index(total: int | None, take: tuple[int, int, int] | None, order: str | None,
+              rows: int | None = None) -> torch.Tensor:
+    """Rows of a ΔW of ``total`` rows (or ``rows`` when ``take`` is None) in target order: the
+    halves swapped for ``order="swap_halves"``, then rows take[0]..take[1] when ``take`` is set."""
+    n = int(total if total is not None else rows)
+    idx = torch.arange(n)
+    if order == "swap_halves":
+        idx = torch.cat([idx[n // 2:], idx[: n // 2]])
+    if take is not None:
+        idx = idx[take[0]:take[1]]
+    return idx
+
+
+def _per_column(dora_scale: torch.Tensor, out: int) -> bool:
+    """True when a DoRA magnitude is one per input column ((1, in, ...), ``kron.dora_norm``)."""
+    return dora_scale.ndim >= 2 and dora_scale.shape[0] == 1 and out != 1
+
+
+def _w1_rows(idx: torch.Tensor, out_k: int) -> torch.Tensor | None:
+    """W1 rows giving kron(W1, W2)[idx] as kron(W1[rows], W2) when ``idx`` runs over whole blocks
+    of ``out_k`` rows, else None."""
+    if idx.numel() % out_k:
+        return None
+    blocks = idx.reshape(-1, out_k)
+    first = blocks[:, :1]
+    if bool((first % out_k != 0).any()) or not torch.equal(blocks - first, torch.arange(out_k).expand_as(blocks)):
+        return None
+    return (first[:, 0] // out_k).clone()
 
 
 def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: torch.device | str | None = None,
@@ -107,13 +170,37 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
         work = full if u.rows is None else full[u.rows[0]:u.rows[1]]  # a row block is a contiguous view
         f = u.factors.map(lambda t: t.to(device=device, dtype=torch.float32))
         factor = float(u.scale) * float(u.strength)
+        idx = placement_index(u, work.shape[0])
         if f.dora_scale is not None:
-            delta = kron.kron_delta(f, work.shape, float(u.scale))
-            work.copy_(kron.dora_apply(work, delta, f.dora_scale, float(u.strength), mode=u.dora_mode))
+            delta = kron.kron_delta(f, u.module_shape(full.shape), float(u.scale))
+            mag = f.dora_scale
+            if idx is not None:
+                delta = delta[idx.to(delta.device)]
+                if not _per_column(mag, delta.shape[0]):
+                    mag = mag[idx.to(mag.device)]
+            work.copy_(kron.dora_apply(work, delta, mag, float(u.strength), mode=u.dora_mode))
             del delta
         elif factor != 0.0:
-            kron.add_kron_(work, kron.rebuild_w1(f), kron.rebuild_w2(f, kernel), factor)
+            w1, w2 = kron.rebuild_w1(f), kron.rebuild_w2(f, kernel)
+            sel = None if idx is None else _w1_rows(idx, int(w2.shape[0]))
+            if idx is None:
+                kron.add_kron_(work, w1, w2, factor)
+            elif sel is not None:  # whole W2 blocks: still no ΔW built
+                kron.add_kron_(work, w1[sel.to(w1.device)], w2, factor)
+            else:
+                delta = kron.kron_product(w1, w2).reshape(u.module_shape(full.shape))
+                work.add_(delta[idx.to(delta.device)], alpha=factor)
+                del delta
     return full.to(dtype=out_dtype)
+
+
+def placement_index(u: KronUpdate, rows: int) -> torch.Tensor | None:
+    """Rows of ``u``'s ΔW in the order they add to the ``rows`` target rows (int64; ``row_index``),
+    or None when ΔW adds as it is."""
+    if u.take is None and u.order is None:
+        return None
+    raise_unknown_order(u.order, u.source, u.module)
+    return row_index(u.take[2] if u.take is not None else None, u.take, u.order, rows)
 
 
 # ------------------------------------------------------------------------ streamed safetensors writer
@@ -187,7 +274,7 @@ def _check_plan(plan: Mapping[str, Sequence[KronUpdate]], shapes: Mapping[str, t
         if key not in shapes:
             raise LoKrKeyError(f"{where(file, None)}tensor {key!r} is not in the checkpoint; expected one of its keys")
         for u in updates:
-            u.factors.check_target(u.target_shape(shapes[key]), u.source, u.module)
+            u.factors.check_target(u.module_shape(shapes[key]), u.source, u.module)
 
 
 # ------------------------------------------------------------------------------- LoKr file handling
@@ -228,21 +315,37 @@ def _load_pairs(pairs: Sequence[tuple[Any, float]] | Any) -> list[_Lokr]:
     return loaded
 
 
+@dataclass
+class MergePlan:
+    """What ``plan_merge`` found. ``plan``: {checkpoint key: [KronUpdate]}; ``matched``: {lokr label:
+    {file module: key, or a tuple of keys for a fused module split over several weights}};
+    ``unmatched``: {lokr label: [file modules that resolve nowhere, are ambiguous, or belong to a
+    component the checkpoint lacks]}; ``skipped``: {lokr label: {file module: why it is not merged}}
+    (matched, but not applicable as asked); ``families``: {lokr label: family the file's names
+    point to (keymap family id) or None}; ``target_family``: the checkpoint's family or None."""
+
+    plan: dict[str, list[KronUpdate]]
+    matched: dict[str, dict[str, Any]]
+    unmatched: dict[str, list[str]]
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    families: dict[str, str | None] = field(default_factory=dict)
+    target_family: str | None = None
+
+
 def plan_merge(lokrs: Sequence[_Lokr], shapes: Mapping[str, tuple[int, ...]], *,
-               scale_rule: str | float = "file", dora_mode: str = "interpolate",
-               ) -> tuple[dict[str, list[KronUpdate]], dict[str, dict[str, str]], dict[str, list[str]]]:
+               scale_rule: str | float = "file", dora_mode: str = "interpolate", strict: bool = False) -> MergePlan:
     """Resolve every LoKr against a checkpoint's {key: shape} and build the merge plan.
 
     Keys may be LDM, ComfyUI or diffusers state-dict keys (diffusers folders: ``unet.``,
-    ``text_encoder.``, ``text_encoder_2.`` prefixes; see ``lokr_core.keymap.resolve``). Returns (plan
-    {key: [KronUpdate]}, matched {lokr label: {module: key}}, unmatched {lokr label: [module]}:
-    names that resolve nowhere, are ambiguous, or belong to a component the checkpoint lacks).
+    ``text_encoder.``, ``text_encoder_2.`` prefixes), DiT checkpoints included (``model.diffusion_model.``,
+    ``diffusion_model.`` or bare keys; see ``lokr_core.keymap.resolve``): a module may land on a
+    row block of a fused weight (``report.rows``), with its (shift, scale) halves swapped
+    (``report.row_order``), or split by rows over several weights (``report.split``).
     Raises before anything is written: LoKrShapeError when a module matched by name but not by
-    shape (the wrong model family), LoKrKeyError when no module of a file resolves.
+    shape (the wrong model family), LoKrKeyError when no module of a file resolves, and with
+    ``strict`` LoKrKeyError when any module is unmatched or skipped.
     """
-    plan: dict[str, list[KronUpdate]] = {}
-    matched_all: dict[str, dict[str, str]] = {}
-    unmatched_all: dict[str, list[str]] = {}
+    out = MergePlan({}, {}, {})
     for lk in lokrs:
         names = list(getattr(lk.weights, "module_names", None) or list(lk.weights.modules))
         report = resolve_for(lk.weights, shapes)
@@ -254,24 +357,53 @@ def plan_merge(lokrs: Sequence[_Lokr], shapes: Mapping[str, tuple[int, ...]], *,
                                  f"{len(mismatch)} module(s) mismatch, first ones: {sorted(mismatch)[:5]}. "
                                  + (f"{fam[0].upper() + fam[1:]}. " if fam else "Is this LoKr for another model family? ")
                                  + "Nothing was written")
-        found = {m: k for m, k in report.matched.items() if k in shapes}
-        if not found:
+        rows = dict(getattr(report, "rows", {}) or {})
+        order = dict(getattr(report, "row_order", {}) or {})
+        places: dict[str, list[tuple[str, dict[str, Any]]]] = {
+            m: [(k, {"rows": tuple(rows[m]) if m in rows else None, "order": order.get(m)})]
+            for m, k in report.matched.items() if k in shapes}
+        for m, parts in (getattr(report, "split", {}) or {}).items():
+            if all(k in shapes for k, _ in parts):
+                total = parts[-1][1][1]
+                places[m] = [(k, {"take": (a, b, total)}) for k, (a, b) in parts]
+        if not places:
             fam = getattr(report, "family_mismatch", None)
             raise LoKrKeyError(f"{where(lk.label, None)}none of its {len(names)} modules matches a weight of the "
                                f"checkpoint (first: {names[:3]}); expected a LoKr for this model"
                                + (f" ({fam})" if fam else "") + ". Nothing was written")
-        rows = dict(getattr(report, "rows", {}) or {})
-        for mod, key in found.items():
+        found: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        updates: list[tuple[str, KronUpdate]] = []
+        for mod, targets in places.items():
             f = lk.weights.modules[mod]
             scale = float(lk.weights.scale(mod, scale_rule))
             if not math.isfinite(scale):
                 raise LoKrConfigError(f"{where(lk.label, mod)}scale is {scale} under rule {scale_rule!r}; expected a finite number")
-            u = KronUpdate(f, scale, lk.strength, lk.label, mod, dora_mode, tuple(rows[mod]) if mod in rows else None)
-            f.check_target(u.target_shape(shapes[key]), lk.label, mod)
-            plan.setdefault(key, []).append(u)
-        matched_all[lk.label] = found
-        unmatched_all[lk.label] = sorted(n for n in names if n not in found)
-    return plan, matched_all, unmatched_all
+            mine = [(key, KronUpdate(f, scale, lk.strength, lk.label, mod, dora_mode, **how)) for key, how in targets]
+            why = next((u.unsupported() for _, u in mine if u.unsupported()), None)
+            if why:
+                skipped[mod] = why
+                continue
+            for key, u in mine:
+                f.check_target(u.module_shape(shapes[key]), lk.label, mod)
+            updates += mine
+            found[mod] = mine[0][0] if len(mine) == 1 else tuple(k for k, _ in mine)
+        unmatched = sorted(n for n in names if n not in found and n not in skipped)
+        if strict and (unmatched or skipped):
+            first = (unmatched or sorted(skipped))[:3]
+            raise LoKrKeyError(f"{where(lk.label, None)}{len(unmatched)} module(s) unmatched and {len(skipped)} "
+                               f"skipped (first: {first}"
+                               + (f"; {skipped[first[0]]}" if first[0] in skipped else "")
+                               + "); strict merge expects every module to apply. Nothing was written")
+        for key, u in updates:
+            out.plan.setdefault(key, []).append(u)
+        out.matched[lk.label] = found
+        out.unmatched[lk.label] = unmatched
+        out.skipped[lk.label] = skipped
+        out.families[lk.label] = getattr(report, "family", None)
+        out.target_family = out.target_family or getattr(report, "target_family", None)
+    out.target_family = out.target_family or target_dit_family(shapes)
+    return out
 
 
 def _fmt_mismatch(v: Any) -> str:
@@ -283,11 +415,14 @@ def _fmt_mismatch(v: Any) -> str:
 # ------------------------------------------------------------------------------------ checkpoints
 @dataclass
 class MergeResult:
-    """What a merge did. ``matched``: {lokr label: {file module: target key}}; ``unmatched``:
-    {lokr label: [file modules that resolve nowhere]} (skipped); ``merged_tensors``: how many
-    weights changed; ``tensors``: how many were written; ``seconds``: wall time; ``out``: the
-    written path (None for in-memory merges); ``state_dict``: the merged dict (in-memory only);
-    ``metadata``: what was recorded in the output file."""
+    """What a merge did. ``matched``: {lokr label: {file module: target key (a tuple of keys for a
+    fused module split over several weights)}}; ``unmatched``: {lokr label: [file modules that
+    resolve nowhere]} (skipped); ``skipped``: {lokr label: {file module: why it was not merged}};
+    ``families``: {lokr label: family of the file (keymap id, e.g. "flux", "sd3", "sdxl") or None};
+    ``checkpoint_family``: family of the checkpoint or None; ``merged_tensors``: how many weights
+    changed; ``tensors``: how many were written; ``seconds``: wall time; ``out``: the written path
+    (None for in-memory merges); ``state_dict``: the merged dict (in-memory only); ``metadata``:
+    what was recorded in the output file."""
 
     out: Path | None
     matched: dict[str, dict[str, str]]
@@ -299,6 +434,9 @@ class MergeResult:
     dtype: str | None
     metadata: dict[str, str] = field(default_factory=dict)
     state_dict: dict[str, torch.Tensor] | None = None
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    families: dict[str, str | None] = field(default_factory=dict)
+    checkpoint_family: str | None = None
 
 
 def _merge_metadata(base: Mapping[str, str], lokrs: Sequence[_Lokr], scale_rule: Any, dtype: torch.dtype | None) -> dict[str, str]:
@@ -325,12 +463,17 @@ def _merge_metadata(base: Mapping[str, str], lokrs: Sequence[_Lokr], scale_rule:
 def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]], out: str | os.PathLike, *,
                      dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
                      progress: Progress | None = None, scale_rule: str | float = "file",
-                     dora_mode: str = "interpolate") -> MergeResult:
+                     dora_mode: str = "interpolate", strict: bool = False) -> MergeResult:
     """Merge LoKr files into a safetensors checkpoint, streamed, and write the result to ``out``.
 
-    ``ckpt``: an LDM single-file checkpoint (SD1.x / SD2.x / SDXL ``.safetensors``) or a diffusers
-    folder (``unet/diffusion_pytorch_model.safetensors``, ``text_encoder/model.safetensors``, ...;
-    ``out`` is then a new folder, other files copied). ``pairs``: ``[(path or LoKrWeights, strength)]``.
+    ``ckpt``: an LDM single-file checkpoint (SD1.x / SD2.x / SDXL ``.safetensors``), a DiT checkpoint
+    as ComfyUI saves it (``model.diffusion_model.<original path>``, with or without ``text_encoders.*``
+    / ``vae.*``), a diffusion-model-only file (``diffusion_model.*`` or bare keys: Flux, SD3, Z-Image /
+    Lumina 2, Qwen-Image, Wan, ...), or a diffusers folder (``unet/diffusion_pytorch_model.safetensors``,
+    ``text_encoder/model.safetensors``, ...; ``out`` is then a new folder, other files copied).
+    ``pairs``: ``[(path or LoKrWeights, strength)]``. Modules that match nothing, or that cannot be
+    applied as asked, are listed in ``result.unmatched`` / ``result.skipped`` and the rest merged;
+    ``strict=True`` refuses the merge instead (nothing written).
     ``dtype``: output dtype of floating tensors (``"fp16" | "bf16" | "fp32"``; None keeps each
     tensor's). ``device``: where the math runs (None: cuda when available, else cpu).
     ``progress(done, total)`` is called per tensor.
@@ -351,18 +494,19 @@ def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]]
     dev = parse_device(device)
     lokrs = _load_pairs(pairs)
     shapes, where_is, total = _index_checkpoint(ckpt, comps)
-    plan, matched, unmatched = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode)
+    mp = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode, strict=strict)
     by_file: dict[Path, dict[str, list[KronUpdate]]] = {}
-    for key, updates in plan.items():
+    for key, updates in mp.plan.items():
         f, k = where_is[key]
         by_file.setdefault(f, {})[k] = updates
     counter = StepCounter(progress, total)
     write = _write_file if ckpt.is_file() else _write_folder
     merged, record_meta = write(ckpt, out, by_file, lambda meta: _merge_metadata(meta, lokrs, scale_rule, dt),
                                 dtype=dt, device=dev, progress=counter.step)
-    return MergeResult(out=out, matched=matched, unmatched=unmatched, merged_tensors=merged, tensors=total,
+    return MergeResult(out=out, matched=mp.matched, unmatched=mp.unmatched, merged_tensors=merged, tensors=total,
                        seconds=time.perf_counter() - t0, device=str(dev),
-                       dtype=str(dt).replace("torch.", "") if dt else None, metadata=record_meta)
+                       dtype=str(dt).replace("torch.", "") if dt else None, metadata=record_meta,
+                       skipped=mp.skipped, families=mp.families, checkpoint_family=mp.target_family)
 
 
 def _index_checkpoint(ckpt: Path, comps: Mapping[str, list[Path]],
@@ -436,7 +580,7 @@ def _write_folder(ckpt: Path, out: Path, by_file: Mapping[Path, Mapping[str, Seq
 def merge_into_state_dict(state_dict: Mapping[str, torch.Tensor], pairs: Sequence[tuple[Any, float]], *,
                           dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
                           progress: Progress | None = None, scale_rule: str | float = "file",
-                          dora_mode: str = "interpolate") -> MergeResult:
+                          dora_mode: str = "interpolate", strict: bool = False) -> MergeResult:
     """Merge LoKr files into an in-memory state dict ({key: tensor}, LDM or diffusers names).
 
     Returns a MergeResult whose ``state_dict`` is a new dict: merged weights are new tensors (on
@@ -450,7 +594,8 @@ def merge_into_state_dict(state_dict: Mapping[str, torch.Tensor], pairs: Sequenc
     dt = parse_dtype(dtype)
     lokrs = _load_pairs(pairs)
     shapes = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    plan, matched, unmatched = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode)
+    mp = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode, strict=strict)
+    plan = mp.plan
     dev = parse_device(device) if device is not None else None
     counter = StepCounter(progress, len(state_dict))
     new: dict[str, torch.Tensor] = {}
@@ -464,7 +609,7 @@ def merge_into_state_dict(state_dict: Mapping[str, torch.Tensor], pairs: Sequenc
                 t = t.to(out_dtype)
         new[key] = t
         counter.step()
-    return MergeResult(out=None, matched=matched, unmatched=unmatched, merged_tensors=len(plan),
+    return MergeResult(out=None, matched=mp.matched, unmatched=mp.unmatched, merged_tensors=len(plan),
                        tensors=len(state_dict), seconds=time.perf_counter() - t0,
                        device=str(dev) if dev else "input", dtype=str(dt).replace("torch.", "") if dt else None,
-                       state_dict=new)
+                       state_dict=new, skipped=mp.skipped, families=mp.families, checkpoint_family=mp.target_family)

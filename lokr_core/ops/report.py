@@ -14,9 +14,9 @@ import re
 from collections import Counter
 from typing import Any, Mapping
 
-__all__ = ["summarize", "format_report", "family_report", "block_of", "training_info", "top_tags"]
+__all__ = ["summarize", "format_report", "family_report", "block_of", "dit_block_of", "training_info", "top_tags"]
 
-BLOCK_ORDER = ("te", "te1", "te2", "base", "down", "mid", "up", "other")
+BLOCK_ORDER = ("te", "te1", "te2", "base", "down", "mid", "up", "double", "single", "joint", "layers", "other")
 """Block names in ``summary["blocks"]``, in display order."""
 
 _TRAINING_KEYS = (
@@ -33,10 +33,29 @@ _MAX_TEXT = 300
 
 
 # ------------------------------------------------------------------------------------- classifying
-def block_of(name: str) -> str:
+def block_of(name: str, family: str | None = None) -> str:
     """The block a file module name belongs to: ``te``, ``te1``, ``te2`` (text encoders), ``down``,
     ``mid``, ``up`` (UNet input / middle / output blocks, diffusers or LDM numbering), ``base``
-    (other UNet weights: conv_in, time embedding, conv_out, ...) or ``other``."""
+    (other UNet weights: conv_in, time embedding, conv_out, ...), the transformer groups ``double``,
+    ``single``, ``joint``, ``layers`` (see :func:`dit_block_of`; ``family`` as there) or ``other``."""
+    group = _sd_block(name)
+    if group == "other":
+        dit = dit_block_of(name, family)
+        if dit != "BASE":
+            return dit.split(" ")[0]
+    return group
+
+
+def dit_block_of(name: str, family: str | None = None) -> str:
+    """Transformer block ID of a file module name (``double 3``, ``single 12``, ``joint 5``,
+    ``layers 7``) or ``BASE``; ``family``: the file's DiT verdict (decides what diffusers'
+    ``transformer_blocks N`` is)."""
+    from ..keymap.family_signatures import block_of as _dit
+
+    return _dit(name, family)
+
+
+def _sd_block(name: str) -> str:
     n = name.replace(".", "_")
     if n.startswith("lora_te1_") or "text_encoder_1_" in n:
         return "te1"
@@ -145,18 +164,24 @@ def _trigger_words(metadata: Mapping[str, str]) -> list[str]:
 def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "file", top_n: int = 20) -> dict[str, Any]:
     """A JSON-able description of a LoKrWeights (see :mod:`lokr_core.formats.weights`).
 
-    Keys: ``file`` (base name), ``path``, ``format``, ``family`` (guess from names and shapes: sd1 / sd2 / sdxl / "sd1/sd2" / None),
-    ``module_count``, ``blocks`` ({block: count}, see ``block_of``), ``layouts`` ({layout: count}),
+    Keys: ``file`` (base name), ``path``, ``format``, ``family`` (guess from names and shapes: sd1 / sd2 / sdxl / "sd1/sd2",
+    a DiT family id such as flux / sd3 / zimage / wan, or several joined by "/" when the names cannot
+    tell them apart, or None), ``family_label`` (its display name: "Flux.1 or Chroma"),
+    ``module_count``, ``blocks`` ({block: count}, see ``block_of``), ``block_ids`` ({DiT block ID such
+    as "double 3": count}, empty for SD files), ``layouts`` ({layout: count}),
     ``ranks`` ({rank or "full": count}), ``params`` (factor elements), ``dora`` (count), ``scale_rule``,
     ``scales`` ({module: scale}), ``scale_values`` ({scale: count}), ``alphas`` ({alpha: count}),
     ``warnings`` (list of str: full/full alpha ambiguity, ...), ``other_modules`` ({kind: count}),
     ``other_module_names`` (first 50), ``metadata``: {``training``, ``trigger_words``, ``top_tags``
     [[tag, count]], ``keys`` (all metadata keys)}; with ``target`` (a model / state dict / {key:
-    shape}, see :mod:`lokr_core.keymap.resolve`) also ``resolve``: {``matched`` count, ``unmatched`` names,
-    ``shape_mismatch``}.
+    shape}, see :mod:`lokr_core.keymap.resolve`) also ``resolve``: {``matched`` count (modules placed,
+    fused modules split over several weights included), ``total``, ``unmatched`` names,
+    ``shape_mismatch``, ``family``, ``target_family`` and ``target_family_label`` (the model's family,
+    SD or DiT), ``family_mismatch``, ``skipped`` count}.
     """
     names = list(getattr(weights, "module_names", None) or list(weights.modules))
-    counts, scales, scale_warnings = _module_counts(weights, names, scale_rule)
+    family = _family(weights, names)
+    counts, scales, scale_warnings = _module_counts(weights, names, scale_rule, family)
     scale_values, alphas = counts.pop("scale_values"), counts.pop("alphas")
     other = dict(getattr(weights, "other_modules", {}) or {})
     source = getattr(weights, "source", None)
@@ -164,7 +189,8 @@ def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "fi
         "file": os.path.basename(str(source)) if source else None,
         "path": str(source) if source else None,
         "format": getattr(weights, "format", None),
-        "family": _family(weights, names),
+        "family": family,
+        "family_label": _family_label(family),
         "module_count": len(names),
         **counts,
         "scale_rule": scale_rule if isinstance(scale_rule, str) else float(scale_rule),
@@ -181,12 +207,25 @@ def summarize(weights: Any, target: Any = None, *, scale_rule: str | float = "fi
     return summary
 
 
-def _module_counts(weights: Any, names: list[str], scale_rule: str | float,
+def _family_label(family: str | None) -> str | None:
+    """Display name of a family verdict ("Flux.1 or Chroma"), None when unknown."""
+    from ..keymap.family import FAMILY_LABELS
+
+    return FAMILY_LABELS.get(family, family) if family else None
+
+
+def _dit_order(block: str) -> tuple[int, int]:
+    kind, _, i = block.partition(" ")
+    return (BLOCK_ORDER.index(kind) if kind in BLOCK_ORDER else len(BLOCK_ORDER), int(i) if i.isdigit() else -1)
+
+
+def _module_counts(weights: Any, names: list[str], scale_rule: str | float, family: str | None = None,
                    ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """({blocks, layouts, ranks, params, dora, scale_values, alphas}, {module: scale}, scale warnings),
-    from factor shapes only."""
+    """({blocks, block_ids, layouts, ranks, params, dora, scale_values, alphas}, {module: scale}, scale
+    warnings), from factor shapes only. ``block_ids``: {DiT block ID: modules} (empty for SD files)."""
     shapes = weights.shapes if hasattr(weights, "shapes") else (lambda n: weights.modules[n])
     blocks: Counter[str] = Counter()
+    block_ids: Counter[str] = Counter()
     layouts: Counter[str] = Counter()
     ranks: Counter[str] = Counter()
     alphas: Counter[str] = Counter()
@@ -196,7 +235,10 @@ def _module_counts(weights: Any, names: list[str], scale_rule: str | float,
     params = dora = 0
     for name in names:
         f = shapes(name)
-        blocks[block_of(name)] += 1
+        group = block_of(name, family)
+        blocks[group] += 1
+        if group in ("double", "single", "joint", "layers"):
+            block_ids[dit_block_of(name, family)] += 1
         layouts[f.layout] += 1
         ranks[_rank_label(f)] += 1
         alphas["none" if f.alpha is None else f"{f.alpha:g}"] += 1
@@ -211,6 +253,7 @@ def _module_counts(weights: Any, names: list[str], scale_rule: str | float,
             warnings.append(f"module {name!r}: scale rule {scale_rule!r} cannot be applied ({exc})")
     counts = {
         "blocks": {b: blocks[b] for b in BLOCK_ORDER if blocks[b]},
+        "block_ids": {b: block_ids[b] for b in sorted(block_ids, key=_dit_order)},
         "layouts": dict(sorted(layouts.items())),
         "ranks": dict(sorted(ranks.items(), key=lambda kv: (kv[0] == "full", int(kv[0]) if kv[0] != "full" else 0))),
         "params": params,
@@ -248,7 +291,7 @@ def _resolve_summary(weights: Any, target: Any, names: list[str]) -> dict[str, A
     unmatched = getattr(report, "unmatched", {}) or {}
     mismatch = getattr(report, "shape_mismatch", {}) or {}
     return {
-        "matched": len(report.matched),
+        "matched": len(report.matched) + len(getattr(report, "split", {}) or {}),
         "total": len(names),
         "unmatched": {str(k): list(v) if isinstance(v, (list, tuple)) else v for k, v in unmatched.items()}
         if isinstance(unmatched, Mapping) else list(unmatched),
@@ -256,6 +299,7 @@ def _resolve_summary(weights: Any, target: Any, names: list[str]) -> dict[str, A
                            if isinstance(v, (tuple, list)) else str(v) for k, v in mismatch.items()},
         "family": getattr(report, "family", None),
         "target_family": getattr(report, "target_family", None),
+        "target_family_label": _family_label(getattr(report, "target_family", None)),
         "family_mismatch": getattr(report, "family_mismatch", None),
         "skipped": len(getattr(report, "skipped", {}) or {}),
     }
@@ -274,16 +318,37 @@ def family_report(weights: Any, family: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- text report
+def _block_ranges(block_ids: Mapping[str, int]) -> str:
+    """{"double 0": 5, "double 1": 5, "single 0": 2} -> "double 0-1 (10 modules), single 0 (2 modules)"."""
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for bid, n in block_ids.items():
+        kind, _, i = bid.partition(" ")
+        groups.setdefault(kind, []).append((int(i), n))
+    parts = []
+    for kind, items in groups.items():
+        idx = sorted(i for i, _ in items)
+        runs, start = [], idx[0]
+        for a, b in zip(idx, idx[1:] + [None]):
+            if b != a + 1:
+                runs.append(f"{start}" if start == a else f"{start}-{a}")
+                start = b
+        parts.append(f"{kind} {','.join(runs)} ({sum(n for _, n in items)} modules)")
+    return ", ".join(parts)
+
+
+
 def format_report(summary: Mapping[str, Any], *, max_unmatched: int = 20) -> str:
     """``summarize``'s dict as readable text (one fact per line, warnings marked ``WARNING:``)."""
     lines: list[str] = []
     add = lines.append
     add(f"File:      {summary.get('file') or '<in memory>'}  (format: {summary.get('format')}, "
-        f"family guess: {summary.get('family') or 'unknown'})")
+        f"family guess: {summary.get('family_label') or summary.get('family') or 'unknown'})")
     add(f"Modules:   {summary.get('module_count', 0)} LoKr, {summary.get('params', 0):,} parameters"
         + (f", {summary['dora']} with DoRA" if summary.get("dora") else ""))
     if summary.get("blocks"):
         add("Blocks:    " + ", ".join(f"{k} {v}" for k, v in summary["blocks"].items()))
+    if summary.get("block_ids"):
+        add("           " + _block_ranges(summary["block_ids"]))
     if summary.get("layouts"):
         add("Layouts:   " + ", ".join(f"{k} {v}" for k, v in summary["layouts"].items()))
     if summary.get("ranks"):
@@ -309,7 +374,8 @@ def format_report(summary: Mapping[str, Any], *, max_unmatched: int = 20) -> str
     res = summary.get("resolve")
     if res:
         add(f"Against target: {res['matched']}/{res['total']} modules matched"
-            + (f" (target family: {res['target_family']})" if res.get("target_family") else ""))
+            + (f" (target family: {res.get('target_family_label') or res['target_family']})"
+               if res.get("target_family") else ""))
         if res.get("family_mismatch"):
             add(f"  WRONG MODEL: {res['family_mismatch']}")
         if res.get("skipped"):

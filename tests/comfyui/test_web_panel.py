@@ -218,7 +218,7 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
     r, console = run(scenario, browser, url, mode)
     ctx = (frontend, mode)
     text = r["text"]
-    assert "SD 1.x" in text or "SD 2.x" in text, (ctx, text)
+    assert "SD1.x" in text or "SD2.x" in text, (ctx, text)
     assert "Modules" in text and "40" in text, (ctx, text)
     assert "Layouts" in text and "Scale" in text, (ctx, text)
     assert "family mismatch" in text, (ctx, text)  # LoKr for SD1, checkpoint named like SDXL
@@ -294,6 +294,64 @@ def test_block_editor(comfy, browser, tmp_path, mode):
     assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
 
 
+def test_block_editor_transformers(comfy, browser, tmp_path):
+    """LoKr Block Weights with family flux: the Flux.1 layout (BASE, a double section 0-18, a single
+    section 0-37), a group slider writes every block of its group; a run report naming a Flux model
+    with 2 + 2 blocks gives a 5-block layout; the loader panel's badge and mismatch use the report's
+    family labels."""
+    url, log, frontend = comfy
+
+    async def scenario(cdp: wd.CDP):
+        await wd.clear_graph(cdp)
+        node_id = await wd.block_weights_scene(cdp, (400, 150))
+        editor = wd.panel_js(node_id, "lokrEditor")
+        node = f"window.comfyAPI.app.app.graph.getNodeById({node_id})"
+        await wd.set_widget(cdp, node_id, "preset", "custom")
+        await cdp.js(f"(() => {{ const w = {node}.widgets.find((x) => x.name === 'family'); w.value = 'flux';"
+                     " w.callback?.('flux'); return true; })()")
+        await cdp.js(f"(() => {{ const w = {node}.widgets.find((x) => x.name === 'block_vector');"
+                     " w.value = '1,0.5,2'; w.callback?.('1,0.5,2'); return true; })()")
+        flux = await cdp.wait_js(f"""(() => {{ const e = {editor};
+            const rows = [...e.querySelectorAll('.lokr-bw-sub .lokr-bw-row')].map((r) => r.dataset.id);
+            if (rows.length !== 57) return null;
+            return {{rows, sections: [...e.querySelectorAll('.lokr-bw-sec')].map((x) => x.dataset.group),
+                     layout: e.querySelector('select').selectedOptions[0].textContent,
+                     single: [...e.querySelectorAll('[data-group=single] .lokr-bw-sub input')].map((x) => x.value)}}; }})()""",
+                                 20, "the Flux.1 layout on the block editor")
+        where = await placement(cdp, node_id, editor)
+        shot = await cdp.screenshot(tmp_path / "block_weights_flux.png", wd.clip(await wd.node_rect(cdp, [node_id])))
+        grouped = await cdp.js(f"""(() => {{ const g = {editor}.querySelector('[data-group=double] .lokr-bw-ghead input');
+            g.value = '0'; g.dispatchEvent(new Event('input'));
+            return {node}.widgets.find((x) => x.name === 'block_vector').value; }})()""")
+        await cdp.js(f"""(() => {{ const w = {node}.widgets.find((x) => x.name === 'family'); w.value = 'auto';
+            w.callback?.('auto'); {node}.onExecuted({{lokr_report: [{{matched: 2, total: 2, unmatched: [],
+            block_family: 'flux', blocks: {{double: 2, single: 2}}, family: 'flux', family_label: 'Flux.1',
+            model_family: 'sd3', model_family_label: 'SD3 / SD3.5'}}]}}); return true; }})()""")
+        small = await cdp.wait_js(f"""(() => {{ const e = {editor};
+            const ids = [...e.querySelectorAll('.lokr-bw-row')].filter((r) => !r.classList.contains('lokr-bw-ghead'))
+                .map((r) => r.dataset.id);
+            return ids.length === 5 ? {{ids, err: e.querySelector('.lokr-bw-err').textContent,
+                panel: {wd.panel_js(node_id)}.innerText}} : null; }})()""", 20, "the 2 + 2 block layout after the run report")
+        return dict(flux=flux, where=where, shot=shot, grouped=grouped, small=small)
+
+    (r, console) = run(scenario, browser, url, "classic")
+    ctx = frontend
+    flux = r["flux"]
+    assert flux["sections"] == ["double", "single"] and flux["layout"] == "Flux.1 · double 19, single 38", (ctx, flux)
+    assert flux["rows"][0] == "double 0" and flux["rows"][18] == "double 18" and flux["rows"][-1] == "single 37", (ctx, flux)
+    assert set(flux["single"]) == {"2"}, (ctx, flux)  # the per-group vector 1,0.5,2 spread over the single blocks
+    where = r["where"]
+    assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
+    assert 0 < r["shot"] < MAX_PNG, (ctx, r["shot"])
+    values = r["grouped"].split(",")
+    assert len(values) == 58 and values[0] == "1" and set(values[1:20]) == {"0"} and set(values[20:]) == {"2"}, (ctx, r)
+    small = r["small"]
+    assert small["ids"] == ["BASE", "double 0", "double 1", "single 0", "single 1"], (ctx, small)
+    assert "58 values given; expected 5 values" in small["err"], (ctx, small)  # the 58-value text on a 2 + 2 model
+    assert "Flux.1" in small["panel"] and "family mismatch: model is SD3 / SD3.5" in small["panel"], (ctx, small)
+    assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
+
+
 # ------------------------------------------------------------------------------------ stack panel
 STACK_ROWS = """
 (() => {
@@ -341,7 +399,7 @@ def test_stack_panel(comfy, browser, tmp_path, mode):
     assert "No LoKr files selected" in r["empty"], (ctx, r["empty"])
     row = r["one"][0]
     assert row["slot"] == "1" and wd.FIXTURE in row["text"], (ctx, row)
-    assert row["family"] in ("SD 1.x", "SD 1.x/2.x"), (ctx, row)
+    assert row["family"] in ("SD1.x", "SD1.x or SD2.x"), (ctx, row)
     assert "40 modules" in row["text"] and "scale" in row["text"], (ctx, row)
     assert "split" in row["text"] or "full" in row["text"], (ctx, row)  # the layouts
     assert row["tags"][:2] == ["ohwx corgi", "grass"] and len(row["tags"]) <= 3, (ctx, row)

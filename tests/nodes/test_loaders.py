@@ -226,8 +226,37 @@ def test_wrong_family_and_wrong_shape_raise_and_change_nothing(env):
     good = env["mods"][SPECS[0][0]]
     save_file(state_dict_of({SPECS[0][0]: good, "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": bad}),
               str(env["loras"] / "shape.safetensors"))
-    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "shape.safetensors", 1.0, 1.0),
+    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "shape.safetensors", 1.0, 1.0,
+                                                      strict=True),
                       errors.LoKrShapeError, "shape.safetensors", "attn2_to_k", "(32, 24)")
+    # only the wrong-shape module in the file: no module fits, a clear error even when not strict
+    save_file(state_dict_of({"lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": bad}),
+              str(env["loras"] / "allbad.safetensors"))
+    assert_untouched(env, lambda: L.LoKrLoader().load(env["model"], env["clip"], "allbad.safetensors", 1.0, 1.0),
+                      errors.LoKrShapeError, "allbad.safetensors", "attn2_to_k", "(32, 24)")
+
+
+def test_lenient_default_applies_the_good_modules_and_lists_the_bad(env):
+    """Not strict (the default): a module whose shape does not fit is skipped with its reason; the others
+    apply exactly (lycoris-lora), the unpatched weights stay as they were, the inputs are unchanged."""
+    bad_name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k"
+    bad = lycoris_module(bad_name, nn.Linear(48, 32), dim=2)
+    good_name = SPECS[0][0]
+    save_file(state_dict_of({good_name: env["mods"][good_name], bad_name: bad}), str(env["loras"] / "part.safetensors"))
+    loaders = pack_module("nodes.loaders")
+    snap_m, snap_c = cs.snapshot(env["model"]), cs.snapshot(env["clip"].patcher)
+    for node, args in ((loaders.LoKrLoader(), (env["model"], env["clip"], "part.safetensors", 0.8, 1.0)),
+                       (loaders.LoKrLoaderModelOnly(), (env["model"], "part.safetensors", 0.8))):
+        out = getattr(node, node.FUNCTION)(*args)
+        report = out["ui"]["lokr_report"][0]
+        assert report["matched"] == 1 and report["total"] == 2 and list(report["skipped"]) == [bad_name]
+        assert "(32, 24)" in report["skipped"][bad_name] and "attn2.to_k" in report["skipped"][bad_name]
+        assert list(report["shape_mismatch"]) == [bad_name] and report["unmatched"] == []
+        model = out["result"][0]
+        _check_against_lycoris(env, model, [good_name], 0.8)
+        key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+        assert torch.equal(model.patched_state_dict()[key], env["model"].model.state_dict()[key])
+    assert cs.unchanged(env["model"], snap_m) and cs.unchanged(env["clip"].patcher, snap_c)
 
 
 def test_missing_corrupt_file_and_nan_strength(env):

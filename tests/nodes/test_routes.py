@@ -231,9 +231,9 @@ def test_report_ok_and_family_checked(tree):
     status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors&family=sdxl")
     assert status == 200 and body["target_family"] == "sdxl" and body["target"] == "sdxl"
     assert body["file"] == "good.safetensors" and len(body["matched"]) == 1
-    for bad in ["", "&family=flux", "&family=SD1"]:
+    for bad in ["", "&family=flux2x", "&family=SD1", "&family=flux/chroma"]:
         status, body, _ = call(tree.fp, "/lokr/report?file=good.safetensors" + bad)
-        assert status == 400 and "expected one of sd1, sd2, sdxl" in body["error"]
+        assert status == 400 and "expected one of sd1, sd2, sdxl, " in body["error"] and "flux" in body["error"]
 
 
 def test_report_traversal_refused(tree):
@@ -320,6 +320,28 @@ def test_real_family_guess_uses_shapes(tree):
     status, body, text = info(tree.fp, "sd2.safetensors", routes.Backend())
     assert status == 200, text
     assert body["family"] == "sd2"
+
+
+def test_report_takes_transformer_families(tree):
+    """/lokr/report accepts every family lokr_core names; for a DiT family it compares the file's family
+    with the asked one (no full-size key list): a Flux file (kohya names, widths of a Flux.1 model)
+    against SD3 is a mismatch named with both labels, against Flux it is not."""
+    labels = pack_module("lokr_core.keymap.family").FAMILY_LABELS
+    sd = {}
+    for name, (out, inp) in {"lora_unet_double_blocks_0_img_attn_qkv": (9216, 3072),
+                             "lora_unet_double_blocks_0_img_mod_lin": (18432, 3072),
+                             "lora_unet_single_blocks_0_linear1": (21504, 3072),
+                             "lora_unet_single_blocks_0_modulation_lin": (9216, 3072)}.items():
+        sd.update({f"{name}.lokr_w1": torch.randn(4, 4), f"{name}.lokr_w2_a": torch.randn(out // 4, 2),
+                   f"{name}.lokr_w2_b": torch.randn(2, inp // 4), f"{name}.alpha": torch.tensor(2.0)})
+    save_file(sd, str(tree.root / "flux.safetensors"))
+    status, body, text = call(tree.fp, "/lokr/report?file=flux.safetensors&family=sd3", routes.Backend())
+    assert status == 200, text
+    assert body["key_list"] is False and body["target_family"] == "sd3" and body["total"] == 4
+    assert body["family_mismatch"] == f"this file is for {labels[body['family']]}, the model is {labels['sd3']}"
+    assert body["family"].split("/")[0] == "flux" and body["target_family_label"] == labels["sd3"]
+    status, body, _ = call(tree.fp, "/lokr/report?file=flux.safetensors&family=flux", routes.Backend())
+    assert status == 200 and body["family_mismatch"] is None
 
 
 def test_report_backend_import_error_is_501(tree):

@@ -26,7 +26,7 @@ SOCKETS: dict[str, tuple[list, list, list]] = {
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], []),
     "SaveImage": ([("images", "IMAGE")], [], ["filename_prefix"]),
     "LoKrLoader": ([("model", "MODEL"), ("clip", "CLIP")], [("MODEL", "MODEL"), ("CLIP", "CLIP")],
-                   ["lokr_name", "strength_model", "strength_clip", "scale_rule", "dora_mode", "apply"]),
+                   ["lokr_name", "strength_model", "strength_clip", "scale_rule", "dora_mode", "apply", "strict"]),
     "LoKrBlockWeights": ([("model", "MODEL"), ("clip", "CLIP")],
                          [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("block_weights", "STRING")],
                          ["lokr_name", "strength_model", "strength_clip", "preset", "block_vector", "family", "A", "B",
@@ -35,7 +35,7 @@ SOCKETS: dict[str, tuple[list, list, list]] = {
     "LoKrStack": ([("lora_stack", "LORA_STACK")], [("lora_stack", "LORA_STACK")],
                   [f"{w}_{i}" for i in (1, 2, 3) for w in ("lokr", "strength_model", "strength_clip")]),
     "ApplyLoKrStack": ([("model", "MODEL"), ("clip", "CLIP"), ("lora_stack", "LORA_STACK")],
-                       [("MODEL", "MODEL"), ("CLIP", "CLIP")], ["scale_rule", "apply"]),
+                       [("MODEL", "MODEL"), ("CLIP", "CLIP")], ["scale_rule", "apply", "strict"]),
     "LoKrMergeCheckpoint": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE")], [("path", "STRING")],
                             ["filename_prefix", "dtype"]),
 }
@@ -61,7 +61,8 @@ def graphs() -> dict[str, dict[str, tuple]]:
     """name -> {node label: (type, widgets, links {input: "label.output_index"})}."""
     ckpt = {"ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}, {})}
     loader = {"lokr": ("LoKrLoader", {"lokr_name": LOKR, "strength_model": 1.0, "strength_clip": 1.0,
-                                      "scale_rule": "file", "dora_mode": "interpolate", "apply": "patch weights"},
+                                      "scale_rule": "file", "dora_mode": "interpolate", "apply": "patch weights",
+                                      "strict": False},
                        {"model": "ckpt.0", "clip": "ckpt.1"})}
     bypass = {"lokr": ("LoKrLoader", dict(loader["lokr"][1], apply="bypass"), {"model": "ckpt.0", "clip": "ckpt.1"})}
     blocks = {"lokr": ("LoKrBlockWeights", {"lokr_name": LOKR, "strength_model": 1.0, "strength_clip": 1.0,
@@ -73,7 +74,7 @@ def graphs() -> dict[str, dict[str, tuple]]:
     stack = {"stack": ("LoKrStack", {"lokr_1": LOKR, "strength_model_1": 0.8, "strength_clip_1": 0.8,
                                      "lokr_2": "None", "strength_model_2": 1.0, "strength_clip_2": 1.0,
                                      "lokr_3": "None", "strength_model_3": 1.0, "strength_clip_3": 1.0}, {}),
-             "lokr": ("ApplyLoKrStack", {"scale_rule": "file", "apply": "patch weights"},
+             "lokr": ("ApplyLoKrStack", {"scale_rule": "file", "apply": "patch weights", "strict": False},
                       {"model": "ckpt.0", "clip": "ckpt.1", "lora_stack": "stack.0"})}
     merge = {"merge": ("LoKrMergeCheckpoint", {"filename_prefix": "checkpoints/lokr_merged", "dtype": "fp16"},
                        {"model": "lokr.0", "clip": "lokr.1", "vae": "ckpt.2"})}

@@ -3,13 +3,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import * as blockVector from "../../web/logic/block_vector.js";
+import * as dit from "../../web/logic/dit_blocks.js";
 import * as family from "../../web/logic/family.js";
 import * as format from "../../web/logic/format.js";
 import * as nodeUi from "../../web/logic/node_ui.js";
 import * as stack from "../../web/logic/stack.js";
 import * as summary from "../../web/logic/summary.js";
 
-const L = { ...blockVector, ...family, ...format, ...nodeUi, ...stack, ...summary };
+const L = { ...blockVector, ...dit, ...family, ...format, ...nodeUi, ...stack, ...summary };
 
 const shared = JSON.parse(readFileSync(new URL("./block_vectors.json", import.meta.url), "utf8"));
 
@@ -30,7 +31,7 @@ test("block IDs: lengths and order per family (docs/block-weights.md)", () => {
 
 for (const [i, c] of shared.cases.entries()) {
   test(`shared vector case ${i}: ${JSON.stringify(c.vector).slice(0, 40)} (${c.family})`, () => {
-    const opts = { family: c.family, A: c.A ?? 4, B: c.B ?? 1 };
+    const opts = { family: c.family, A: c.A ?? 4, B: c.B ?? 1, blocks: c.dit_blocks ?? null };
     if (c.error) {
       assert.throws(() => L.parseBlockVector(c.vector, opts), (e) => e.message.includes(c.error));
       return;
@@ -50,8 +51,12 @@ test("parseBlockVector infers the family from the length and resolves presets", 
   const p = L.parseBlockVector("SD-OUT", { presets: { "SD-OUT": "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1" } });
   assert.equal(p.blocks.OUT11, 1);
   assert.equal(p.blocks.MID, 0);
-  assert.throws(() => L.parseBlockVector("1,1", {}), /has 2 values; expected 17 for SD 1.x\/2.x .* or 12 for SDXL/);
-  assert.throws(() => L.parseBlockVector("1,1", { family: "flux" }), /unknown model family 'flux'/);
+  assert.throws(() => L.parseBlockVector("1,1", {}), /has 2 values; expected 17 for SD 1.x\/2.x .* or 12 for SDXL.*58 for Flux.1/);
+  assert.throws(() => L.parseBlockVector("1,1", { family: "sd4" }), /unknown model family 'sd4'/);
+  // transformers: 58 values is Flux.1's full layout; a short form needs the family (or the editor's layout)
+  assert.equal(L.parseBlockVector(Array(58).fill(1).join(",")).family, "flux");
+  assert.equal(L.parseBlockVector("1,0.5,2", { fallback: "flux" }).blocks["single 37"], 2);
+  assert.throws(() => L.parseBlockVector("1,0.5,2", { fallback: "sd1" }), /has 3 values/);
 });
 
 test("parseToken", () => {
@@ -86,21 +91,36 @@ test("formatVector / formatNumber / formatCounts", () => {
 test("family labels, checkpoint-name guesses and mismatch text", () => {
   assert.equal(L.familyLabel("sdxl"), "SDXL");
   assert.equal(L.familyLabel(null), "unknown");
-  assert.equal(L.familyLabel("flux"), "flux");
+  assert.equal(L.familyLabel("flux"), "Flux.1");
+  assert.equal(L.familyLabel("flux/chroma"), "Flux.1 or Chroma");
+  assert.equal(L.familyLabel("sd9"), "sd9");
+  assert.equal(L.familyFromCheckpointName("flux1-dev.safetensors"), "flux");
+  assert.equal(L.familyFromCheckpointName("flux1-krea-dev_fp8_scaled.safetensors"), "flux");  // Flux.1 Krea is a Flux.1
+  assert.equal(L.familyFromCheckpointName("flux2_dev_fp8mixed.safetensors"), "flux2");
+  assert.equal(L.familyFromCheckpointName("sd3.5_medium.safetensors"), "sd3");
+  assert.equal(L.familyFromCheckpointName("wan2.1_t2v_1.3B_fp16.safetensors"), "wan");  // not SD 2.1
+  assert.equal(L.familyFromCheckpointName("qwen_image_fp8_e4m3fn.safetensors"), "qwen_image");
+  assert.equal(L.familyFromCheckpointName("z_image_turbo_bf16.safetensors"), "zimage");
+  assert.equal(L.familyFromCheckpointName("swan_lake.safetensors"), null);
+  assert.equal(L.familyMismatch("flux", "sd3"), "This LoKr looks like Flux.1, the model like SD3 / SD3.5");
+  assert.equal(L.familyMismatch("flux/chroma", "chroma"), null);
+  assert.equal(L.familyMismatch("zimage", "sdxl", { file: "Z-Image (server)", model: "SDXL (server)" }),
+    "This LoKr looks like Z-Image (server), the model like SDXL (server)");
+  assert.equal(L.familyMismatch("sd1/sd2", "flux"), "This LoKr looks like SD1.x or SD2.x, the model like Flux.1");
   assert.equal(L.familyFromCheckpointName("sd_xl_base_1.0.safetensors"), "sdxl");
   assert.equal(L.familyFromCheckpointName("ponyDiffusionV6XL.safetensors"), "sdxl");
   assert.equal(L.familyFromCheckpointName("v2-1_768-ema-pruned.safetensors"), "sd2");
   assert.equal(L.familyFromCheckpointName("v1-5-pruned-emaonly.safetensors"), "sd1");
   assert.equal(L.familyFromCheckpointName("mystery.safetensors"), null);
   assert.equal(L.familyFromCheckpointName(null), null);
-  assert.equal(L.familyMismatch("sd1", "sdxl"), "This LoKr looks like SD 1.x, the model like SDXL");
+  assert.equal(L.familyMismatch("sd1", "sdxl"), "This LoKr looks like SD1.x, the model like SDXL");
   assert.equal(L.familyMismatch("sd1", "sd1"), null);
   assert.equal(L.familyMismatch(null, "sd1"), null);
   assert.equal(L.familyMismatch("sdxl", null), null);
   assert.equal(L.familyMismatch("sd1/sd2", "sd2"), null);
   assert.equal(L.familyMismatch("sd1", "sd1/sd2"), null);
-  assert.equal(L.familyMismatch("sd1/sd2", "sdxl"), "This LoKr looks like SD 1.x/2.x, the model like SDXL");
-  assert.equal(L.familyLabel("sd1/sd2"), "SD 1.x/2.x");
+  assert.equal(L.familyMismatch("sd1/sd2", "sdxl"), "This LoKr looks like SD1.x or SD2.x, the model like SDXL");
+  assert.equal(L.familyLabel("sd1/sd2"), "SD1.x or SD2.x");
 });
 
 test("triggerWords: explicit list, else top tags, else tag frequency totals", () => {
@@ -129,7 +149,7 @@ test("summaryRows: the lokr_core.report.summarize schema", () => {
   });
   const map = Object.fromEntries(rows.map((r) => [r.label, r.text]));
   assert.deepEqual(map, {
-    Family: "SD 1.x",
+    Family: "SD1.x",
     Modules: "140 (te: 12, down: 40, mid: 8, up: 80), 2.5M params",
     Layouts: "full+split: 128, full+full: 12",
     Rank: "4 ×128, full ×12",
@@ -173,7 +193,7 @@ test("compactSummary: one line for the stack panel", () => {
     metadata: { trigger_words: [], top_tags: [["ohwx corgi", 24], ["grass", 9], ["sitting", 7], ["outdoors", 5]] },
   });
   assert.deepEqual(line, {
-    family: "SD 1.x", text: "40 modules · split-w2: 36, full: 4 · scale 1",
+    family: "SD1.x", text: "40 modules · split-w2: 36, full: 4 · scale 1",
     words: ["ohwx corgi", "grass", "sitting"], explicit: false,
   });
   const one = L.compactSummary({ family: "sdxl", module_count: 1, scale_values: { "0.5": 1 }, trigger_words: ["zk"] }, 5);
@@ -208,13 +228,62 @@ test("warningsOf and presetsFor", () => {
 });
 
 test("editor layouts: labels and the layout of a parsed vector", () => {
-  assert.deepEqual(L.EDITOR_LAYOUTS.map(L.layoutLabel),
+  const layouts = L.editorLayouts();
+  assert.deepEqual(layouts.slice(0, 4).map((l) => l.label),
     ["SD 1.x/2.x · 17 values", "SD 1.x/2.x · 26 values", "SDXL · 12 values", "SDXL · 20 values"]);
-  assert.equal(L.layoutIndex("sd1", 26), 1);
-  assert.equal(L.layoutIndex("sd2", 17), 0);  // SD 2.x uses the SD 1.x layouts
-  assert.equal(L.layoutIndex("sdxl", 20), 3);
-  assert.equal(L.layoutIndex("sdxl", 17), -1);
-  for (const [fam, n] of L.EDITOR_LAYOUTS) assert.equal(L.blockIds(fam, n).length, n);
+  const flux = layouts[L.layoutIndex(layouts, "flux", 58)];
+  assert.equal(flux.label, "Flux.1 · double 19, single 38");
+  assert.deepEqual(flux.ids.slice(0, 3), ["BASE", "double 0", "double 1"]);
+  assert.deepEqual(flux.ids.slice(19, 21), ["double 18", "single 0"]);
+  assert.equal(flux.ids.at(-1), "single 37");
+  assert.equal(layouts[L.layoutIndex(layouts, "sd3", 25)].label, "SD3 / SD3.5 · joint 24");
+  assert.equal(layouts[L.layoutIndex(layouts, "wan", 41)].ids.at(-1), "layers 39");
+  assert.deepEqual(layouts.map((l) => l.family).slice(4), Object.keys(L.DIT_BLOCKS));
+  assert.equal(L.layoutIndex(layouts, "sd1", 26), 1);
+  assert.equal(L.layoutIndex(layouts, "sd2", 17), 0);  // SD 2.x uses the SD 1.x layouts
+  assert.equal(L.layoutIndex(layouts, "sd1/sd2", 17), 0);
+  assert.equal(L.layoutIndex(layouts, "sdxl", 20), 3);
+  assert.equal(L.layoutIndex(layouts, "sdxl", 17), -1);
+  assert.equal(L.layoutIndex(layouts, "flux/chroma", 58), L.layoutIndex(layouts, "flux", 58));
+  // a run on a Flux.2 Klein-sized model (8 double, 24 single): that family's layout has its counts
+  const klein = L.editorLayouts({ family: "flux2", blocks: { double: 8, single: 24 } });
+  assert.equal(klein[L.layoutIndex(klein, "flux2", 33)].label, "Flux.2 · double 8, single 24");
+  assert.equal(L.layoutIndex(klein, "flux2", 57), -1);
+  for (const l of layouts) assert.equal(new Set(l.ids).size, l.ids.length);
+});
+
+test("DiT vectors: full, per group, % spec, presets, errors (lokr_core's rules)", () => {
+  const p = L.parseBlockVector("1,0.5,2", { family: "flux" });
+  assert.equal(p.ids.length, 58);
+  assert.equal(p.blocks["double 18"], 0.5);
+  assert.equal(p.blocks["single 0"], 2);
+  const small = { double: 2, single: 2 };
+  assert.deepEqual(L.parseBlockVector("%default=0,base=1,double1=0.5", { family: "flux", blocks: small }).blocks,
+    { BASE: 1, "double 0": 0, "double 1": 0.5, "single 0": 0, "single 1": 0 });
+  assert.deepEqual(L.parseBlockVector("FLUX-SINGLE-ONLY", { family: "chroma", blocks: small }).values, [1, 0, 0, 1, 1]);
+  assert.deepEqual(L.parseBlockVector("1,R,A", { family: "wan", blocks: { layers: 2 }, A: 3 }).values, [1, null, 3]);
+  assert.throws(() => L.parseBlockVector("FLUX-DBL-TAIL", { family: "flux", blocks: small }), /double 13.*double 0\.\.double 1/);
+  assert.throws(() => L.parseBlockVector("1,1,1,1", { family: "flux", blocks: small }),
+    /4 values given; expected 5 values \(BASE, double 0\.\.1, single 0\.\.1\) or 3 values/);
+  assert.throws(() => L.parseBlockVector("%double=1", { family: "sd3" }), /sd3 has no double blocks; its groups are joint/);
+  assert.throws(() => L.parseBlockVector("SD-ALL", { family: "flux", presets: { "SD-ALL": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1" } }),
+    /preset 'SD-ALL' is for SD UNets; for Flux.1 use a DiT preset/);
+  assert.throws(() => L.parseBlockVector("DIT-ALL", { family: "sdxl" }), /preset 'DIT-ALL' is for transformer/);
+  assert.equal(L.parseBlockVector("DIT-HALF", { fallback: "zimage" }).blocks["layers 29"], 0.5);
+  assert.deepEqual(L.countsOf(L.ditLayout("sd3")), { joint: 24 });
+  assert.equal(L.countsOf(L.blockIds("sd1", 17)), null);
+  assert.deepEqual(L.ditGroups(L.ditLayout("flux")), ["BASE", "double", "single"]);
+  assert.equal(L.ditFamily("flux/chroma"), "flux");
+  assert.equal(L.ditFamily("sdxl"), null);
+  assert.equal(L.isDitFamily("qwen_image"), true);
+  // presets offered for a layout: DiT presets that fit it; SD ones by length
+  const table = { "SD-ALL": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1" };
+  assert.deepEqual(Object.keys(L.presetsFor(table, "sd1", 17)), ["SD-ALL"]);
+  const fluxPresets = Object.keys(L.presetsFor(table, "flux", 58));
+  assert.ok(fluxPresets.includes("FLUX-DBL-TAIL") && fluxPresets.includes("DIT-ALL") && !fluxPresets.includes("SD-ALL"));
+  assert.ok(!Object.keys(L.presetsFor(table, "flux", 5, small)).includes("FLUX-DBL-TAIL"));
+  assert.ok(!Object.keys(L.presetsFor(table, "sd3", 25)).includes("FLUX-DOUBLE-ONLY"));
+  assert.deepEqual(Object.keys(L.presetsFor(table, "sd3", 25)), ["DIT-ALL", "DIT-NONE", "DIT-BASE-ONLY", "DIT-BLOCKS-ONLY", "DIT-HALF"]);
 });
 
 test("panelsFor: the pack's node definitions get the panels their inputs call for", () => {
@@ -244,10 +313,16 @@ test("run report from a node's executed message; editor text and family from the
   assert.equal(L.vectorText("SD-OUTALL", "1,1"), "SD-OUTALL");
   assert.equal(L.vectorText("custom", " 1,0 "), "1,0");
   assert.equal(L.vectorText(undefined, undefined), "");
-  assert.equal(L.parseFamily("sdxl", "1,1", "sd1"), "sdxl");
-  assert.equal(L.parseFamily("auto", "%in=0", "sd1"), "sd1");
-  assert.equal(L.parseFamily("auto", "1,1", "sdxl"), null);
-  assert.equal(L.parseFamily("flux", "1,1", "sd1"), null);
+  assert.equal(L.parseFamily("sdxl"), "sdxl");
+  assert.equal(L.parseFamily("flux", "sd3"), "flux");
+  assert.equal(L.parseFamily("auto", "flux/chroma"), "flux/chroma");  // the last run's model
+  assert.equal(L.parseFamily("auto"), null);
+  assert.equal(L.parseFamily("sd9", null), null);
+  assert.deepEqual(L.detectedLayout({ block_family: "flux", blocks: { double: 2, single: 2 } }),
+    { family: "flux", blocks: { double: 2, single: 2 } });
+  assert.deepEqual(L.detectedLayout({ block_family: "sdxl", blocks: null }), { family: "sdxl", blocks: null });
+  assert.equal(L.detectedLayout({ matched: 3 }), null);
+  assert.equal(L.detectedLayout(null), null);
 });
 
 test("summaryFamily and the warning badge text", () => {
@@ -257,4 +332,38 @@ test("summaryFamily and the warning badge text", () => {
   assert.equal(L.warningBadgeText("short"), "⚠ short");
   const long = "x".repeat(41);
   assert.equal(L.warningBadgeText(long), "⚠ " + "x".repeat(38) + "…");
+});
+
+test("familyView: the run report's families and labels first, then the summary and the checkpoint name", () => {
+  // before a run: the summary's family, the model guessed from the checkpoint name
+  let v = L.familyView({ family: "sd1" }, null, "sdxl");
+  assert.deepEqual(v, { file: "sd1", fileLabel: "SD1.x", model: "sdxl", modelLabel: "SDXL",
+    mismatch: "This LoKr looks like SD1.x, the model like SDXL" });
+  // the server's labels win; a report's model family (read from the weights) beats the name guess
+  v = L.familyView({ family: "flux", family_label: "Flux.1" }, { family: "flux", family_label: "Flux.1 (file)",
+    model_family: "sd3", model_family_label: "SD3 / SD3.5 (model)" }, "flux");
+  assert.equal(v.mismatch, "This LoKr looks like Flux.1 (file), the model like SD3 / SD3.5 (model)");
+  assert.equal(v.modelLabel, "SD3 / SD3.5 (model)");
+  // a report without the fields (older nodes) changes nothing; null ids fall back
+  v = L.familyView({ family: "zimage" }, { matched: 3 }, "qwen_image");
+  assert.equal(v.mismatch, "This LoKr looks like Z-Image, the model like Qwen-Image");
+  v = L.familyView({ family: "flux/chroma" }, { family: null, model_family: "chroma", model_family_label: "Chroma" }, null);
+  assert.deepEqual([v.fileLabel, v.modelLabel, v.mismatch], ["Flux.1 or Chroma", "Chroma", null]);
+  assert.equal(L.familyView(null, null, null).fileLabel, "unknown");
+  assert.equal(L.summaryFamilyLabel({ family: "wan", family_label: "Wan 2.1 / 2.2" }), "Wan 2.1 / 2.2");
+  assert.equal(L.summaryFamilyLabel({ family: "hidream" }), "HiDream");
+  assert.equal(L.compactSummary({ family: "qwen_image", module_count: 2 }).family, "Qwen-Image");
+});
+
+test("reportRows: nearest candidates and skipped modules with their reasons", () => {
+  const rows = L.reportRows({
+    matched: 3, total: 6, unmatched: ["lycoris_blocks_9_x", "odd"], shape_mismatch: {},
+    nearest: { lycoris_blocks_9_x: ["diffusion_model.blocks.1.x.weight", "b"], odd: [] },
+    skipped: { lycoris_norm_out_linear: "swapped halves: not applied in bypass" },
+  });
+  assert.deepEqual(rows.slice(-2), [
+    { label: "Not applied", text: "lycoris_blocks_9_x (nearest: diffusion_model.blocks.1.x.weight), odd", warn: true },
+    { label: "Skipped", text: "lycoris_norm_out_linear: swapped halves: not applied in bypass", warn: true },
+  ]);
+  assert.equal(L.reportRows({ matched: 1, skipped: {} }).length, 1);
 });

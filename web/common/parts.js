@@ -1,11 +1,10 @@
 // Small pieces of panel DOM shared by the panels: family badge, warning badges, tag chips, row tables.
-import { familyLabel } from "../logic/family.js";
-import { summaryFamily, warningBadgeText } from "../logic/summary.js";
+import { summaryFamilyLabel, warningBadgeText } from "../logic/summary.js";
 import { copyText, el } from "./dom.js";
 
-/** The family badge of a summary. */
-export function familyBadge(summary) {
-  return el("span", "lokr-fam", familyLabel(summaryFamily(summary)));
+/** The family badge: `label` text, or a summary's family label. */
+export function familyBadge(label) {
+  return el("span", "lokr-fam", typeof label === "string" ? label : summaryFamilyLabel(label));
 }
 
 /** An amber badge for warning `text` (cut to 40 characters; the whole text as its tooltip). */

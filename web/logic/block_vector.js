@@ -1,7 +1,9 @@
 // Block-weight vectors: block IDs per layout, the parser, the vector text and the editor's layouts.
 // The rules (layouts, tokens, `%` specs, presets) are in docs/block-weights.md; the parser gives the
 // same block values as lokr_core.keymap.block_weights.parse_block_weights on the shared cases in
-// tests/web/block_vectors.json, which both test suites check.
+// tests/web/block_vectors.json, which both test suites check. SD UNets here; transformer (DiT)
+// layouts and vectors in ./dit_blocks.js.
+import { DIT_BLOCKS, DIT_PRESETS, ditFamily, ditGroups, ditLayout, parseDitVector } from "./dit_blocks.js";
 import { familyLabel } from "./family.js";
 import { formatNumber } from "./format.js";
 
@@ -26,18 +28,38 @@ export const BLOCK_IDS = Object.freeze({
 /** Slider range of the block-weight editor. */
 export const SLIDER = Object.freeze({ min: -1, max: 2, step: 0.05 });
 
-/** The editor's layouts, [family, length] (SD 1.x and 2.x share theirs). */
-export const EDITOR_LAYOUTS = Object.freeze([["sd1", 17], ["sd1", 26], ["sdxl", 12], ["sdxl", 20]].map(Object.freeze));
+const SD_LAYOUTS = Object.freeze([["sd1", 17], ["sd1", 26], ["sdxl", 12], ["sdxl", 20]]);
 
-/** Menu text of an editor layout ("SD 1.x/2.x · 17 values"). */
-export function layoutLabel([family, length]) {
-  return `${family === "sd1" ? "SD 1.x/2.x" : familyLabel(family)} · ${length} values`;
+/** The groups of a DiT layout as menu text ("double 19, single 38"). */
+function groupText(ids) {
+  return ditGroups(ids).slice(1).map((g) => `${g} ${ids.filter((id) => id.split(" ")[0] === g).length}`).join(", ");
 }
 
-/** Index in EDITOR_LAYOUTS of `family` ("sd2" counts as "sd1") with `length` values, or -1. */
-export function layoutIndex(family, length) {
-  const fam = family === "sd2" ? "sd1" : family;
-  return EDITOR_LAYOUTS.findIndex(([f, n]) => f === fam && n === length);
+/**
+ * The editor's layouts [{family, ids, label}]: SD 1.x/2.x 17 and 26 values, SDXL 12 and 20, then every
+ * transformer family's full layout (BASE and each block), with `detected` = {family, blocks} (the
+ * model's family and block counts from a run report) replacing its family's default counts.
+ */
+export function editorLayouts(detected = null) {
+  const out = SD_LAYOUTS.map(([family, n]) => ({ family, ids: BLOCK_IDS[family][n],
+    label: `${family === "sd1" ? "SD 1.x/2.x" : familyLabel(family)} · ${n} values` }));
+  const seen = ditFamily(detected?.family);
+  for (const family of Object.keys(DIT_BLOCKS)) {
+    const ids = ditLayout(family, family === seen ? detected.blocks : null);
+    out.push({ family, ids, label: `${familyLabel(family)} · ${groupText(ids)}` });
+  }
+  return out;
+}
+
+/** Index in `layouts` of `family` ("sd2" counts as "sd1"; "flux/chroma" as "flux") with `length` values, or -1. */
+export function layoutIndex(layouts, family, length) {
+  const fam = family === "sd2" || family === "sd1/sd2" ? "sd1" : (ditFamily(family) ?? family);
+  return layouts.findIndex((l) => l.family === fam && l.ids.length === length);
+}
+
+/** True for a transformer (DiT) family id or verdict. */
+export function isDitFamily(family) {
+  return ditFamily(family) !== null;
 }
 
 /** Block IDs for `family` and vector `length`, or null when that pair is not a known layout. */
@@ -46,9 +68,11 @@ export function blockIds(family, length) {
   return (table && table[length]) || null;
 }
 
-/** Families whose vector lengths include `length` ("sd1"/"sd2" share 17 and 26). */
+/** Families whose vector lengths include `length`: SD ("sd1"/"sd2" share 17 and 26), then the
+ *  transformer families whose default full layout has that many values (Flux.1 58, ...). */
 export function familiesForLength(length) {
-  return Object.keys(BLOCK_IDS).filter((f) => BLOCK_IDS[f][length]);
+  const sd = Object.keys(BLOCK_IDS).filter((f) => BLOCK_IDS[f][length]);
+  return [...sd, ...Object.keys(DIT_BLOCKS).filter((f) => ditLayout(f).length === length)];
 }
 
 const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
@@ -117,40 +141,70 @@ export function parsePercentSpec(text, family) {
   return values;
 }
 
+/** Number of values in a vector text (a trailing comma adds none). */
+function valueCount(source) {
+  const tokens = source.split(",");
+  if (tokens.length && tokens[tokens.length - 1].trim() === "") tokens.pop();
+  return tokens.length;
+}
+
+/** Whether preset `name` is a transformer preset (lokr_core's DIT_PRESETS). */
+function isDitPreset(name) {
+  return Object.prototype.hasOwnProperty.call(DIT_PRESETS, name);
+}
+
 /**
  * Parse a block-weight vector ("1,0,0.5,...", a preset name, "NAME:vector" or a `%` spec) for
- * `family` (sd1 | sd2 | sdxl, or null to infer it from the length). Returns {family, ids, tokens,
- * values, blocks}: values[i] is the number for ids[i] (null for R/U, drawn server-side from the
- * seed) and blocks maps ID -> value. Throws Error listing the expected IDs when the length fits no
- * layout.
+ * `family` (sd1 | sd2 | sdxl | a transformer family such as flux, sd3, wan; or null to infer it from
+ * the length, else `fallback`). `blocks`: the model's transformer block counts ({double: 19, ...}).
+ * Returns {family, ids, tokens, values, blocks}: values[i] is the number for ids[i] (null for R/U,
+ * drawn server-side from the seed) and blocks maps ID -> value. A transformer vector always covers
+ * every block (one value per group is spread). Throws Error listing the expected IDs when the length
+ * fits no layout, or when a preset is for the other kind of model.
  */
-export function parseBlockVector(text, { family = null, A = 4, B = 1, presets = {} } = {}) {
-  const has = (k) => Object.prototype.hasOwnProperty.call(presets, k);
+export function parseBlockVector(text, { family = null, A = 4, B = 1, presets = {}, blocks = null, fallback = null } = {}) {
+  const table = { ...DIT_PRESETS, ...presets };
+  const has = (k) => Object.prototype.hasOwnProperty.call(table, k);
   let source = String(text ?? "").trim();
-  if (has(source)) source = String(presets[source]).trim();
+  let preset = has(source) ? source : null;
+  if (preset) source = String(table[source]).trim();
   if (!source.startsWith("%") && source.includes(":")) {
     source = source.slice(source.indexOf(":") + 1).trim();
-    if (has(source)) source = String(presets[source]).trim();
+    if (has(source)) { preset = source; source = String(table[source]).trim(); }
   }
   if (!source) throw new Error("block weight vector is empty");
-  if (family && !BLOCK_IDS[family]) {
-    throw new Error(`unknown model family '${family}'; expected one of ${Object.keys(BLOCK_IDS).join(", ")}`);
+  if (family && !BLOCK_IDS[family] && !isDitFamily(family) && family !== "sd1/sd2") {
+    throw new Error(`unknown model family '${family}'; expected one of ${[...Object.keys(BLOCK_IDS), ...Object.keys(DIT_BLOCKS)].join(", ")}`);
+  }
+  if (family === "sd1/sd2") family = "sd1";
+  let fam = family;
+  if (!fam) {
+    fam = source.startsWith("%") ? fallback
+      : (familiesForLength(valueCount(source))[0] ?? (isDitFamily(fallback) ? fallback : null));
+  }
+  if (preset && fam && isDitPreset(preset) !== isDitFamily(fam)) {
+    throw new Error(isDitFamily(fam)
+      ? `preset '${preset}' is for SD UNets; for ${familyLabel(fam)} use a DiT preset (${Object.keys(DIT_PRESETS).join(", ")}) or a vector`
+      : `preset '${preset}' is for transformer (DiT) models; for ${familyLabel(fam)} use an SD preset or a vector`);
+  }
+  if (isDitFamily(fam)) {
+    const parsed = parseDitVector(source, fam, (t) => parseToken(t, { A, B }), blocks);
+    return { family: ditFamily(fam), ...parsed };
   }
   if (source.startsWith("%")) {
-    const blocks = parsePercentSpec(source, family);
-    const ids = Object.keys(blocks);
-    return { family, ids, tokens: ids.map((id) => String(blocks[id])), values: ids.map((id) => blocks[id]), blocks };
+    const vals = parsePercentSpec(source, fam);
+    const ids = Object.keys(vals);
+    return { family: fam, ids, tokens: ids.map((id) => String(vals[id])), values: ids.map((id) => vals[id]), blocks: vals };
   }
   const tokens = source.split(",").map((t) => t.trim());
   if (tokens.length && tokens[tokens.length - 1] === "") tokens.pop();
   const n = tokens.length;
-  const families = family ? [family] : familiesForLength(n);
-  const ids = families.length ? blockIds(families[0], n) : null;
+  const ids = fam ? blockIds(fam, n) : null;
   if (!ids) throw new Error(lengthMessage(n, family));
   const values = tokens.map((t) => parseToken(t, { A, B }));
-  const blocks = {};
-  ids.forEach((id, i) => { blocks[id] = values[i]; });
-  return { family: families[0], ids, tokens, values, blocks };
+  const byId = {};
+  ids.forEach((id, i) => { byId[id] = values[i]; });
+  return { family: fam, ids, tokens, values, blocks: byId };
 }
 
 /** The error text for a vector of `n` values that fits no layout (lists the expected IDs). */
@@ -164,7 +218,8 @@ export function lengthMessage(n, family = null) {
       parts.push(`${len} for ${label} (${table[len].join(", ")})`);
     }
   }
-  return `block weight vector has ${n} values; expected ${parts.join(" or ")}`;
+  const dit = family ? "" : `; a transformer takes BASE then every block (${ditLayout("flux").length} for ${familyLabel("flux")}) or one value per group once its family is chosen`;
+  return `block weight vector has ${n} values; expected ${parts.join(" or ")}${dit}`;
 }
 
 /** Vector text from values (numbers with at most 4 decimals, trailing zeros dropped). */
@@ -172,10 +227,22 @@ export function formatVector(values) {
   return values.map((v) => (typeof v === "number" ? formatNumber(v, 4) : String(v))).join(",");
 }
 
-/** Presets that fit `family` and `length` from a {name: vector} table (by parsed length). */
-export function presetsFor(presets, family, length) {
+/**
+ * Presets that fit a layout from a {name: vector} table: SD presets of `length` values for an SD
+ * family; for a transformer family the DiT presets (lokr_core's and the table's) that parse over its
+ * layout with the model's `blocks` counts.
+ */
+export function presetsFor(presets, family, length, blocks = null) {
   const out = {};
+  if (isDitFamily(family)) {
+    for (const [name, vec] of Object.entries({ ...DIT_PRESETS, ...(presets || {}) })) {
+      if (!isDitPreset(name) && !String(vec).startsWith("%")) continue;
+      try { parseDitVector(String(vec), family, (t) => parseToken(t), blocks); out[name] = String(vec); } catch (_) { /* does not fit */ }
+    }
+    return out;
+  }
   for (const [name, vec] of Object.entries(presets || {})) {
+    if (isDitPreset(name)) continue;
     const n = String(vec).split(",").length;
     if (n !== length) continue;
     if (family && !blockIds(family, n)) continue;

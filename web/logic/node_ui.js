@@ -1,6 +1,7 @@
 // Which of the pack's nodes get which panel, the input names and values the panels read (all from
 // the INPUT_TYPES in nodes/*.py), and the run report in a node's `executed` message.
 import { BLOCK_IDS } from "./block_vector.js";
+import { ditFamily } from "./dit_blocks.js";
 import { stackSlotNames } from "./stack.js";
 
 /** Input names of the pack's nodes that the panels read (LoKr loaders, Block Weights, Info). */
@@ -59,10 +60,19 @@ export function vectorText(preset, text) {
 }
 
 /**
- * Family to parse `text` with: the node's `family` value when it names one, else `layoutFamily` for
- * a `%` spec (which needs one), else null (inferred from the vector's length).
+ * Family to parse the editor's text with: the node's `family` value when it names one (SD or a
+ * transformer family), else the family the last run read from the model (`detected`, the report's
+ * block_family), else null (inferred from the vector's length, then the editor's layout).
  */
-export function parseFamily(familyValue, text, layoutFamily) {
-  if (familyValue && familyValue !== AUTO_FAMILY && BLOCK_IDS[familyValue]) return familyValue;
-  return String(text).startsWith("%") ? layoutFamily : null;
+export function parseFamily(familyValue, detected = null) {
+  if (familyValue && familyValue !== AUTO_FAMILY && (BLOCK_IDS[familyValue] || ditFamily(familyValue))) return familyValue;
+  return detected || null;
+}
+
+/** {family, blocks} the model had in a run report of LoKr Block Weights (block_family, blocks), or null. */
+export function detectedLayout(report) {
+  const family = report?.block_family ?? null;
+  if (!family) return null;
+  const blocks = report.blocks && typeof report.blocks === "object" ? report.blocks : null;
+  return { family, blocks };
 }

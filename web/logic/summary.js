@@ -32,6 +32,11 @@ export function summaryFamily(summary) {
   return pick(summary, "family", "model_family");
 }
 
+/** The family label of a summary: the server's `family_label`, else the label of its family id. */
+export function summaryFamilyLabel(summary) {
+  return pick(summary, "family_label") ?? familyLabel(summaryFamily(summary));
+}
+
 /**
  * Trigger words from a summary: `metadata.trigger_words` (or `trigger_words`), else the most
  * frequent training tags (`metadata.top_tags` [[tag, count]] or a raw `tag_frequency`).
@@ -77,7 +82,7 @@ export function summaryRows(summary) {
   const rows = [];
   const add = (label, text) => { if (text !== undefined && text !== null && text !== "") rows.push({ label, text: String(text) }); };
   const training = summary.metadata?.training ?? {};
-  add("Family", familyLabel(summaryFamily(summary)));
+  add("Family", summaryFamilyLabel(summary));
   const n = pick(summary, "module_count") ?? count(summary.modules);
   const blocks = pick(summary, "blocks", "modules_per_block");
   const params = pick(summary, "params");
@@ -115,7 +120,7 @@ export function compactSummary(summary, maxWords = 3) {
   const scale = scaleText(summary);
   if (scale) parts.push(`scale ${scale}`);
   return {
-    family: familyLabel(summaryFamily(summary)),
+    family: summaryFamilyLabel(summary),
     text: parts.join(" · "),
     words: triggerWords(summary, maxWords),
     explicit: hasTriggerWords(summary),
@@ -135,8 +140,9 @@ export function warningBadgeText(text) {
 }
 
 /**
- * Rows for the run report the node returned (onExecuted): matched / unmatched / shape mismatches,
- * plus the first few unmatched names. Accepts counts or mappings.
+ * Rows for the run report the node returned (onExecuted): matched / unmatched / shape mismatches /
+ * skipped, the first few unmatched names (with their nearest weight when the report has `nearest`)
+ * and skipped modules with their reasons. Accepts counts or mappings.
  */
 export function reportRows(report, maxNames = 5) {
   if (!report || typeof report !== "object") return [];
@@ -150,9 +156,17 @@ export function reportRows(report, maxNames = 5) {
   if (mismatch !== undefined) rows.push({ label: "Shape mismatch", text: String(mismatch), warn: mismatch > 0 });
   const names = Array.isArray(report.unmatched) ? report.unmatched
     : (report.unmatched && typeof report.unmatched === "object" ? Object.keys(report.unmatched) : []);
+  const more = (list) => (list.length > maxNames ? ` … +${list.length - maxNames}` : "");
   if (names.length) {
-    const more = names.length > maxNames ? ` … +${names.length - maxNames}` : "";
-    rows.push({ label: "Not applied", text: names.slice(0, maxNames).join(", ") + more, warn: true });
+    const near = report.nearest && typeof report.nearest === "object" ? report.nearest : {};
+    const shown = names.slice(0, maxNames).map((n) => (near[n]?.length ? `${n} (nearest: ${near[n][0]})` : n));
+    rows.push({ label: "Not applied", text: shown.join(", ") + more(names), warn: true });
+  }
+  const skipped = report.skipped && typeof report.skipped === "object" && !Array.isArray(report.skipped)
+    ? Object.entries(report.skipped) : [];
+  if (skipped.length) {
+    rows.push({ label: "Skipped", text: skipped.slice(0, maxNames).map(([n, why]) => `${n}: ${why}`).join("; ")
+      + more(skipped), warn: true });
   }
   return rows;
 }

@@ -1,8 +1,8 @@
 // The summary panel on nodes with a `lokr_name` input: family, modules, layouts, scale, trigger
 // words, warnings, a family-mismatch badge and the last run's report.
-import { familyFromCheckpointName, familyLabel, familyMismatch } from "../logic/family.js";
+import { familyFromCheckpointName, familyView } from "../logic/family.js";
 import { reportFromMessage } from "../logic/node_ui.js";
-import { hasTriggerWords, reportRows, summaryFamily, summaryRows, triggerWords, warningsOf } from "../logic/summary.js";
+import { hasTriggerWords, reportRows, summaryRows, triggerWords, warningsOf } from "../logic/summary.js";
 import { el } from "../common/dom.js";
 import { upstreamCheckpoint, watchWhileInGraph } from "../common/graph.js";
 import { chain } from "../common/hooks.js";
@@ -10,13 +10,14 @@ import { fetchInfo } from "../common/lokr_api.js";
 import { findWidget, mountDOMWidget, resizeNode } from "../common/node_widget.js";
 import { familyBadge, rowsTable, tagChips, warningBadge } from "../common/parts.js";
 
-/** The head line: family badge, mismatch badge (when the model's family differs), first two warnings. */
-function headLine(summary, modelFamily) {
+/** The head line: family badge, mismatch badge (when the model's family differs), first two warnings.
+ *  `view`: logic/family.js familyView (file and model families, labels, mismatch text). */
+function headLine(summary, view) {
   const head = el("div", "lokr-head");
-  head.appendChild(familyBadge(summary));
-  const mismatch = familyMismatch(summaryFamily(summary), modelFamily);
+  head.appendChild(familyBadge(view.fileLabel));
+  const mismatch = view.mismatch;
   if (mismatch) {
-    const badge = el("span", "lokr-badge lokr-bad", `⚠ family mismatch: model is ${familyLabel(modelFamily)}`);
+    const badge = el("span", "lokr-badge lokr-bad", `⚠ family mismatch: model is ${view.modelLabel}`);
     badge.title = mismatch;
     badge.dataset.lokr = "mismatch";
     head.appendChild(badge);
@@ -48,7 +49,7 @@ function renderPanel(root, state) {
   if (state.error) { root.append(el("div", "lokr-head"), el("div", "lokr-err", state.error)); return; }
   if (!state.summary) { root.appendChild(noteLine("Reading " + state.file + " …")); return; }
   const s = state.summary;
-  root.appendChild(headLine(s, state.report?.model_family ?? state.modelFamily));
+  root.appendChild(headLine(s, familyView(s, state.report, state.modelFamily)));
   root.appendChild(rowsTable(summaryRows(s).filter((r) => r.label !== "Family")));
   const tags = tagChips(triggerWords(s), hasTriggerWords(s) ? "Trigger words" : "Top tags");
   if (tags) root.appendChild(tags);
