@@ -14,6 +14,8 @@ import re
 from collections import Counter
 from typing import Any, Mapping
 
+from ..formats.sidecar import words as sidecar_words
+
 __all__ = ["summarize", "format_report", "family_report", "block_of", "dit_block_of", "training_info", "top_tags"]
 
 BLOCK_ORDER = ("te", "te1", "te2", "base", "down", "mid", "up", "double", "single", "joint", "layers", "other")
@@ -28,7 +30,6 @@ _TRAINING_KEYS = (
     "ss_v2", "modelspec.title", "modelspec.architecture", "modelspec.author", "modelspec.description",
     "modelspec.date",
 )
-_TRIGGER_KEYS = ("modelspec.trigger_phrase", "ss_trigger_words", "trigger_words", "trigger_phrase", "activation_text")
 _MAX_TEXT = 300
 
 
@@ -122,42 +123,13 @@ def training_info(metadata: Mapping[str, str]) -> dict[str, Any]:
 
 def top_tags(metadata: Mapping[str, str], n: int = 20) -> list[tuple[str, int]]:
     """The ``n`` most frequent training tags from ``ss_tag_frequency`` ({dataset: {tag: count}}),
-    summed over datasets, most frequent first (ties by name)."""
-    raw = metadata.get("ss_tag_frequency")
-    if not raw:
-        return []
-    try:
-        data = json.loads(raw)
-    except (TypeError, ValueError):
-        return []
-    counts: Counter[str] = Counter()
-    if isinstance(data, Mapping):
-        for tags in data.values():
-            if isinstance(tags, Mapping):
-                for tag, c in tags.items():
-                    try:
-                        counts[str(tag).strip()] += int(c)
-                    except (TypeError, ValueError):
-                        continue
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    summed over datasets, most frequent first (ties by name); unreadable values give []."""
+    return sidecar_words.top_tags(metadata.get("ss_tag_frequency"), n, [])
 
 
 def _trigger_words(metadata: Mapping[str, str]) -> list[str]:
-    words: list[str] = []
-    for key in _TRIGGER_KEYS:
-        raw = metadata.get(key)
-        if not raw:
-            continue
-        try:
-            value = json.loads(raw)
-        except (TypeError, ValueError):
-            value = raw
-        items = value if isinstance(value, list) else str(value).split(",")
-        for w in items:
-            w = str(w).strip()
-            if w and w not in words:
-                words.append(w)
-    return words
+    """The header's trigger words (formats.sidecar.words), first occurrence of each kept."""
+    return list(dict.fromkeys(sidecar_words.header_trigger_words(dict(metadata), [])))
 
 
 # ------------------------------------------------------------------------------------------ summary
