@@ -81,6 +81,7 @@ def name_candidates(name: str) -> Iterator[str]:
     """Spellings under which ComfyUI's key map may know the file module ``name``, most exact first.
 
     ``base_model.model.down_blocks.0.attentions.0.proj_in`` -> ... ``lora_unet_down_blocks_0_attentions_0_proj_in``;
+    ``base_model.model.layers.0.attention.to_q`` -> ... ``transformer.layers.0.attention.to_q``;
     ``lycoris_input_blocks_1_1_proj_in`` -> ``lora_unet_input_blocks_1_1_proj_in``;
     ``lora_te_encoder_layers_0_mlp_fc1`` (transformers 5) -> ``lora_te_text_model_encoder_layers_0_mlp_fc1``.
     """
@@ -89,6 +90,8 @@ def name_candidates(name: str) -> Iterator[str]:
     if n.startswith("base_model.model."):
         n = n[len("base_model.model."):]
         yield n
+        if "." in n and not n.startswith(("unet.", "transformer.", "text_encoder")):
+            yield "transformer." + n  # a PEFT transformer adapter: ComfyUI maps diffusers DiT names as transformer.<path>
     if n.startswith("lycoris_"):
         yield "lora_unet_" + n[len("lycoris_"):]
     for te in ("lora_te_", "lora_te1_", "lora_te2_"):
