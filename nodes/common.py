@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from ..lokr_core.base.errors import LoKrConfigError, LoKrError, LoKrFormatError, where
+from ..lokr_core.base.fingerprint import file_fingerprint
 from ..lokr_core.ops.merge import check_strength
 
 CATEGORY = "loaders/LoKr"
@@ -81,6 +82,21 @@ def model_file(folder: str, name: str, expected: str) -> str:
         raise LoKrFormatError(f"{where(name, None)}no such file in the '{folder}' folders ({roots}); "
                               f"expected {expected} there")
     return path
+
+
+def file_token(folder: str, name: Any) -> str:
+    """``IS_CHANGED`` value of a model file: its fingerprint (size, mtime, inode, head/tail hash).
+
+    A file rewritten under the same name gives a new token, so ComfyUI runs the node again; an
+    unchanged file the same token, so the cached result is kept. A missing or unreadable file gives
+    ``"missing:<name>"`` (the node's own check then names it).
+    """
+    import folder_paths  # type: ignore[import-not-found]
+    path = folder_paths.get_full_path(folder, name) if isinstance(name, str) and name else None
+    try:
+        return f"{folder}/{name}:{file_fingerprint(path)}" if path else f"missing:{name}"
+    except OSError:
+        return f"missing:{name}"
 
 
 def lokr_path(name: str) -> str:
