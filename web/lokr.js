@@ -8,6 +8,7 @@ import { addStylesheet } from "./common/dom.js";
 import { chain } from "./common/hooks.js";
 import { setupEditor } from "./panels/block_editor.js";
 import { setupPanel } from "./panels/loader_panel.js";
+import { setupPowerPanel } from "./panels/power_panel.js";
 import { setupStackPanel } from "./panels/stack_panel.js";
 
 const EXT_NAME = "comfyui-lokr.panel";
@@ -37,6 +38,7 @@ function extension(app, api) {
           if (panels.file) setupPanel(app, api, this, panels.file);
           if (panels.slots.length) setupStackPanel(app, api, this, panels.slots);
           if (panels.vector) setupEditor(app, api, this, panels.vector);
+          if (panels.power) setupPowerPanel(app, api, this, panels.power);
         });
       } catch (e) {
         console.warn("[comfyui-lokr] extension disabled for", nodeData?.name, e);

@@ -50,6 +50,16 @@ test("degrades: frontend without registerExtension, node without addDOMWidget", 
     const stackNode = { widgets: [{ name: "lokr_1", value: "None" }] };
     stackType.prototype.onNodeCreated.call(stackNode);
     assert.equal(stackNode.lokrStackPanel, undefined);
+    // the Power Loader (rows) gets a hook too; without addDOMWidget its rows widget is left as it is
+    const powerType = { prototype: {} };
+    await registered[0].beforeRegisterNodeDef(powerType, {
+      name: "LoKrPowerLoader", input: { required: { model: ["MODEL"], clip: ["CLIP"], rows: ["STRING"] } },
+    });
+    assert.equal(typeof powerType.prototype.onNodeCreated, "function");
+    const powerNode = { widgets: [{ name: "rows", value: "[]" }] };
+    powerType.prototype.onNodeCreated.call(powerNode);
+    assert.equal(powerNode.lokrPowerPanel, undefined);
+    assert.equal(powerNode.widgets[0].hidden, undefined);  // still shown: there is no editor to replace it
     assert.equal(head.length, 1);  // the stylesheet is added once
     // other packs' nodes are left alone
     const other = { prototype: {} };

@@ -289,16 +289,19 @@ test("DiT vectors: full, per group, % spec, presets, errors (lokr_core's rules)"
 test("panelsFor: the pack's node definitions get the panels their inputs call for", () => {
   const def = (name, required, optional = {}) => ({ name, input: { required, optional } });
   assert.deepEqual(L.panelsFor(def("LoKrLoader", { model: ["MODEL"], lokr_name: [[]] })),
-    { file: "lokr_name", vector: null, slots: [] });
+    { file: "lokr_name", vector: null, slots: [], power: null });
   assert.deepEqual(L.panelsFor(def("LoKrBlockWeights", { lokr_name: [[]], preset: [[]], block_vector: ["STRING"] }, { A: ["FLOAT"] })),
-    { file: "lokr_name", vector: "block_vector", slots: [] });
+    { file: "lokr_name", vector: "block_vector", slots: [], power: null });
   assert.deepEqual(L.panelsFor(def("LoKrStack", { lokr_2: [[]], strength_model_1: ["FLOAT"], lokr_1: [[]] })),
-    { file: null, vector: null, slots: ["lokr_1", "lokr_2"] });
+    { file: null, vector: null, slots: ["lokr_1", "lokr_2"], power: null });
+  assert.deepEqual(L.panelsFor(def("LoKrPowerLoader", { model: ["MODEL"], clip: ["CLIP"], rows: ["STRING"] }, { lora_stack: ["LORA_STACK"] })),
+    { file: null, vector: null, slots: [], power: "rows" });
+  assert.equal(L.panelsFor(def("OtherPowerLoader", { rows: ["STRING"] })), null);  // not the pack's
   assert.equal(L.panelsFor(def("LoKrApplyStack", { lora_stack: ["LORA_STACK"] })), null);
   assert.equal(L.panelsFor(def("LoraLoader", { lora_name: [[]] })), null);  // another pack's (core's) node
   assert.equal(L.panelsFor(def("LoKrLoader", { lora_name: [[]], vector: ["STRING"], lbw: ["STRING"] })), null);
   assert.deepEqual(L.panelsFor({ name: "X", python_module: "custom_nodes.comfyui-lokr", input: { required: { lokr_name: [[]] } } }),
-    { file: "lokr_name", vector: null, slots: [] });
+    { file: "lokr_name", vector: null, slots: [], power: null });
   assert.equal(L.panelsFor(null), null);
   assert.deepEqual(L.inputNames(def("N", { a: 1 }, { b: 2 })), ["a", "b"]);
   assert.deepEqual(L.inputNames(undefined), []);

@@ -20,3 +20,21 @@ export async function fetchPresets(api) {
   const body = await getJSON(api, "/lokr/presets");
   return body?.presets ?? {};
 }
+
+/** The LoKr / LoRA files of the loras folders: {files: [{name, family, family_label, kind, has_preview}],
+ *  folders: [sub folder]}. */
+export async function fetchFiles(api) {
+  const body = await getJSON(api, "/lokr/files");
+  return { files: Array.isArray(body?.files) ? body.files : [], folders: Array.isArray(body?.folders) ? body.folders : [] };
+}
+
+/** The sidecar metadata of a file (trigger_words, preview URL or null, base_model, source_url, family, ...). */
+export function fetchSidecar(api, file) {
+  return getJSON(api, "/lokr/sidecar?file=" + encodeURIComponent(file));
+}
+
+/** The address to load a route path such as the sidecar's `preview` from (through ComfyUI's api.apiURL
+ *  when there is one, so it works behind the frontend's path prefix). */
+export function routeURL(api, path) {
+  return typeof api?.apiURL === "function" ? api.apiURL(path) : path;
+}

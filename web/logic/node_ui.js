@@ -12,6 +12,7 @@ export const INPUTS = Object.freeze({
   family: "family",
   a: "A",
   b: "B",
+  rows: "rows",             // LoKr Power Loader: the rows as JSON text (logic/power_rows.js)
 });
 
 /** The `preset` value that makes LoKr Block Weights read `block_vector`. */
@@ -33,9 +34,9 @@ export function inputNames(nodeData) {
 }
 
 /**
- * The panels a node definition gets: {file, vector, slots} (the file input name or null, the
- * vector input name or null, the stack's slot names), or null for other packs' nodes and for
- * nodes of this pack without any of those inputs.
+ * The panels a node definition gets: {file, vector, slots, power} (the file input name or null, the
+ * vector input name or null, the stack's slot names, the Power Loader's rows input name or null), or
+ * null for other packs' nodes and for nodes of this pack without any of those inputs.
  */
 export function panelsFor(nodeData) {
   const isOurs = /lokr/i.test(nodeData?.name ?? "") || /lokr/i.test(nodeData?.python_module ?? "");
@@ -44,7 +45,8 @@ export function panelsFor(nodeData) {
   const file = names.includes(INPUTS.file) ? INPUTS.file : null;
   const vector = names.includes(INPUTS.vector) ? INPUTS.vector : null;
   const slots = file ? [] : stackSlotNames(names);
-  return file || vector || slots.length ? { file, vector, slots } : null;
+  const power = names.includes(INPUTS.rows) ? INPUTS.rows : null;
+  return file || vector || slots.length || power ? { file, vector, slots, power } : null;
 }
 
 /** The run report of an `executed` message (`{lokr_report: [report]}`), or null. */
