@@ -121,3 +121,25 @@ def test_python_parser_agrees_with_js(case):
     assert [k for k in blocks if k in case["blocks"]] == list(case["blocks"])  # same order
     for key, value in expected.items():
         assert blocks[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
+def test_js_rows_are_what_the_power_loader_reads():
+    """The rows editor's widget text (web/logic/power_rows.js) is read by the node's parser
+    (nodes/rows.py) as the same rows; both name the same keys, and the UI key is the node's."""
+    from tests.support.comfy_pack import pack_module
+
+    rows_mod = pack_module("nodes.rows")
+    js = _js("{keys: M.ROW_KEYS, power: M.POWER_KEY, text: M.serializeRows(M.setBlocks(M.setStrength(M.toggleRow("
+             "M.addRow(M.addRow(M.addRow([], 'a.safetensors'), 'sub/b.safetensors'), 'c.safetensors'), 2),"
+             " 1, 'clip', 0.25), 0, 'SD-OUTALL')),"
+             " back: M.parseRows('[{\"file\": \"x.safetensors\", \"strength_model\": 0.5}]').rows}", "power_rows")
+    assert tuple(js["keys"]) == rows_mod.KEYS
+    assert f'"{js["power"]}"' in (ROOT / "nodes" / "power_loader.py").read_text()
+    parsed = rows_mod.parse_rows(js["text"])
+    assert [(r.index, r.file, r.on, r.strength_model, r.strength_clip, r.linked, r.blocks) for r in parsed] == [
+        (0, "a.safetensors", True, 1.0, 1.0, True, "SD-OUTALL"),
+        (1, "sub/b.safetensors", True, 1.0, 0.25, False, ""),
+        (2, "c.safetensors", False, 1.0, 1.0, True, ""),
+    ]
+    (x,) = rows_mod.parse_rows(json.dumps(js["back"]))  # the editor's defaults are the node's
+    assert (x.on, x.strength_model, x.strength_clip, x.linked, x.blocks) == (True, 0.5, 0.5, True, "")
