@@ -7,8 +7,10 @@ setting ``Comfy.VueNodes.Enabled``; skipped on a frontend without it). They chec
 (family, modules, layouts, scale, trigger words, family-mismatch badge, the run report from
 ``onExecuted``), that the panel sits on its node and is the element under the pointer there, real
 clicks (a trigger word to the clipboard, a block slider), the LoKr Stack rows, the block-weight editor,
-a saved and re-opened workflow, and that a screenshot of each can be taken (written under pytest's tmp
-dir only: the README images come from ``tools/make_screenshots.py``).
+a saved and re-opened workflow, the LoKr Power Loader's rows editor (rows added, toggled, moved,
+strengths, previews and trigger words, saved, sent in the API prompt and re-opened), and that a
+screenshot of each can be taken (written under pytest's tmp dir only: the README images come from
+``tools/make_screenshots.py``).
 
 Skips cleanly without ``COMFYUI_PATH`` or a Chromium binary (``CHROMIUM`` or ``chromium`` on PATH).
 ``COMFYUI_PYTHON`` picks the interpreter for ComfyUI (default: ``<COMFYUI_PATH>/../venv/bin/python``).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -444,3 +447,187 @@ def test_run_report_from_a_real_run(comfy, browser, tmp_path):
     report, _console = run(scenario, browser, url, "classic")
     assert "Matched" in report and "4 / 5" in report, (frontend, report, log.read_text()[-2000:])
     assert "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q" in report, report
+
+
+# ------------------------------------------------------------------------------------ power loader
+NODE = "window.comfyAPI.app.app.graph.getNodeById(%s)"
+# Checkpoint (named like SDXL, never loaded) -> LoKr Power Loader -> LoKr Info (an output node, so the
+# API prompt can be posted); [power id, info id]
+SCENE = """(() => {
+  const app = window.comfyAPI.app.app;
+  app.graph.clear();
+  const add = (type, x) => { const n = LiteGraph.createNode(type); n.pos = [x, 150]; app.graph.add(n); return n; };
+  const ckpt = add("CheckpointLoaderSimple", 100);
+  ckpt.widgets.find((x) => x.name === "ckpt_name").value = %(ckpt)s;
+  const power = add("LoKrPowerLoader", 470);
+  const info = add("LoKrInfo", 1000);
+  info.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
+  const link = (a, out, b, name) => a.connect(out, b, b.inputs.findIndex((i) => i.name === name));
+  link(ckpt, 0, power, "model"); link(ckpt, 1, power, "clip"); link(power, 0, info, "model"); link(power, 1, info, "clip");
+  power.setSize([460, power.size[1]]);
+  app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true);
+  return [power.id, info.id];
+})()"""
+ROWS_DOM = """(() => { const p = %s; if (!p?.isConnected) return null;
+  return [...p.querySelectorAll('[data-lokr=power-row]')].map((r) => ({
+    file: r.querySelector('[data-lokr=power-file-button]').title,
+    on: r.querySelector('[data-lokr=power-on]').checked,
+    model: r.querySelector('[data-lokr=power-model]').value, clip: r.querySelector('[data-lokr=power-clip]').value,
+    words: [...r.querySelectorAll('[data-lokr=power-words] .lokr-tag')].map((t) => t.textContent),
+    preview: r.querySelector('[data-lokr=power-preview]')?.naturalWidth ?? 0,
+    flag: r.querySelector('[data-lokr=power-flag]')?.title ?? null,
+    status: r.querySelector('[data-lokr=power-status]')?.textContent ?? null})); })()"""
+
+
+async def add_row(cdp: wd.CDP, node_id: int, query: str, file: str, real_click: bool = False) -> None:
+    """Add a row through the editor: "+ Add LoKr", type ``query`` in the filter, click ``file``."""
+    panel = wd.panel_js(node_id, "lokrPowerPanel")
+    add = f"{panel}.querySelector('[data-lokr=power-add]')"
+    if real_click:
+        r = await wd.element_rect(cdp, add)
+        await cdp.click(r["cx"], r["cy"])
+    else:
+        await cdp.js(f"{add}.click(); true")
+    await cdp.wait_js(f"!!{panel}.querySelector('[data-lokr=power-file]')", 20, "the file list of the picker",
+                      diag=f"{panel}.innerText")
+    await cdp.js(f"(() => {{ const f = {panel}.querySelector('[data-lokr=power-filter]'); f.value = {json.dumps(query)};"
+                 " f.dispatchEvent(new Event('input')); return true; })()")
+    item = f"{panel}.querySelector('[data-lokr=power-file][data-file=\"{file}\"]')"
+    if real_click:
+        await wd.settle(cdp, 0.3)
+        r = await wd.element_rect(cdp, item)
+        assert r and r["hit"], r
+        await cdp.click(r["cx"], r["cy"])
+    else:
+        await cdp.js(f"{item}.click(); true")
+
+
+async def edit(cdp: wd.CDP, node_id: int, index: int, tag: str, value=None) -> None:
+    """Edit row ``index``: click its ``tag`` control, or set its ``tag`` input / select to ``value``."""
+    target = f"{wd.panel_js(node_id, 'lokrPowerPanel')}.querySelectorAll('[data-lokr=power-row]')[{index}]" \
+             f".querySelector('[data-lokr={tag}]')"
+    if value is None:
+        await cdp.js(f"{target}.click(); true")
+    else:
+        await cdp.js(f"(() => {{ const e = {target}; e.value = {json.dumps(str(value))};"
+                     " e.dispatchEvent(new Event('change')); return true; })()")
+
+
+SAVE_AND_RELOAD = """(async () => {
+  const app = window.comfyAPI.app.app;
+  const n = app.graph.getNodeById(%(id)s);
+  const w = n.widgets.find((x) => x.name === 'rows');
+  const live = {value: w.value, hidden: !!w.hidden, textareas: %(textareas)s};
+  const wf = JSON.parse(JSON.stringify(app.graph.serialize()));
+  const prompt = await app.graphToPrompt();
+  await app.loadGraphData(wf);
+  return {live, saved: wf.nodes.find((x) => x.type === 'LoKrPowerLoader').widgets_values,
+          api: prompt.output[String(%(id)s)].inputs, output: prompt.output};
+})()"""
+
+# textareas that show: the node's Vue element in Vue mode, the rows widget's own element otherwise
+TEXTAREAS = ("(LiteGraph.vueNodesMode ? [...document.querySelectorAll(`.lg-node[data-node-id=\"${n.id}\"] textarea`)]"
+             " : [w.element].filter(Boolean)).filter((t) => t.offsetParent !== null && t.getClientRects().length).length")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_power_rows_editor(comfy, browser, tmp_path, mode):
+    """LoKr Power Loader: three rows added through the editor ("+ Add LoKr", the filter box, a real click
+    on a file of a sub folder), one switched off, one moved, strengths linked and unlinked, a block
+    preset; the hidden ``rows`` widget holds exactly that JSON in the saved workflow and the API prompt
+    (which the server checks with the node's own VALIDATE_INPUTS) and after reloading; the file with a
+    png and a .civitai.info beside it shows its preview and trigger words; a run status (an SDXL model)
+    shows per row and flags the SD1 files in the rows and in the picker."""
+    url, log, frontend = comfy
+
+    async def scenario(cdp: wd.CDP):
+        node_id, info = await cdp.js(SCENE % {"ckpt": json.dumps(wd.CKPT), "file": json.dumps(wd.FIXTURE)})
+        panel = wd.panel_js(node_id, "lokrPowerPanel")
+        empty = await cdp.wait_js(f"(() => {{ const p = {panel}; return p?.isConnected ? p.innerText : null; }})()",
+                                  20, "the empty rows editor")
+        await add_row(cdp, node_id, "corgi sty", wd.STYLE, real_click=True)
+        await add_row(cdp, node_id, "tiny", wd.TINY_FIXTURE)
+        await add_row(cdp, node_id, "sd15", wd.FIXTURE)
+        three = await cdp.wait_js(f"(() => {{ const r = {ROWS_DOM % panel}; return r?.length === 3"
+                                  " && r[0].words.length && r[0].preview ? r : null; })()", 30,
+                                  "three rows, the first with its preview and trigger words",
+                                  diag=f"[{ROWS_DOM % panel}, [...{NODE % node_id}.lokrPowerPanel.state.sidecars.entries()],"
+                                       f" {panel}.innerHTML]")
+        where = await placement(cdp, node_id, panel)
+        await edit(cdp, node_id, 1, "power-on")                    # tiny fixture off
+        await edit(cdp, node_id, 2, "power-up")                    # sd15 fixture up: style, sd15, tiny
+        await edit(cdp, node_id, 0, "power-model", 0.6)            # linked: clip follows
+        await edit(cdp, node_id, 1, "power-clip", 0.3)             # unlinks
+        await edit(cdp, node_id, 1, "power-model", 0.8)            # clip stays 0.3
+        await edit(cdp, node_id, 0, "power-blocks", "SD-OUTALL")
+        shot = await cdp.screenshot(tmp_path / f"power_{mode}.png", wd.clip(await wd.node_rect(cdp, [node_id])))
+        status = {"model_family": "sdxl", "model_family_label": "SDXL", "rows": [  # the SD1 files on an SDXL model
+            {"index": 0, "file": wd.STYLE, "on": True, "kind": "lokr", "family": "sd1", "family_label": "SD1.x",
+             "matched": 30, "total": 40, "trigger_words": wd.STYLE_WORDS},
+            {"index": 1, "file": wd.FIXTURE, "on": True, "kind": "lokr", "family": "sd1", "family_label": "SD1.x",
+             "matched": 40, "total": 40, "trigger_words": []},
+            {"index": 2, "file": wd.TINY_FIXTURE, "on": False, "kind": "off", "family": None, "family_label": None,
+             "matched": None, "total": None, "trigger_words": []}]}
+        await cdp.js(f"{NODE % node_id}.onExecuted({{lokr_power: [{json.dumps(status)}]}}); true")
+        after_run = await cdp.wait_js(f"(() => {{ const r = {ROWS_DOM % panel}; return r?.every((x) => x.status)"
+                                      " ? r : null; })()", 10, "the run status on each row")
+        await cdp.js(f"{panel}.querySelector('[data-lokr=power-add]').click(); true")  # the picker flags other families
+        picked = await cdp.wait_js(f"""(() => {{ const items = [...{panel}.querySelectorAll('[data-lokr=power-file]')];
+            return items.length ? items.map((i) => [i.dataset.file, i.dataset.flag ?? null, i.title]) : null; }})()""",
+                                   10, "the picker after the run")
+        folders = await cdp.js(f"[...{panel}.querySelectorAll('.lokr-pw-folder')].map((f) => f.textContent)")
+        await cdp.js(f"{panel}.querySelector('[data-lokr=power-add]').click(); true")  # closed again
+        saved = await cdp.js(SAVE_AND_RELOAD % {"id": node_id, "textareas": TEXTAREAS})
+        reloaded = await cdp.wait_js(f"""(() => {{ const n = window.comfyAPI.app.app.graph.nodes.find(
+            (x) => x.type === 'LoKrPowerLoader'); if (!n) return null; const r = {ROWS_DOM % wd.panel_js('n.id', 'lokrPowerPanel')};
+            return r?.length === 3 && r[0].preview ? {{rows: r, value: n.widgets.find((x) => x.name === 'rows').value,
+            hidden: !!n.widgets.find((x) => x.name === 'rows').hidden}} : null; }})()""",
+                                     30, "the rows editor after reloading the workflow")
+        return dict(empty=empty, three=three, where=where, shot=shot, after_run=after_run, saved=saved,
+                    reloaded=reloaded, info=info, picked=picked, folders=folders)
+
+    r, console = run(scenario, browser, url, mode)
+    ctx = (frontend, mode)
+    assert "No rows" in r["empty"], (ctx, r["empty"])
+    first = r["three"][0]
+    assert [x["file"] for x in r["three"]] == [wd.STYLE, wd.TINY_FIXTURE, wd.FIXTURE], (ctx, r["three"])
+    assert first["words"] == wd.STYLE_WORDS and first["preview"] == 2, (ctx, first)  # the .civitai.info words, the 2 px png
+    where = r["where"]
+    assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
+    assert 0 < r["shot"] < 300_000, (ctx, r["shot"])
+    want = [
+        {"on": True, "file": wd.STYLE, "strength_model": 0.6, "strength_clip": 0.6, "linked": True, "blocks": "SD-OUTALL"},
+        {"on": True, "file": wd.FIXTURE, "strength_model": 0.8, "strength_clip": 0.3, "linked": False, "blocks": ""},
+        {"on": False, "file": wd.TINY_FIXTURE, "strength_model": 1, "strength_clip": 1, "linked": True, "blocks": ""},
+    ]
+    saved = r["saved"]
+    assert json.loads(saved["live"]["value"]) == want, (ctx, saved["live"])
+    assert saved["live"]["hidden"] and saved["live"]["textareas"] == 0, (ctx, saved["live"])  # the textarea is hidden
+    assert saved["saved"] == [saved["live"]["value"], *saved["saved"][1:]], (ctx, saved["saved"])  # rows is saved first
+    assert saved["api"]["rows"] == saved["live"]["value"], (ctx, saved["api"])  # the API prompt: the same JSON text
+    statuses = [x["status"] for x in r["after_run"]]
+    assert "LoKr · 30 / 40 matched · family mismatch" in statuses[0] and "40 / 40" in statuses[1], (ctx, statuses)
+    assert "off" in statuses[2], (ctx, statuses)
+    flags = [x["flag"] for x in r["after_run"]]
+    assert flags[0] and "SD1.x" in flags[0] and "SDXL" in flags[0] and "last run" in flags[0], (ctx, flags)
+    assert all(flags[:2]), (ctx, flags)  # before the run no row was flagged (the rows agree with each other)
+    assert not any(x["flag"] for x in r["three"]), (ctx, r["three"])
+    picked = {f: (flag, title) for f, flag, title in r["picked"]}
+    assert picked[wd.FIXTURE][0] == "family" and "SDXL" in picked[wd.FIXTURE][1], (ctx, picked)
+    assert picked[wd.STYLE][0] == "family", (ctx, picked)
+    assert r["folders"] == ["styles/"], (ctx, r["folders"])
+    back = r["reloaded"]
+    assert back["value"] == saved["live"]["value"] and back["hidden"], (ctx, back)
+    assert [(x["file"], x["on"], x["model"], x["clip"]) for x in back["rows"]] == [
+        (wd.STYLE, True, "0.6", "0.6"), (wd.FIXTURE, True, "0.8", "0.3"), (wd.TINY_FIXTURE, False, "1", "1")], (ctx, back)
+    # the server reads the API prompt's rows with the node's own checks (VALIDATE_INPUTS): no error for them
+    body = json.dumps({"prompt": saved["output"]}).encode()
+    req = urllib.request.Request(f"{url}/prompt", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        answer = json.loads(e.read())
+    assert str(r["info"]) in saved["output"], (ctx, saved["output"])
+    assert not answer.get("node_errors") and not answer.get("error"), (ctx, answer)
+    assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])

@@ -84,7 +84,7 @@ test("family: the run's model family first, else the majority of on rows; flags 
   assert.equal(P.majorityFamily([row("x1"), row("s1")], byName), null);  // a tie names none
   assert.equal(P.majorityFamily([row("x1", { on: false }), row("s1")], byName), "sd1");  // off rows do not vote
   const fromRows = P.modelFamilyOf(null, rows, byName);
-  assert.deepEqual(fromRows, { family: "sdxl", label: null, source: "rows" });
+  assert.deepEqual(fromRows, { family: "sdxl", label: "SDXL", source: "rows" });
   assert.match(P.fileFlag(byName.get("s1"), fromRows), /SD1\.x.*SDXL.*most of the rows that are on/);
   assert.equal(P.fileFlag(byName.get("x2"), fromRows), null);
   const fromRun = P.modelFamilyOf({ model_family: "flux", model_family_label: "Flux.1", rows: [] }, rows, byName);

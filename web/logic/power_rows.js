@@ -1,7 +1,7 @@
 // LoKr Power Loader's rows: the JSON text of its `rows` widget (the one value the node saves and
 // the API sends), the edits the rows editor makes, and the per-row status of a run. Pure: every
 // edit returns a new list, never changes the one it was given. Schema: docs/web.md, Power Loader.
-import { familyMismatch } from "./family.js";
+import { familyLabel, familyMismatch } from "./family.js";
 
 /** Keys of a row object, in the order the JSON text is written; the node refuses any other key. */
 export const ROW_KEYS = Object.freeze(["on", "file", "strength_model", "strength_clip", "linked", "blocks"]);
@@ -177,9 +177,11 @@ export function majorityFamily(rows, byName) {
  * rows (source "rows"), else {family: null}.
  */
 export function modelFamilyOf(power, rows, byName) {
-  if (power?.model_family) return { family: power.model_family, label: power.model_family_label ?? null, source: "run" };
+  if (power?.model_family) {
+    return { family: power.model_family, label: power.model_family_label || familyLabel(power.model_family), source: "run" };
+  }
   const fam = majorityFamily(rows, byName);
-  return { family: fam, label: null, source: fam ? "rows" : null };
+  return fam ? { family: fam, label: familyLabel(fam), source: "rows" } : { family: null, label: null, source: null };
 }
 
 /**

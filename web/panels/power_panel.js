@@ -198,7 +198,7 @@ export function setupPowerPanel(app, api, node, rowsInput) {
     line.appendChild(el("span", "lokr-muted", "model"));
     line.appendChild(strengthInput(r.strength_model, "Model strength", "power-model",
       (v) => write(setStrength(state.rows, i, "model", v))));
-    const link = button(r.linked ? "🔗" : "⛓", r.linked ? "Clip strength follows model strength: click to set it apart"
+    const link = button(r.linked ? "=" : "≠", r.linked ? "Clip strength follows model strength: click to set it apart"
       : "Clip strength set apart: click to link it to model strength", "power-link",
     () => write(setLinked(state.rows, i, !r.linked)), "lokr-pw-btn lokr-pw-link" + (r.linked ? " lokr-pw-linked" : ""));
     line.appendChild(link);
@@ -242,7 +242,7 @@ export function setupPowerPanel(app, api, node, rowsInput) {
     const foot = el("div", "lokr-pw-foot");
     foot.appendChild(button("+ Add LoKr", "Add a row (pick its file)", "power-add", () => openPicker(NEW_ROW), "lokr-pw-add"));
     if (model.family) {
-      const fam = el("span", "lokr-muted", `model: ${model.label || model.family}${model.source === "rows" ? " (from the rows)" : ""}`);
+      const fam = el("span", "lokr-muted", `model: ${model.label}${model.source === "rows" ? " (most rows)" : " (last run)"}`);
       fam.dataset.lokr = "power-model-family";
       foot.appendChild(fam);
     }
