@@ -11,6 +11,8 @@ scene and writes one PNG per shot:
 - ``lokr_block_weights.png``: LoKr Block Weights, preset SD-OUTALL with two sliders moved; classic canvas.
 - ``lokr_stack_panel.png``: LoKr Stack with two slots chosen; classic canvas.
 - ``lokr_loader_panel_vue.png``: the LoKr Loader scene in the Vue node mode ("Nodes 2.0").
+- ``lokr_power_loader.png``: LoKr Power Loader with three rows (one with a preview and trigger words,
+  one off) and a run status; classic canvas.
 
 This is the only thing that writes docs/img; the tests write their screenshots under a tmp dir.
 Needs ``COMFYUI_PATH`` (``COMFYUI_PYTHON`` for ComfyUI's interpreter) and Chromium (``CHROMIUM``).
@@ -57,11 +59,34 @@ async def stack(cdp: wd.CDP) -> list[int]:
     return [await wd.stack_scene(cdp, {1: wd.FIXTURE, 3: wd.FIXTURE})]
 
 
+async def power(cdp: wd.CDP) -> list[int]:
+    """LoKr Power Loader with three rows (the third off, the second's clip unlinked) and a run status."""
+    node_id, _info = await wd.power_scene(cdp)
+    for query, file in (("corgi", wd.STYLE), ("sd15", wd.FIXTURE), ("tiny", wd.TINY_FIXTURE)):
+        await wd.add_power_row(cdp, node_id, query, file)
+    panel = wd.panel_js(node_id, "lokrPowerPanel")
+    await cdp.js(f"""(() => {{ const rows = {panel}.querySelectorAll('[data-lokr=power-row]');
+        rows[2].querySelector('[data-lokr=power-on]').click();
+        const clip = {panel}.querySelectorAll('[data-lokr=power-row]')[1].querySelector('[data-lokr=power-clip]');
+        clip.value = '0.5'; clip.dispatchEvent(new Event('change'));
+        window.comfyAPI.app.app.graph.getNodeById({node_id}).onExecuted({{lokr_power: [{{model_family: 'sd1',
+          model_family_label: 'SD1.x', rows: [
+          {{index: 0, file: {wd.STYLE!r}, on: true, kind: 'lokr', matched: 40, total: 40}},
+          {{index: 1, file: {wd.FIXTURE!r}, on: true, kind: 'lokr', matched: 40, total: 40}},
+          {{index: 2, file: {wd.TINY_FIXTURE!r}, on: false, kind: 'off', matched: null, total: null}}]}}]}});
+        return true; }})()""")
+    await cdp.wait_js(f"{panel}.querySelectorAll('[data-lokr=power-status]').length === 3"
+                      f" && {panel}.querySelector('[data-lokr=power-preview]')?.naturalWidth > 0", 30,
+                      "the rows with their preview and run status")
+    return [node_id]
+
+
 SHOTS: dict[str, tuple[str, Scene]] = {
     "lokr_loader_panel.png": ("classic", loader),
     "lokr_block_weights.png": ("classic", block_weights),
     "lokr_stack_panel.png": ("classic", stack),
     "lokr_loader_panel_vue.png": ("vue", loader),
+    "lokr_power_loader.png": ("classic", power),
 }
 
 

@@ -451,23 +451,6 @@ def test_run_report_from_a_real_run(comfy, browser, tmp_path):
 
 # ------------------------------------------------------------------------------------ power loader
 NODE = "window.comfyAPI.app.app.graph.getNodeById(%s)"
-# Checkpoint (named like SDXL, never loaded) -> LoKr Power Loader -> LoKr Info (an output node, so the
-# API prompt can be posted); [power id, info id]
-SCENE = """(() => {
-  const app = window.comfyAPI.app.app;
-  app.graph.clear();
-  const add = (type, x) => { const n = LiteGraph.createNode(type); n.pos = [x, 150]; app.graph.add(n); return n; };
-  const ckpt = add("CheckpointLoaderSimple", 100);
-  ckpt.widgets.find((x) => x.name === "ckpt_name").value = %(ckpt)s;
-  const power = add("LoKrPowerLoader", 470);
-  const info = add("LoKrInfo", 1000);
-  info.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
-  const link = (a, out, b, name) => a.connect(out, b, b.inputs.findIndex((i) => i.name === name));
-  link(ckpt, 0, power, "model"); link(ckpt, 1, power, "clip"); link(power, 0, info, "model"); link(power, 1, info, "clip");
-  power.setSize([460, power.size[1]]);
-  app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true);
-  return [power.id, info.id];
-})()"""
 ROWS_DOM = """(() => { const p = %s; if (!p?.isConnected) return null;
   return [...p.querySelectorAll('[data-lokr=power-row]')].map((r) => ({
     file: r.querySelector('[data-lokr=power-file-button]').title,
@@ -477,29 +460,6 @@ ROWS_DOM = """(() => { const p = %s; if (!p?.isConnected) return null;
     preview: r.querySelector('[data-lokr=power-preview]')?.naturalWidth ?? 0,
     flag: r.querySelector('[data-lokr=power-flag]')?.title ?? null,
     status: r.querySelector('[data-lokr=power-status]')?.textContent ?? null})); })()"""
-
-
-async def add_row(cdp: wd.CDP, node_id: int, query: str, file: str, real_click: bool = False) -> None:
-    """Add a row through the editor: "+ Add LoKr", type ``query`` in the filter, click ``file``."""
-    panel = wd.panel_js(node_id, "lokrPowerPanel")
-    add = f"{panel}.querySelector('[data-lokr=power-add]')"
-    if real_click:
-        r = await wd.element_rect(cdp, add)
-        await cdp.click(r["cx"], r["cy"])
-    else:
-        await cdp.js(f"{add}.click(); true")
-    await cdp.wait_js(f"!!{panel}.querySelector('[data-lokr=power-file]')", 20, "the file list of the picker",
-                      diag=f"{panel}.innerText")
-    await cdp.js(f"(() => {{ const f = {panel}.querySelector('[data-lokr=power-filter]'); f.value = {json.dumps(query)};"
-                 " f.dispatchEvent(new Event('input')); return true; })()")
-    item = f"{panel}.querySelector('[data-lokr=power-file][data-file=\"{file}\"]')"
-    if real_click:
-        await wd.settle(cdp, 0.3)
-        r = await wd.element_rect(cdp, item)
-        assert r and r["hit"], r
-        await cdp.click(r["cx"], r["cy"])
-    else:
-        await cdp.js(f"{item}.click(); true")
 
 
 async def edit(cdp: wd.CDP, node_id: int, index: int, tag: str, value=None) -> None:
@@ -541,13 +501,13 @@ def test_power_rows_editor(comfy, browser, tmp_path, mode):
     url, log, frontend = comfy
 
     async def scenario(cdp: wd.CDP):
-        node_id, info = await cdp.js(SCENE % {"ckpt": json.dumps(wd.CKPT), "file": json.dumps(wd.FIXTURE)})
+        node_id, info = await wd.power_scene(cdp)
         panel = wd.panel_js(node_id, "lokrPowerPanel")
         empty = await cdp.wait_js(f"(() => {{ const p = {panel}; return p?.isConnected ? p.innerText : null; }})()",
                                   20, "the empty rows editor")
-        await add_row(cdp, node_id, "corgi sty", wd.STYLE, real_click=True)
-        await add_row(cdp, node_id, "tiny", wd.TINY_FIXTURE)
-        await add_row(cdp, node_id, "sd15", wd.FIXTURE)
+        await wd.add_power_row(cdp, node_id, "corgi sty", wd.STYLE, real_click=True)
+        await wd.add_power_row(cdp, node_id, "tiny", wd.TINY_FIXTURE)
+        await wd.add_power_row(cdp, node_id, "sd15", wd.FIXTURE)
         three = await cdp.wait_js(f"(() => {{ const r = {ROWS_DOM % panel}; return r?.length === 3"
                                   " && r[0].words.length && r[0].preview ? r : null; })()", 30,
                                   "three rows, the first with its preview and trigger words",

@@ -12,7 +12,8 @@ Shared by ``tests/comfyui/test_web_panel.py`` (checks, screenshots only under a 
 - :class:`CDP`: a minimal DevTools-protocol client over one page's websocket (aiohttp only).
 - :func:`open_app`: load the ComfyUI page in the classic LiteGraph canvas or in the Vue node mode
   ("Nodes 2.0", setting ``Comfy.VueNodes.Enabled``), set through ComfyUI's ``/settings`` route.
-- Page helpers (:func:`add_loader`, :func:`add_block_weights`, :func:`add_stack`, :func:`node_rect`,
+- Page helpers (:func:`add_loader`, :func:`add_block_weights`, :func:`add_stack`, :func:`power_scene`,
+  :func:`add_power_row`, :func:`node_rect`,
   :func:`click_center`, ...) that both the tests and the screenshot script use.
 """
 from __future__ import annotations
@@ -575,3 +576,55 @@ async def stack_scene(cdp: CDP, slots: dict[int, str], pos: tuple[int, int] = (4
                       f" return rows && rows.length === {want} && rows.every((r) => /modules/.test(r.innerText)); }})()",
                       60, f"{want} stack rows with their summaries")
     return node_id
+
+
+# Checkpoint (named like SDXL, never loaded) -> LoKr Power Loader -> LoKr Info (an output node, so the
+# API prompt can be posted); [power id, info id]
+POWER_SCENE = """(() => {
+  const app = window.comfyAPI.app.app;
+  app.graph.clear();
+  const add = (type, x) => { const n = LiteGraph.createNode(type); n.pos = [x, 150]; app.graph.add(n); return n; };
+  const ckpt = add("CheckpointLoaderSimple", 100);
+  ckpt.widgets.find((x) => x.name === "ckpt_name").value = %(ckpt)s;
+  const power = add("LoKrPowerLoader", 470);
+  const info = add("LoKrInfo", 1000);
+  info.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
+  const link = (a, out, b, name) => a.connect(out, b, b.inputs.findIndex((i) => i.name === name));
+  link(ckpt, 0, power, "model"); link(ckpt, 1, power, "clip"); link(power, 0, info, "model"); link(power, 1, info, "clip");
+  power.setSize([460, power.size[1]]);
+  app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true);
+  return [power.id, info.id];
+})()"""
+
+
+async def power_scene(cdp: CDP) -> list[int]:
+    """Checkpoint -> LoKr Power Loader (no rows) -> LoKr Info; waits for the empty rows editor; [power id, info id]."""
+    ids = await cdp.js(POWER_SCENE % {"ckpt": json.dumps(CKPT), "file": json.dumps(FIXTURE)})
+    await cdp.wait_js(f"!!{panel_js(ids[0], 'lokrPowerPanel')}?.isConnected", 20, "the rows editor")
+    return ids
+
+
+async def add_power_row(cdp: CDP, node_id: int, query: str, file: str, real_click: bool = False) -> None:
+    """Add a row to LoKr Power Loader ``node_id`` through its editor: "+ Add LoKr", ``query`` typed in
+    the filter box, a click on ``file`` (real pointer events with ``real_click``)."""
+    panel = panel_js(node_id, "lokrPowerPanel")
+    add = f"{panel}.querySelector('[data-lokr=power-add]')"
+    if real_click:
+        await settle(cdp, 0.3)
+        r = await element_rect(cdp, add)
+        assert r and r["hit"], ("'+ Add LoKr' is not the element under the pointer", r)
+        await cdp.click(r["cx"], r["cy"])
+    else:
+        await cdp.js(f"{add}.click(); true")
+    await cdp.wait_js(f"!!{panel}.querySelector('[data-lokr=power-file]')", 20, "the file list of the picker",
+                      diag=f"{panel}.innerText")
+    await cdp.js(f"(() => {{ const f = {panel}.querySelector('[data-lokr=power-filter]'); f.value = {json.dumps(query)};"
+                 " f.dispatchEvent(new Event('input')); return true; })()")
+    item = f"{panel}.querySelector('[data-lokr=power-file][data-file=\"{file}\"]')"
+    if real_click:
+        await settle(cdp, 0.3)
+        r = await element_rect(cdp, item)
+        assert r and r["hit"], (f"{file} in the picker is not the element under the pointer", r)
+        await cdp.click(r["cx"], r["cy"])
+    else:
+        await cdp.js(f"{item}.click(); true")
