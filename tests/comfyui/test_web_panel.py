@@ -424,15 +424,29 @@ RUN_GRAPH = """
   info.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
   lokr.connect(0, info, info.inputs.findIndex((i) => i.name === "model"));
   lokr.connect(1, info, info.inputs.findIndex((i) => i.name === "clip"));
+  // the same checkpoint -> LoKr Power Loader (rows typed into its widget, as an outside edit) -> LoKr Info
+  const ckpt = app.graph.getNodeById(%(ckpt)s);
+  const power = LiteGraph.createNode("LoKrPowerLoader");
+  power.pos = [470, 700]; app.graph.add(power);
+  const rows = power.widgets.find((x) => x.name === "rows");
+  rows.value = %(rows)s; rows.callback?.(rows.value);
+  ckpt.connect(0, power, power.inputs.findIndex((i) => i.name === "model"));
+  ckpt.connect(1, power, power.inputs.findIndex((i) => i.name === "clip"));
+  const info2 = LiteGraph.createNode("LoKrInfo");
+  info2.pos = [900, 700]; app.graph.add(info2);
+  info2.widgets.find((x) => x.name === "lokr_name").value = %(file)s;
+  power.connect(0, info2, info2.inputs.findIndex((i) => i.name === "model"));
+  power.connect(1, info2, info2.inputs.findIndex((i) => i.name === "clip"));
   await app.queuePrompt(0, 1);
-  return true;
+  return power.id;
 })()
 """
 
 
 def test_run_report_from_a_real_run(comfy, browser, tmp_path):
     """Queue Checkpoint -> LoKr Loader -> LoKr Info on comfy_env's tiny SD1.5 checkpoint; the loader's
-    panel shows the report the node returned (ui.lokr_report through the 'executed' event)."""
+    panel shows the report the node returned (ui.lokr_report through the 'executed' event). In the same
+    prompt a LoKr Power Loader with one row on and one off shows each row's status (ui.lokr_power)."""
     url, log, frontend = comfy
     import comfy_env
 
@@ -440,13 +454,20 @@ def test_run_report_from_a_real_run(comfy, browser, tmp_path):
 
     async def scenario(cdp: wd.CDP):
         ids = await wd.add_loader(cdp, wd.TINY_CKPT, wd.TINY_FIXTURE)
-        await cdp.js(RUN_GRAPH % {"lokr": ids["lokr"], "file": json.dumps(wd.TINY_FIXTURE)})
-        return await cdp.wait_js(f"{wd.panel_js(ids['lokr'])}?.querySelector('[data-lokr=report]')?.innerText",
-                                 240, "the run report on the LoKr Loader")
+        rows = [{"file": wd.TINY_FIXTURE, "strength_model": 0.5}, {"on": False, "file": "gone.safetensors"}]
+        power = await cdp.js(RUN_GRAPH % {"lokr": ids["lokr"], "ckpt": ids["ckpt"], "file": json.dumps(wd.TINY_FIXTURE),
+                                          "rows": json.dumps(json.dumps(rows))})
+        report = await cdp.wait_js(f"{wd.panel_js(ids['lokr'])}?.querySelector('[data-lokr=report]')?.innerText",
+                                   240, "the run report on the LoKr Loader")
+        status = await cdp.wait_js(f"(() => {{ const s = [...({wd.panel_js(power, 'lokrPowerPanel')}?.querySelectorAll("
+                                   "'[data-lokr=power-status]') ?? [])].map((e) => e.textContent);"
+                                   " return s.length === 2 ? s : null; })()", 60, "the run status on the Power Loader rows")
+        return report, status
 
-    report, _console = run(scenario, browser, url, "classic")
+    (report, status), _console = run(scenario, browser, url, "classic")
     assert "Matched" in report and "4 / 5" in report, (frontend, report, log.read_text()[-2000:])
     assert "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q" in report, report
+    assert status == ["last run: LoKr · 4 / 5 matched", "last run: off in the last run"], (frontend, status)
 
 
 # ------------------------------------------------------------------------------------ power loader
