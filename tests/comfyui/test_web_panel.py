@@ -483,6 +483,17 @@ ROWS_DOM = """(() => { const p = %s; if (!p?.isConnected) return null;
     status: r.querySelector('[data-lokr=power-status]')?.textContent ?? null})); })()"""
 
 
+async def drag(cdp: wd.CDP, start: tuple[float, float], stop: tuple[float, float]) -> None:
+    """A real left-button drag from page point ``start`` to ``stop`` (press, three moves, release)."""
+    (x0, y0), (x1, y1) = start, stop
+    await cdp.call("Input.dispatchMouseEvent", type="mouseMoved", x=x0, y=y0)
+    await cdp.call("Input.dispatchMouseEvent", type="mousePressed", x=x0, y=y0, button="left", buttons=1, clickCount=1)
+    for k in (1, 2, 3):
+        await cdp.call("Input.dispatchMouseEvent", type="mouseMoved", x=x0 + (x1 - x0) * k / 3,
+                       y=y0 + (y1 - y0) * k / 3, button="left", buttons=1)
+    await cdp.call("Input.dispatchMouseEvent", type="mouseReleased", x=x1, y=y1, button="left", buttons=0, clickCount=1)
+
+
 async def edit(cdp: wd.CDP, node_id: int, index: int, tag: str, value=None) -> None:
     """Edit row ``index``: click its ``tag`` control, or set its ``tag`` input / select to ``value``."""
     target = f"{wd.panel_js(node_id, 'lokrPowerPanel')}.querySelectorAll('[data-lokr=power-row]')[{index}]" \
@@ -514,8 +525,8 @@ TEXTAREAS = ("(LiteGraph.vueNodesMode ? [...document.querySelectorAll(`.lg-node[
 @pytest.mark.parametrize("mode", MODES)
 def test_power_rows_editor(comfy, browser, tmp_path, mode):
     """LoKr Power Loader: three rows added through the editor ("+ Add LoKr", the filter box, a real click
-    on a file of a sub folder), one switched off, one moved, strengths linked and unlinked, a block
-    preset; the hidden ``rows`` widget holds exactly that JSON in the saved workflow and the API prompt
+    on a file of a sub folder), one switched off, moved (▲ / ▼ and a real drag of a row's handle),
+    strengths linked and unlinked, a block preset; the hidden ``rows`` widget holds exactly that JSON in the saved workflow and the API prompt
     (which the server checks with the node's own VALIDATE_INPUTS) and after reloading; the file with a
     png and a .civitai.info beside it shows its preview and trigger words; a run status (an SDXL model)
     shows per row and flags the SD1 files in the rows and in the picker."""
@@ -541,6 +552,14 @@ def test_power_rows_editor(comfy, browser, tmp_path, mode):
         await edit(cdp, node_id, 1, "power-clip", 0.3)             # unlinks
         await edit(cdp, node_id, 1, "power-model", 0.8)            # clip stays 0.3
         await edit(cdp, node_id, 0, "power-blocks", "SD-OUTALL")
+        # a real drag of the last row's handle to above the first row, then ▼ twice: the order is back
+        handle = await wd.element_rect(cdp, f"[...{panel}.querySelectorAll('[data-lokr=power-drag]')].at(-1)")
+        first = await wd.element_rect(cdp, f"{panel}.querySelector('[data-lokr=power-row]')")
+        await drag(cdp, (handle["cx"], handle["cy"]), (handle["cx"], first["y"] + 3))
+        dragged = await cdp.wait_js(f"(() => {{ const r = {ROWS_DOM % panel}; return r?.[0].file === {json.dumps(wd.TINY_FIXTURE)}"
+                                    " ? r.map((x) => x.file) : null; })()", 10, "the dragged row on top", diag=ROWS_DOM % panel)
+        await edit(cdp, node_id, 0, "power-down")
+        await edit(cdp, node_id, 1, "power-down")
         shot = await cdp.screenshot(tmp_path / f"power_{mode}.png", wd.clip(await wd.node_rect(cdp, [node_id])))
         status = {"model_family": "sdxl", "model_family_label": "SDXL", "rows": [  # the SD1 files on an SDXL model
             {"index": 0, "file": wd.STYLE, "on": True, "kind": "lokr", "family": "sd1", "family_label": "SD1.x",
@@ -565,7 +584,7 @@ def test_power_rows_editor(comfy, browser, tmp_path, mode):
             hidden: !!n.widgets.find((x) => x.name === 'rows').hidden}} : null; }})()""",
                                      30, "the rows editor after reloading the workflow")
         return dict(empty=empty, three=three, where=where, shot=shot, after_run=after_run, saved=saved,
-                    reloaded=reloaded, info=info, picked=picked, folders=folders)
+                    reloaded=reloaded, info=info, picked=picked, folders=folders, dragged=dragged)
 
     r, console = run(scenario, browser, url, mode)
     ctx = (frontend, mode)
@@ -576,6 +595,7 @@ def test_power_rows_editor(comfy, browser, tmp_path, mode):
     where = r["where"]
     assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
     assert 0 < r["shot"] < 300_000, (ctx, r["shot"])
+    assert r["dragged"] == [wd.TINY_FIXTURE, wd.STYLE, wd.FIXTURE], (ctx, r["dragged"])
     want = [
         {"on": True, "file": wd.STYLE, "strength_model": 0.6, "strength_clip": 0.6, "linked": True, "blocks": "SD-OUTALL"},
         {"on": True, "file": wd.FIXTURE, "strength_model": 0.8, "strength_clip": 0.3, "linked": False, "blocks": ""},

@@ -20,7 +20,9 @@ test("parseRows reads the widget text and fills the node's defaults", () => {
 
 test("parseRows names what is wrong with bad text and returns no rows", () => {
   assert.match(P.parseRows("[{").error, /^rows: not JSON/);
-  assert.equal(P.parseRows('{"file": "a"}').error, "rows: expected a JSON list of row objects");
+  assert.deepEqual(P.parseRows('{"file": "a"}').rows, [P.newRow("a")]);  // one row object, as the node reads it
+  assert.deepEqual(P.parseRows([{ file: "a", on: false }]).rows, [{ ...P.newRow("a"), on: false }]);  // a decoded list
+  assert.equal(P.parseRows("3").error, "rows: expected a JSON list of row objects");
   assert.equal(P.parseRows('[{"file": "a"}, 3]').error, "rows: row 2 is not an object");
   assert.deepEqual(P.parseRows("[1]").rows, []);
 });
@@ -49,6 +51,18 @@ test("add, remove, move and toggle return new lists", () => {
   assert.deepEqual(a.map((r) => [r.file, r.on]), [["a", true], ["b", true], ["c", true]]);  // untouched
   assert.equal(P.setFile(a, 0, "z")[0].file, "z");
   assert.equal(P.setBlocks(a, 2, "SD-INALL")[2].blocks, "SD-INALL");
+});
+
+test("drag: the drop place counts the other rows above the pointer", () => {
+  const mids = [10, 30, 50, 70];
+  assert.equal(P.dropIndex(mids, 0, 5), 0);
+  assert.equal(P.dropIndex(mids, 0, 55), 2);  // row 0 dropped below rows 1 and 2
+  assert.equal(P.dropIndex(mids, 3, 20), 1);
+  assert.equal(P.dropIndex(mids, 3, 99), 3);
+  const rows = ["a", "b", "c", "d"].map((f) => row(f));
+  assert.deepEqual(P.moveRowTo(rows, 0, 2).map((r) => r.file), ["b", "c", "a", "d"]);
+  assert.deepEqual(P.moveRowTo(rows, 3, 1).map((r) => r.file), ["a", "d", "b", "c"]);
+  assert.deepEqual(P.moveRowTo(rows, 9, 1).map((r) => r.file), ["a", "b", "c", "d"]);
 });
 
 test("strengths: a linked row's clip follows its model; editing clip unlinks; relinking copies model", () => {

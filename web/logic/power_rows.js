@@ -32,15 +32,19 @@ export function normalizeRow(raw) {
 }
 
 /**
- * The rows of the widget text `text`: {rows, error}. Empty text is no rows; text that is not a JSON
- * list of objects gives rows [] and an error naming what is wrong (the editor shows it and leaves
- * the text alone until the user changes the rows).
+ * The rows of the widget text `text`: {rows, error}. Empty text is no rows; one row object is a
+ * one-row list (as the node reads it); text that is not a JSON list of objects gives rows [] and an
+ * error naming what is wrong (the editor shows it and leaves the text alone until the user changes
+ * the rows). An already decoded list is read the same way.
  */
 export function parseRows(text) {
-  const s = String(text ?? "").trim();
-  if (!s) return { rows: [], error: null };
-  let value;
-  try { value = JSON.parse(s); } catch (e) { return { rows: [], error: `rows: not JSON (${e.message})` }; }
+  let value = text;
+  if (typeof text !== "object" || text === null) {  // a list (an API prompt written by hand) is taken as it is
+    const s = String(text ?? "").trim();
+    if (!s) return { rows: [], error: null };
+    try { value = JSON.parse(s); } catch (e) { return { rows: [], error: `rows: not JSON (${e.message})` }; }
+  }
+  if (value && typeof value === "object" && !Array.isArray(value)) value = [value];  // one row object, as the node reads it
   if (!Array.isArray(value)) return { rows: [], error: "rows: expected a JSON list of row objects" };
   const bad = value.findIndex((r) => !r || typeof r !== "object" || Array.isArray(r));
   if (bad >= 0) return { rows: [], error: `rows: row ${bad + 1} is not an object` };
@@ -72,6 +76,19 @@ export function moveRow(rows, i, delta) {
   const [row] = out.splice(i, 1);
   out.splice(j, 0, row);
   return out;
+}
+
+/**
+ * Where a row dragged to page height `y` lands: the count of other rows whose middle (`mids`, the
+ * page y of each row's middle, in order) lies above `y`, for the row at `from`.
+ */
+export function dropIndex(mids, from, y) {
+  return mids.filter((m, k) => k !== from && m < y).length;
+}
+
+/** `rows` with row `from` moved to place `to` (its index after the move). */
+export function moveRowTo(rows, from, to) {
+  return inRange(rows, from) ? moveRow(rows, from, to - from) : [...rows];
 }
 
 /** `rows` with row `i` changed by `patch` (an object of row keys). */

@@ -4,8 +4,8 @@
 // source of truth (saved with the workflow, sent in the API prompt); its textarea is hidden and every
 // edit here writes it. Row logic: logic/power_rows.js.
 import {
-  addRow, baseName, fileFlag, filesByName, filterFiles, folderOf, groupFiles, modelFamilyOf, moveRow,
-  parseRows, powerFromMessage, presetChoices, removeRow, rowStatus, serializeRows, setBlocks, setFile,
+  addRow, baseName, dropIndex, fileFlag, filesByName, filterFiles, folderOf, groupFiles, modelFamilyOf, moveRow,
+  moveRowTo, parseRows, powerFromMessage, presetChoices, removeRow, rowStatus, serializeRows, setBlocks, setFile,
   setLinked, setStrength, statusText, toggleRow,
 } from "../logic/power_rows.js";
 import { el } from "../common/dom.js";
@@ -149,12 +149,38 @@ export function setupPowerPanel(app, api, node, rowsInput) {
     return box;
   }
 
+  /** A handle that drags row `i` up or down (pointer events, so neither renderer drags the node). */
+  function dragHandle(i) {
+    const handle = el("span", "lokr-pw-drag", "⠿");
+    handle.title = "Drag to move this row";
+    handle.dataset.lokr = "power-drag";
+    handle.addEventListener("pointerdown", (ev) => {
+      ev.stopPropagation();
+      ev.preventDefault();
+      const rows = [...root.querySelectorAll("[data-lokr=power-row]")];
+      const mids = rows.map((r) => { const b = r.getBoundingClientRect(); return b.top + b.height / 2; });
+      rows[i]?.classList.add("lokr-pw-dragging");
+      const end = (up) => {
+        handle.removeEventListener("pointerup", end);
+        handle.removeEventListener("pointercancel", end);
+        try { handle.releasePointerCapture(ev.pointerId); } catch (_) { /* already released */ }
+        rows[i]?.classList.remove("lokr-pw-dragging");
+        if (up.type === "pointerup") write(moveRowTo(state.rows, i, dropIndex(mids, i, up.clientY)));
+      };
+      try { handle.setPointerCapture(ev.pointerId); } catch (_) { /* synthetic events */ }
+      handle.addEventListener("pointerup", end);
+      handle.addEventListener("pointercancel", end);
+    });
+    return handle;
+  }
+
   /** The element of row `i`. */
   function rowElement(r, i, model) {
     const row = el("div", "lokr-pw-row" + (r.on ? "" : " lokr-pw-offrow"));
     row.dataset.lokr = "power-row";
     row.dataset.index = String(i);
     const head = el("div", "lokr-pw-head");
+    head.appendChild(dragHandle(i));
     const on = el("input", "lokr-pw-on");
     Object.assign(on, { type: "checkbox", checked: r.on, title: r.on ? "On: click to skip this row" : "Off: click to apply this row" });
     on.dataset.lokr = "power-on";
