@@ -119,8 +119,8 @@ def test_object_info_lists_nodes_with_tooltips(server):
     assert workflows.LOKR in info["LoKrLoader"]["input"]["required"]["lokr_name"][0]
 
 
-def _run(server, name: str) -> dict:
-    prompt = json.loads((workflows.OUT / "api" / f"{name}.json").read_text())
+def _run(server, name: str, prompt: dict | None = None) -> dict:
+    prompt = prompt or json.loads((workflows.OUT / "api" / f"{name}.json").read_text())
     for node in prompt.values():
         inp = node["inputs"]
         if node["class_type"] == "KSampler":
@@ -154,6 +154,16 @@ def test_sampling_workflows_save_an_image(server, name):
         rows = outputs["LoKrPowerLoader"]["lokr_power"][0]["rows"]
         assert [(r["kind"], r["file"]) for r in rows] == [("lokr", workflows.LOKR), ("off", workflows.OFF_FILE)]
         assert rows[0]["matched"] == 4 and len(outputs["LoKrPowerLoader"]["lokr_report"]) == 1
+
+
+def test_power_loader_rows_given_as_a_list_value(server):
+    """API format: the rows list itself, wrapped as ComfyUI wants list values, instead of its JSON text."""
+    prompt = json.loads((workflows.OUT / "api" / "lokr_power_loader.json").read_text())
+    node = next(n for n in prompt.values() if n["class_type"] == "LoKrPowerLoader")
+    node["inputs"]["rows"] = {"__value__": json.loads(node["inputs"]["rows"])}
+    outputs = _run(server, "lokr_power_loader", prompt)
+    rows = outputs["LoKrPowerLoader"]["lokr_power"][0]["rows"]
+    assert [r["kind"] for r in rows] == ["lokr", "off"] and outputs["SaveImage"]["images"]
 
 
 def test_merge_workflow_writes_checkpoint(server):
