@@ -162,6 +162,8 @@ def test_bad_block_text_and_stack_change_nothing(env):
     ok = json.dumps([{"file": "test.safetensors"}])
     assert_untouched(env, lambda: _node()().load(env["model"], env["clip"], ok, lora_stack=[("gone.safetensors", 1.0, 1.0)]),
                      errors.LoKrError, "gone.safetensors")
+    assert_untouched(env, lambda: _node()().load(env["model"], env["clip"], ok, lora_stack="test.safetensors"),
+                     errors.LoKrError, "LORA_STACK is a str")
 
 
 def test_is_changed_follows_on_row_files(env):
