@@ -175,10 +175,26 @@ def test_extension_files(comfy, browser):
 
 
 # ------------------------------------------------------------------------------------ loader panel
+SIDECAR = """
+(() => {
+  const p = %s;
+  const img = p?.querySelector('[data-lokr=preview]');
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  const a = p.querySelector('[data-lokr=source]');
+  const r = img.getBoundingClientRect(), q = p.getBoundingClientRect();
+  return {size: [img.naturalWidth, img.naturalHeight], src: img.src,
+          inside: r.width > 0 && r.left >= q.left - 1 && r.right <= q.right + 1 && r.top >= q.top - 1 && r.bottom <= q.bottom + 1,
+          title: p.querySelector('.lokr-title')?.textContent ?? null,
+          link: a ? {href: a.href, target: a.target, rel: a.rel} : null};
+})()
+"""
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_loader_panel(comfy, browser, tmp_path, mode):
-    """Checkpoint (SDXL name) -> LoKr Loader with an SD1 LoKr: summary, tags, mismatch badge (which
-    follows the upstream checkpoint name), the run report, a real click that copies a trigger word,
+    """Checkpoint (SDXL name) -> LoKr Loader with an SD1 LoKr: summary, the sidecar (preview image loaded
+    from /lokr/preview, title, base model, source link, the .civitai.info's trigger words), mismatch badge
+    (which follows the upstream checkpoint name), the run report, a real click that copies a trigger word,
     the panel placed on its node, not serialized, back after reloading the workflow."""
     url, log, frontend = comfy
 
@@ -186,6 +202,7 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
         clipboard = await wd.grant_clipboard(cdp, url)
         ids = await wd.loader_scene(cdp)
         panel = wd.panel_js(ids["lokr"])
+        side = await cdp.wait_js(SIDECAR % panel, 30, "the preview image and sidecar facts on the panel")
         text = await cdp.js(f"{panel}.innerText")
         report = await wd.feed_report(cdp, ids["lokr"], wd.SAMPLE_REPORT)
         tags = await cdp.js(f"[...{panel}.querySelectorAll('.lokr-tag')].map((t) => t.textContent)")
@@ -213,7 +230,7 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
                                      " return t && /Modules/.test(t) ? t : null; })()", 30,
                                      "the panel after reloading the workflow")
         return dict(text=text, report=report, tags=tags, where=where, copied=copied, pasted=pasted,
-                    shot=shot, cleared=cleared, saved=saved, reloaded=reloaded, clipboard=clipboard)
+                    shot=shot, cleared=cleared, saved=saved, reloaded=reloaded, clipboard=clipboard, side=side)
 
     r, console = run(scenario, browser, url, mode)
     ctx = (frontend, mode)
@@ -222,7 +239,14 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
     assert "Modules" in text and "40" in text, (ctx, text)
     assert "Layouts" in text and "Scale" in text, (ctx, text)
     assert "family mismatch" in text, (ctx, text)  # LoKr for SD1, checkpoint named like SDXL
-    assert r["tags"][:2] == ["ohwx corgi", "grass"], (ctx, r["tags"])
+    assert r["tags"] == wd.FIXTURE_SIDECAR["trainedWords"], (ctx, r["tags"])  # the .civitai.info's words
+    assert "Trigger words" in text and "Base model\tSD 1.5" in text, (ctx, text)
+    side = r["side"]
+    assert side["size"] == [64, 48] and side["inside"], (ctx, side)  # the preview, loaded, within the panel
+    assert side["src"].endswith("/lokr/preview?file=" + wd.FIXTURE), (ctx, side)
+    assert side["title"] == "Corgi LoKr", (ctx, side)
+    assert side["link"] == {"href": "https://civitai.com/models/4201?modelVersionId=4202", "target": "_blank",
+                            "rel": "noopener noreferrer"}, (ctx, side)
     assert "Matched" in r["report"] and "30 / 32" in r["report"] and "Unmatched" in r["report"], (ctx, r["report"])
     where = r["where"]
     assert where["visible"] and where["inside"] and where["hit"], (ctx, where)
