@@ -174,6 +174,27 @@ def test_extension_files(comfy, browser):
     assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
 
 
+def test_file_routes_on_the_server(comfy):
+    """/lokr/files, /lokr/sidecar and /lokr/preview on ComfyUI's own server, with and without /api."""
+    url, log, frontend = comfy
+
+    def get(path: str):
+        with urllib.request.urlopen(url + path, timeout=30) as r:
+            return r.headers.get("Content-Type", ""), r.read()
+
+    for prefix in ("", "/api"):
+        _, raw = get(prefix + "/lokr/files")
+        files = {f["name"]: f for f in json.loads(raw)["files"]}
+        assert files[wd.FIXTURE] == {"name": wd.FIXTURE, "kind": "lokr", "family": "sd1", "family_label": "SD1.x",
+                                     "has_preview": True}, (frontend, files)
+        assert files[wd.TINY_FIXTURE]["has_preview"] is False, (frontend, files)
+    side = json.loads(get("/api/lokr/sidecar?file=" + wd.FIXTURE)[1])
+    assert side["preview"] == "/lokr/preview?file=" + wd.FIXTURE and side["title"] == "Corgi LoKr", side
+    assert side["trigger_words"] == wd.FIXTURE_SIDECAR["trainedWords"] and str(log.parent) not in json.dumps(side)
+    ctype, data = get("/api" + side["preview"])
+    assert ctype == "image/png" and data.startswith(b"\x89PNG"), (ctype, data[:16])
+
+
 # ------------------------------------------------------------------------------------ loader panel
 SIDECAR = """
 (() => {
