@@ -15,7 +15,7 @@ from ..lokr_core.base.errors import LoKrError
 from .common import CATEGORY, PATCH, apply_input, file_token, scale_rule_input, strict_input
 from .planning import WeightsCache, family_label, model_family_of
 from .rows import Row, check_files, on_rows, parse_rows, rows_error
-from .stack import apply_stack
+from .stack import apply_stack, check_stack
 from .words import file_trigger_words, loaded_text, trigger_words_text
 
 TIP_ROWS = ("The rows, as JSON text: a list of {\"on\": true, \"file\": \"sub/name.safetensors\", \"strength_model\": 1.0, "
@@ -99,6 +99,7 @@ class LoKrPowerLoader:
              apply: str = PATCH, strict: bool = False) -> dict:
         parsed = parse_rows(rows)
         check_files(parsed)
+        check_stack(lora_stack or [])
         incoming = [tuple(e) for e in (lora_stack or [])]
         on = on_rows(parsed)
         entries = incoming + [r.entry() for r in on]

@@ -4,8 +4,8 @@ Shared by ``tests/comfyui/test_web_panel.py`` (checks, screenshots only under a 
 ``tools/make_screenshots.py`` (the README images). Nothing here runs at import.
 
 - :func:`make_base`: a throw-away ComfyUI ``--base-directory``: this repo symlinked into
-  ``custom_nodes/comfyui_lokr`` (``PACK``), fixture LoKr files in ``models/loras`` (one in a sub folder
-  with a preview and a ``.civitai.info`` beside it), a dummy SDXL checkpoint name
+  ``custom_nodes/comfyui_lokr`` (``PACK``), fixture LoKr files in ``models/loras`` (the SD1 one with a preview
+  image and a Civitai Helper ``.civitai.info`` beside it, and again in a sub folder), a dummy SDXL checkpoint name
   (never loaded), first-run settings that keep dialogs away; :func:`link_checkpoint` adds a real one.
 - :func:`comfy_server` / :func:`chromium`: context managers that start ``main.py --cpu`` and a
   headless Chromium (``--remote-debugging-port``) and stop them afterwards.
@@ -41,8 +41,7 @@ FIXTURE = "lokr_sd15_fixture.safetensors"
 CKPT = "sd_xl_base_1.0.safetensors"
 TINY_CKPT = "tiny_v1-5_test.safetensors"
 TINY_FIXTURE = "lokr_tiny_fixture.safetensors"
-STYLE = "styles/corgi_style.safetensors"  # FIXTURE again, in a sub folder, with a preview and a .civitai.info
-STYLE_WORDS = ["corgi style", "watercolor"]  # the trigger words of its .civitai.info
+STYLE = "styles/corgi_style.safetensors"  # FIXTURE again, in a sub folder, with its sidecar files
 VUE_SETTING = "Comfy.VueNodes.Enabled"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--mute-audio"]
@@ -127,6 +126,22 @@ def write_fixture_lokr(path: Path) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
+FIXTURE_SIDECAR = {"trainedWords": ["ohwx corgi", "red collar"], "baseModel": "SD 1.5", "modelId": 4201,
+                   "id": 4202, "model": {"name": "Corgi LoKr"}}
+"""The fixture's ``.civitai.info`` (a Civitai model-version record, as sd-webui Civitai Helper saves it)."""
+
+
+def write_fixture_sidecars(path: Path) -> None:
+    """Beside LoKr file ``path``: ``<stem>.preview.png`` (a 64 x 48 gradient) and ``<stem>.civitai.info``."""
+    from PIL import Image
+
+    stem = str(path)[: -len(".safetensors")]
+    img = Image.new("RGB", (64, 48))
+    img.putdata([(x * 4, y * 5, 160) for y in range(48) for x in range(64)])
+    img.save(stem + ".preview.png")
+    Path(stem + ".civitai.info").write_text(json.dumps(FIXTURE_SIDECAR))
+
+
 def write_tiny_fixture_lokr(path: Path) -> None:
     """A LoKr for comfy_env's tiny SD1.5 checkpoint (2 levels: 320 and 640 channels): four modules
     it has and one it lacks (a third-level block), so a real run reports 4 / 5 matched."""
@@ -148,27 +163,12 @@ def write_tiny_fixture_lokr(path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def png_2x2() -> bytes:
-    """A 2 x 2 RGB PNG (red, green / blue, white), written with zlib: a preview beside a file."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    pixels = b"\x00\xff\x00\x00\x00\xff\x00" + b"\x00\x00\x00\xff\xff\xff\xff"  # filter 0 + 2 RGB pixels a line
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b""))
-
-
-def write_style_files(loras: Path) -> None:
-    """STYLE (a copy of FIXTURE) with ``<name>.png`` and a Civitai Helper ``<name>.civitai.info`` beside it."""
+def write_style_copy(loras: Path) -> None:
+    """STYLE: FIXTURE copied into a sub folder of ``loras``, with its own sidecar files beside it."""
     style = loras / STYLE
     style.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(loras / FIXTURE, style)
-    style.with_suffix(".png").write_bytes(png_2x2())
-    style.with_suffix(".civitai.info").write_text(json.dumps(
-        {"id": 2, "modelId": 1, "trainedWords": STYLE_WORDS, "baseModel": "SD 1.5", "model": {"name": "Corgi style"}}))
+    write_fixture_sidecars(style)
 
 
 def link_checkpoint(base: Path, checkpoint: str | os.PathLike, name: str = TINY_CKPT) -> Path:
@@ -186,7 +186,8 @@ def make_base(base: Path) -> Path:
     (base / "models" / "loras").mkdir(parents=True)
     (base / "models" / "checkpoints").mkdir(parents=True)
     write_fixture_lokr(base / "models" / "loras" / FIXTURE)
-    write_style_files(base / "models" / "loras")
+    write_fixture_sidecars(base / "models" / "loras" / FIXTURE)
+    write_style_copy(base / "models" / "loras")
     (base / "models" / "checkpoints" / CKPT).write_bytes(b"")  # only its name is used
     write_tiny_fixture_lokr(base / "models" / "loras" / TINY_FIXTURE)  # for a checkpoint linked later
     settings = base / "user" / "default" / "comfy.settings.json"

@@ -28,13 +28,13 @@ export async function fetchFiles(api) {
   return { files: Array.isArray(body?.files) ? body.files : [], folders: Array.isArray(body?.folders) ? body.folders : [] };
 }
 
-/** The sidecar metadata of a file (trigger_words, preview URL or null, base_model, source_url, family, ...). */
+/** The /lokr/sidecar answer of a file: trigger words, base model, title, source link, preview route. */
 export function fetchSidecar(api, file) {
   return getJSON(api, "/lokr/sidecar?file=" + encodeURIComponent(file));
 }
 
-/** The address to load a route path such as the sidecar's `preview` from (through ComfyUI's api.apiURL
- *  when there is one, so it works behind the frontend's path prefix). */
-export function routeURL(api, path) {
-  return typeof api?.apiURL === "function" ? api.apiURL(path) : path;
+/** The address the page loads a route from: ComfyUI's api.apiURL (the /api prefix and any base path)
+ *  when there is one, else the route itself (the pack registers its routes without the prefix too). */
+export function routeUrl(api, route) {
+  return typeof api?.apiURL === "function" ? api.apiURL(route) : route;
 }

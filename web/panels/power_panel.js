@@ -10,7 +10,7 @@ import {
 } from "../logic/power_rows.js";
 import { el } from "../common/dom.js";
 import { chain } from "../common/hooks.js";
-import { fetchFiles, fetchPresets, fetchSidecar, routeURL } from "../common/lokr_api.js";
+import { fetchFiles, fetchPresets, fetchSidecar, routeUrl } from "../common/lokr_api.js";
 import { findWidget, mountDOMWidget, resizeNode } from "../common/node_widget.js";
 import { tagChips } from "../common/parts.js";
 
@@ -190,7 +190,7 @@ export function setupPowerPanel(app, api, node, rowsInput) {
     const preview = side?.body?.preview;
     if (preview) {
       const img = el("img", "lokr-pw-thumb");
-      img.src = routeURL(api, preview);
+      img.src = routeUrl(api, preview);
       img.alt = "";
       img.dataset.lokr = "power-preview";
       head.appendChild(img);
