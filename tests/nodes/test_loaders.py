@@ -312,4 +312,4 @@ def test_pack_import_is_light():
             "print(len(m.NODE_CLASS_MAPPINGS), bad)")
     r = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["8", "[]"], r.stdout
+    assert r.stdout.split() == ["10", "[]"], r.stdout
