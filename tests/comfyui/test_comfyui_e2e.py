@@ -28,7 +28,7 @@ import comfy_env
 from tests.support import workflows
 
 NODES = ["LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "LoKrStack", "ApplyLoKrStack", "LoKrInfo",
-         "LoKrMergeCheckpoint"]
+         "LoKrMergeCheckpoint", "LoKrFromPrompt", "LoKrHook"]
 
 
 def fixture_lokr(path: Path) -> None:
@@ -150,6 +150,9 @@ def test_sampling_workflows_save_an_image(server, name):
         assert workflows.LOKR in text and "Against the connected model: 4/4 modules match" in text
         report = outputs["LoKrBlockWeights"]["lokr_report"][0]
         assert report["matched"] == 4 and report["block_weights"]["MID"] == 0
+    if name == "lokr_from_prompt":
+        report = outputs["LoKrFromPrompt"]["lokr_report"]
+        assert [r["file"] for r in report] == [workflows.LOKR] and report[0]["matched"] == 4
 
 
 def test_merge_workflow_writes_checkpoint(server):
