@@ -10,6 +10,7 @@ registered as a ``loras`` folder.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -213,3 +214,13 @@ def test_prompt_tags_mix_lokr_and_plain_lora(env):
         if other != name:
             torch.testing.assert_close(got[k + ".weight"], _expected(env, other, 0.8 if _sides(other) == "model" else 1.2),
                                        rtol=1e-5, atol=1e-6)
+    if not (comfy_env.ROOT / "nodes" / "power_loader.py").is_file():
+        return  # LoKr Power Loader not in this checkout yet
+    rows = [{"file": "plain_lora.safetensors", "strength_model": 0.7},
+            {"file": "sub/off.safetensors", "on": False, "strength_model": 1.0},
+            {"file": FILE, "strength_model": 0.8, "strength_clip": 1.2}]
+    pm, pc, _, ploaded, _ = env["node"]("power_loader").LoKrPowerLoader().load(env["model"], env["clip"],
+                                                                             json.dumps(rows))["result"]
+    assert ploaded == loaded
+    power = _patched(env, pm, pc)
+    assert set(power) == set(got) and all(torch.equal(power[k], got[k]) for k in got)  # same weights as the tags

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
 from tests.support import comfy_standins as cs
-from tests.support.comfy_pack import pack_module
+from tests.support.comfy_pack import ROOT, pack_module
 from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
 from tests.support.node_env import assert_untouched
 
@@ -99,3 +100,25 @@ def test_is_changed_follows_prompt_and_tagged_files(env):
     os.utime(path, ns=(1, 1))
     assert N.IS_CHANGED(prompt="x <lora:test:1>") != a
     assert N.IS_CHANGED(prompt="<lora:nope:1>") == "<lora:nope:1>"  # the node itself reports the name
+
+
+def test_prompt_tags_equal_power_loader_rows(env):
+    """The same files and strengths as tags and as LoKr Power Loader rows (one row off): the same patches,
+    bit for bit, and the same trigger_words / loaded texts."""
+    if not (ROOT / "nodes" / "power_loader.py").is_file():
+        pytest.skip("LoKr Power Loader (nodes/power_loader.py) is not in this checkout yet")
+    _second(env)
+    (env["loras"] / "test.json").write_text(json.dumps({"activation text": "zxc style"}))
+    rows = json.dumps([{"on": True, "file": "test.safetensors", "strength_model": 0.5, "strength_clip": 1.25},
+                       {"on": False, "file": "gone.safetensors", "strength_model": 1.0},
+                       {"on": True, "file": "sub/second.safetensors", "strength_model": 2.0}])
+    pm, pc, _, pwords, ploaded = _node()().load(env["model"], env["clip"],
+                                                "x <lora:test:0.5:1.25> <lokr:sub/second:2>")["result"]
+    wm, wc, wwords, wloaded, _ = pack_module("nodes.power_loader").LoKrPowerLoader().load(
+        env["model"], env["clip"], rows)["result"]
+    assert (pwords, ploaded) == (wwords, wloaded)
+    for got, want in ((pm.patched_state_dict(), wm.patched_state_dict()),
+                      (pc.patcher.patched_state_dict(), wc.patcher.patched_state_dict())):
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got)
+    key, _ = env["refs"][Q]
+    assert not torch.equal(pm.patched_state_dict()[key], env["model"].patched_state_dict()[key])
