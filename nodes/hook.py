@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..lokr_core.base.errors import LoKrConfigError, LoKrFormatError, LoKrKeyError
-from .common import (CATEGORY, dora_mode_input, file_token, lokr_name_input, lokr_path, scale_rule_input,
-                     strength_input, validate_inputs, check_strengths)
+from .common import (CATEGORY, check_strengths, dora_mode_input, file_token, lokr_name_input, lokr_path,
+                     scale_rule_input, strength_input, validate_inputs)
 from .planning import WeightsCache, other_state_dict_from_file, plan_patches
 
 log = logging.getLogger("comfyui-lokr")

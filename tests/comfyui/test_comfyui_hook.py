@@ -10,6 +10,8 @@
 - CLIP: core's Set CLIP Hooks with the same hook: the text-encoder weight ComfyUI patches on load
   equals lycoris-lora's at strength_clip; the input CLIP stays as it was.
 - Core's Create Hook LoRA on the same Tucker / DoRA file does not give lycoris-lora's weights.
+- A plain LoRA file becomes core's own weight hook (W + s * up @ down * alpha / rank); strengths 0
+  return prev_hooks as they were.
 Lean by design (one tiny SD1.5 checkpoint, 8x8 latent). Run:
 ``COMFYUI_PATH=$BENCH/ComfyUI $BENCH/venv/bin/python -m pytest -q tests/comfyui/test_comfyui_hook.py``.
 """
@@ -224,3 +226,23 @@ def test_same_as_direct_registration_and_core_hook_is_not_exact(env):
     got = _hooked_unet_weights(env, core, list(refs))
     for k, f in refs.items():  # core's LoKr math: Tucker conv and DoRA (out, 1) scale come out wrong
         assert not torch.allclose(got[k], f(SM), rtol=1e-4, atol=1e-5), k
+
+
+def test_plain_lora_file_is_cores_hook_and_zero_strengths_keep_prev(env):
+    """A file without LoKr modules gives core's own weight hook (same weights as Create Hook LoRA); both
+    strengths 0 return prev_hooks' hooks unchanged."""
+    import comfy.hooks
+
+    name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"
+    key = PEFT["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"] + ".weight"
+    w = _layer(env["model"].model, key[:-len(".weight")]).weight
+    g = torch.Generator().manual_seed(8)
+    up, down = torch.randn(w.shape[0], 4, generator=g) * 0.05, torch.randn(4, w.shape[1], generator=g) * 0.05
+    save_file({f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down, f"{name}.alpha": torch.tensor(2.0)},
+              str(env["loras"] / "plain_lora.safetensors"))
+    (ours,) = env["hook"]().create_hook("plain_lora.safetensors", SM, SC)
+    assert [type(h) for h in ours.hooks] == [comfy.hooks.WeightHook]
+    got = _hooked_unet_weights(env, ours, [key])[key]
+    torch.testing.assert_close(got, w.detach().float() + SM * (up @ down) * (2.0 / 4), rtol=1e-5, atol=1e-6)
+    (kept,) = env["hook"]().create_hook("tucker.safetensors", 0.0, 0.0, prev_hooks=ours)
+    assert kept.hooks == ours.hooks and kept is not ours

@@ -1,11 +1,13 @@
 """Every LoKr loader node, driven as ComfyUI calls it, inside a real ComfyUI (COMFYUI_PATH).
 
 For LoKr Loader, LoKr Loader (model only), LoKr Block Weights (all-ones vector), Apply LoKr
-Stack and LoKr from Prompt (a ``<lora:...>`` tag without extension), in both ``apply`` modes: the weights ComfyUI patches (patch mode) equal lycoris-lora's merged
-weight at the fp32 floor; in bypass mode the layers' outputs equal the base layer with that merged
-weight, and the weights stay bit-identical; strength 0 leaves the weights bit-identical; the input
-MODEL / CLIP carry no patches or injections afterwards. Files live in a temporary folder that is
-registered as a ``loras`` folder.
+Stack and LoKr from Prompt (a ``<lora:...>`` tag without extension), in both ``apply`` modes: the
+weights ComfyUI patches (patch mode) equal lycoris-lora's merged weight at the fp32 floor; in bypass
+mode the layers' outputs equal the base layer with that merged weight, and the weights stay
+bit-identical; strength 0 leaves the weights bit-identical; the input MODEL / CLIP carry no patches
+or injections afterwards. Files live in a temporary folder that is registered as a ``loras``
+folder. LoKr from Prompt also mixes a plain LoRA tag (ComfyUI's own loader) with a LoKr tag, and
+gives the same weights as LoKr Power Loader rows with the same files.
 """
 from __future__ import annotations
 
