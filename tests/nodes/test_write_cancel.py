@@ -4,7 +4,7 @@
 by ``interrupt_current_processing``, raised and cleared by ``throw_exception_if_processing_interrupted``);
 the flag is set from inside the write, after a few tensors went to the temp file, as the server's
 /interrupt would. The write stops, the temp file is removed, the models are unchanged, and the next
-run writes the file. (The same against real ComfyUI: tests/comfyui/test_comfyui_write_cancel.py.)
+run writes the file. (The Merge Checkpoint case against real ComfyUI: tests/comfyui/test_comfyui_merge.py.)
 """
 from __future__ import annotations
 
