@@ -67,8 +67,30 @@ def process_start(pid: int) -> float | None:
         return None
 
 
+def _pid_running_windows(pid: int) -> bool:
+    """Windows: OpenProcess + GetExitCodeProcess (``os.kill(pid, 0)`` would send Ctrl-C there)."""
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists; else no such process
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
 def pid_running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user counts as running)."""
+    """Whether a process ``pid`` exists (one of another user counts as running; unknown: True)."""
+    if os.name == "nt":
+        try:
+            return _pid_running_windows(pid)
+        except Exception:  # noqa: BLE001 - cannot tell: keep the file
+            return True
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError, ValueError):
