@@ -31,7 +31,7 @@ import torch
 from .dtypes import ST_CODES
 from .errors import LoKrFormatError, LoKrWriteError, where
 from .st_writer import safetensors_size, write_safetensors
-from .tempfiles import remove_stale, temp_path
+from .tempfiles import TEMP_RE, remove_stale, temp_path
 
 PathLike = str | os.PathLike
 
@@ -146,7 +146,10 @@ def write_error(path: PathLike, exc: OSError) -> LoKrWriteError:
     code = exc.errno
     why = _WHY.get(code) or exc.strerror or str(exc)
     name = errno_codes.errorcode.get(code, "") if code is not None else ""
-    err = LoKrWriteError(f"{where(str(path), None)}cannot be written: {why}{f' ({name})' if name else ''}; expected a "
+    other = exc.filename if exc.filename and TEMP_RE.match(os.path.basename(str(exc.filename))) is None \
+        and os.path.abspath(str(exc.filename)) != os.path.abspath(str(path)) else None
+    on = f" on {str(other)!r}" if other else ""
+    err = LoKrWriteError(f"{where(str(path), None)}cannot be written: {why}{f' ({name})' if name else ''}{on}; expected a "
                          "writable folder with enough free space and no file-size limit below the output's size; "
                          "nothing was written (the temporary file was removed)")
     err.errno = code
