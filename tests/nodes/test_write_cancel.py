@@ -1,4 +1,4 @@
-"""Cancel (ComfyUI's interrupt) while the Merge Checkpoint / Extract nodes write, on CPU stand-ins.
+"""Cancel (ComfyUI's interrupt) while the Merge Checkpoint / Extract nodes write, and the free-space check, on CPU stand-ins.
 
 ``comfy.model_management`` is stood in by a module with ComfyUI's own interrupt logic (a flag set
 by ``interrupt_current_processing``, raised and cleared by ``throw_exception_if_processing_interrupted``);
@@ -13,6 +13,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from tests.commands.test_extract_cli import _pair
 from tests.nodes.test_extract import comfy_folders  # noqa: F401 - fixture
@@ -95,3 +96,25 @@ def test_cancel_while_extract_writes(comfy_folders, monkeypatch):  # noqa: F811 
     assert os.listdir(loras) == [] and {p: (ckpts / p).read_bytes() for p in os.listdir(ckpts)} == before
     _, path = extract.LoKrExtract().extract(**args)
     assert os.listdir(loras) == ["mine.safetensors"] and path == str(loras / "mine.safetensors")
+
+
+def test_merge_node_refuses_without_room_before_merging(env, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    L = pack_module("nodes.planning")
+    M = pack_module("nodes.merge")
+    errors = pack_module("lokr_core.base.errors")
+    m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
+    snap = cs.snapshot(m)
+    need = M.estimated_size(m, c, _VAE(), None)
+    want = sum(t.numel() * t.element_size() for o in (m.model, c.cond_stage_model, _VAE().first_stage_model)
+               for t in o.state_dict().values())
+    assert need == want and M.estimated_size(m, c, _VAE(), torch.float16) < need
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(1 << 40, 0, need - 1))
+    computed = []
+    monkeypatch.setattr(M, "checkpoint_state_dict", lambda *a, **k: computed.append(1))
+    with pytest.raises(errors.LoKrWriteError, match=rf"checkpoints/merged'.*needs about {need} bytes.*{need - 1} bytes"):
+        M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/merged", "keep")
+    assert computed == [] and _files(env["out"]) == [] and cs.unchanged(m, snap)
