@@ -3,7 +3,7 @@
 A throw-away ``--base-directory`` holds the tiny SD1.5 checkpoint (as the workflows' checkpoint
 name) and a LoKr fixture (as ``example_lokr.safetensors``). The test checks ``/object_info`` (every
 node, category ``loaders/LoKr``, tooltips), then posts the API twin of every example workflow
-(``example_workflows/api/*.json``: loader + sampling, block weights + info, stack, merge), each cut
+(``example_workflows/api/*.json``: loader + sampling, block weights + info, stack, merge, power loader), each cut
 to 1 step at 64x64, waits for it and checks the saved image, the info text and the merged checkpoint.
 Run: ``COMFYUI_PATH=$BENCH/ComfyUI $BENCH/venv/bin/python -m pytest -q tests/comfyui/test_comfyui_e2e.py``.
 """
@@ -28,7 +28,7 @@ import comfy_env
 from tests.support import workflows
 
 NODES = ["LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "LoKrStack", "ApplyLoKrStack", "LoKrInfo",
-         "LoKrMergeCheckpoint"]
+         "LoKrMergeCheckpoint", "LoKrPowerLoader"]
 
 
 def fixture_lokr(path: Path) -> None:
@@ -119,8 +119,8 @@ def test_object_info_lists_nodes_with_tooltips(server):
     assert workflows.LOKR in info["LoKrLoader"]["input"]["required"]["lokr_name"][0]
 
 
-def _run(server, name: str) -> dict:
-    prompt = json.loads((workflows.OUT / "api" / f"{name}.json").read_text())
+def _run(server, name: str, prompt: dict | None = None) -> dict:
+    prompt = prompt or json.loads((workflows.OUT / "api" / f"{name}.json").read_text())
     for node in prompt.values():
         inp = node["inputs"]
         if node["class_type"] == "KSampler":
@@ -150,6 +150,20 @@ def test_sampling_workflows_save_an_image(server, name):
         assert workflows.LOKR in text and "Against the connected model: 4/4 modules match" in text
         report = outputs["LoKrBlockWeights"]["lokr_report"][0]
         assert report["matched"] == 4 and report["block_weights"]["MID"] == 0
+    if name == "lokr_power_loader":  # the first row is on, the second off (its file is not there)
+        rows = outputs["LoKrPowerLoader"]["lokr_power"][0]["rows"]
+        assert [(r["kind"], r["file"]) for r in rows] == [("lokr", workflows.LOKR), ("off", workflows.OFF_FILE)]
+        assert rows[0]["matched"] == 4 and len(outputs["LoKrPowerLoader"]["lokr_report"]) == 1
+
+
+def test_power_loader_rows_given_as_a_list_value(server):
+    """API format: the rows list itself, wrapped as ComfyUI wants list values, instead of its JSON text."""
+    prompt = json.loads((workflows.OUT / "api" / "lokr_power_loader.json").read_text())
+    node = next(n for n in prompt.values() if n["class_type"] == "LoKrPowerLoader")
+    node["inputs"]["rows"] = {"__value__": json.loads(node["inputs"]["rows"])}
+    outputs = _run(server, "lokr_power_loader", prompt)
+    rows = outputs["LoKrPowerLoader"]["lokr_power"][0]["rows"]
+    assert [r["kind"] for r in rows] == ["lokr", "off"] and outputs["SaveImage"]["images"]
 
 
 def test_merge_workflow_writes_checkpoint(server):

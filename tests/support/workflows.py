@@ -38,9 +38,14 @@ SOCKETS: dict[str, tuple[list, list, list]] = {
                        [("MODEL", "MODEL"), ("CLIP", "CLIP")], ["scale_rule", "apply", "strict"]),
     "LoKrMergeCheckpoint": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE")], [("path", "STRING")],
                             ["filename_prefix", "dtype"]),
+    "LoKrPowerLoader": ([("model", "MODEL"), ("clip", "CLIP"), ("lora_stack", "LORA_STACK")],
+                        [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("trigger_words", "STRING"), ("loaded", "STRING"),
+                         ("lora_stack", "LORA_STACK")], ["rows", "scale_rule", "apply", "strict"]),
 }
 
 LOKR = "example_lokr.safetensors"
+OFF_FILE = "example_style_lora.safetensors"
+"""The Power Loader example's second row: off, so its file need not exist."""
 CKPT = "v1-5-pruned-emaonly.safetensors"
 
 
@@ -76,6 +81,12 @@ def graphs() -> dict[str, dict[str, tuple]]:
                                      "lokr_3": "None", "strength_model_3": 1.0, "strength_clip_3": 1.0}, {}),
              "lokr": ("ApplyLoKrStack", {"scale_rule": "file", "apply": "patch weights", "strict": False},
                       {"model": "ckpt.0", "clip": "ckpt.1", "lora_stack": "stack.0"})}
+    power_rows = [{"on": True, "file": LOKR, "strength_model": 0.8, "strength_clip": 0.8, "linked": True, "blocks": ""},
+                  {"on": False, "file": OFF_FILE, "strength_model": 1.0, "strength_clip": 1.0, "linked": True,
+                   "blocks": "SD-ALL"}]
+    power = {"lokr": ("LoKrPowerLoader", {"rows": json.dumps(power_rows), "scale_rule": "file",
+                                          "apply": "patch weights", "strict": False},
+                      {"model": "ckpt.0", "clip": "ckpt.1"})}
     merge = {"merge": ("LoKrMergeCheckpoint", {"filename_prefix": "checkpoints/lokr_merged", "dtype": "fp16"},
                        {"model": "lokr.0", "clip": "lokr.1", "vae": "ckpt.2"})}
     return {
@@ -84,6 +95,7 @@ def graphs() -> dict[str, dict[str, tuple]]:
         "lokr_block_weights": {**ckpt, **blocks, **_sampling("lokr.0", "lokr.1", "lokr_blocks")},
         "lokr_stack": {**ckpt, **stack, **_sampling("lokr.0", "lokr.1", "lokr_stack")},
         "lokr_merge_checkpoint": {**ckpt, **loader, **merge},
+        "lokr_power_loader": {**ckpt, **power, **_sampling("lokr.0", "lokr.1", "lokr_power")},
     }
 
 
