@@ -14,10 +14,11 @@ import hashlib
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..base.dtypes import TORCH_DTYPES
+from ..base.dtypes import ST_CODES, TORCH_DTYPES
 from ..base.errors import LoKrError, LoKrFormatError, where
 from ..base.fingerprint import StatToken, check_unchanged, stat_token
 from ..base.st_writer import header_bytes
@@ -68,21 +69,35 @@ def read_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str],
     return shapes, meta, token  # type: ignore[return-value]
 
 
+def out_entries(fh: Any, path: Path, dtype: torch.dtype | None) -> list[tuple[str, str, tuple[int, ...], int, torch.dtype]]:
+    """(key, dtype code, shape, bytes, dtype) of every tensor of the open ``safe_open`` handle ``fh``
+    (of ``path``) as written again with its float tensors cast to ``dtype`` (None: kept), in file
+    order. LoKrFormatError naming the file and tensor for a dtype this torch lacks."""
+    entries = []
+    for key in fh.keys():
+        sl = fh.get_slice(key)
+        shape = tuple(int(s) for s in sl.get_shape())
+        code = sl.get_dtype()
+        src_dtype = TORCH_DTYPES.get(code)
+        if src_dtype is None:
+            raise LoKrFormatError(f"{where(str(path), None)}tensor {key!r} has dtype {code}, which this merge "
+                                  "cannot handle; expected a float, int or bool tensor")
+        out = dtype if (dtype is not None and src_dtype.is_floating_point) else src_dtype
+        entries.append((key, ST_CODES[out], shape, math.prod(shape) * torch.empty((), dtype=out).element_size(), out))
+    return entries
+
+
 def streamed_size(path: Path, dtype: torch.dtype | None, metadata: dict[str, str] | None) -> int:
-    """Bytes of ``path`` written again with its float tensors cast to ``dtype`` (None: kept) and
-    ``metadata`` in the header (None: the file's own): the estimate a writer checks the free space with."""
+    """Bytes of ``path`` written again as :func:`out_entries` says with ``metadata`` in the header
+    (None: the file's own): the estimate a writer checks the free space with."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            entries = []
-            for k in f.keys():
-                sl = f.get_slice(k)
-                shape = tuple(int(s) for s in sl.get_shape())
-                src = TORCH_DTYPES.get(sl.get_dtype(), torch.uint8)
-                out = dtype if dtype is not None and src.is_floating_point else src
-                entries.append((k, sl.get_dtype(), shape, math.prod(shape) * torch.empty((), dtype=out).element_size()))
+            entries = [e[:4] for e in out_entries(f, path, dtype)]
             meta = dict(f.metadata() or {}) if metadata is None else metadata
+    except LoKrError:
+        raise
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError
         raise LoKrFormatError(f"{where(str(path), None)}cannot read as safetensors ({exc}); expected a "
                               ".safetensors checkpoint") from None

@@ -28,13 +28,13 @@ import torch
 from ..base.atomic import atomic_write, check_interrupt, check_output, sync_folder, writing
 from ..base.fingerprint import StatToken, check_unchanged
 from ..base.device import parse_device
-from ..base.dtypes import ST_CODES, TORCH_DTYPES, parse_dtype
+from ..base.dtypes import parse_dtype
 from ..base.errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from ..base.progress import Progress, StepCounter
 from ..base.version import __version__
 from ..base.st_writer import header_bytes, tensor_bytes
-from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, part_prefix, read_header,
-                                  streamed_size)
+from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, out_entries, part_prefix,
+                                  read_header, streamed_size)
 from ..keymap.family import target_dit_family
 from ..keymap.resolve import resolve_for
 from ..tensor import kron
@@ -219,19 +219,7 @@ def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], 
     merged = 0
     check_unchanged(src, expect)
     with safe_open(str(src), framework="pt", device="cpu") as fin:
-        keys = list(fin.keys())
-        entries = []
-        for key in keys:
-            sl = fin.get_slice(key)
-            shape = tuple(int(s) for s in sl.get_shape())
-            code = sl.get_dtype()
-            src_dtype = TORCH_DTYPES.get(code)
-            if src_dtype is None:
-                raise LoKrFormatError(f"{where(str(src), None)}tensor {key!r} has dtype {code}, which this merge "
-                                      "cannot handle; expected a float, int or bool tensor")
-            out_dtype = dtype if (dtype is not None and src_dtype.is_floating_point) else src_dtype
-            itemsize = torch.empty((), dtype=out_dtype).element_size()
-            entries.append((key, ST_CODES[out_dtype], shape, math.prod(shape) * itemsize, out_dtype))
+        entries = out_entries(fin, src, dtype)
         with open(dst, "wb") as fh:
             fh.write(header_bytes([e[:4] for e in entries], metadata))
             for key, _, _, nbytes, out_dtype in entries:
