@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..lokr_core.base.atomic import atomic_save_file, check_room, interruptible
+from ..lokr_core.base.atomic import atomic_save_file, check_room, interruptible, write_error
 from ..lokr_core.base.errors import LoKrFormatError
 from ..lokr_core.base.progress import StepCounter
 from .bypass import bypass_set_of
@@ -300,8 +300,11 @@ class LoKrMergeCheckpoint:
         sd = checkpoint_state_dict(model, clip, vae, DTYPES[dtype], StepCounter(comfy_progress(), max(n, 1)).step)
         meta = {"lokr_merged": json.dumps(merged_lokr_sources(model, getattr(clip, "patcher", None))),
                 "lokr_merge_dtype": dtype, "lokr_merge_tool": "comfyui-lokr LoKr Merge Checkpoint"}
-        path = output_path(filename_prefix)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:  # ComfyUI's numbering creates a missing sub-folder
+            path = output_path(filename_prefix)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as exc:
+            raise write_error(prefix_path(filename_prefix), exc) from None
         with interruptible(comfy_interrupt()):
             atomic_save_file(sd, path, meta)
         return {"ui": {"text": [path]}, "result": (path,)}

@@ -228,3 +228,29 @@ def test_merge_estimate_is_the_output_size(files, tmp_path, monkeypatch, capsys)
     monkeypatch.undo()
     assert cli.main(argv) == 0
     assert os.path.getsize(out) == needed
+
+
+def test_diffusers_folder_merge_uses_the_same_temp_rules(files, tmp_path, monkeypatch, capsys):
+    pipe = tmp_path / "pipe"
+    (pipe / "unet").mkdir(parents=True)
+    unet = models.tiny_unet(0)
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
+              str(pipe / "unet" / "diffusion_pytorch_model.safetensors"))
+    (pipe / "model_index.json").write_text("{}")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".merged.lokr-{dead.pid}-0123abcd.tmp"
+    (stale / "unet").mkdir(parents=True)
+    (stale / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"partial")
+    argv = ["merge", str(pipe), str(files["lokr"].path), "-o", str(tmp_path / "merged"), "--device", "cpu",
+            "--no-progress"]
+    usage = namedtuple("usage", "total used free")
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "disk_usage", lambda folder: usage(1 << 40, 0, 100))
+        assert cli.main(argv) == 2
+        assert "merged': not enough free space" in capsys.readouterr().err
+    assert not stale.exists()  # removed by the refused write already: same target
+    assert sorted(os.listdir(tmp_path)) == ["pipe"]
+    assert cli.main(argv) == 0
+    assert sorted(os.listdir(tmp_path)) == ["merged", "pipe"]
+    assert sorted(os.listdir(tmp_path / "merged")) == ["model_index.json", "unet"]

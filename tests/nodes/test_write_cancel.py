@@ -118,3 +118,14 @@ def test_merge_node_refuses_without_room_before_merging(env, monkeypatch):
     with pytest.raises(errors.LoKrWriteError, match=rf"checkpoints/merged'.*needs about {need} bytes.*{need - 1} bytes"):
         M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/merged", "keep")
     assert computed == [] and _files(env["out"]) == [] and cs.unchanged(m, snap)
+
+
+def test_merge_node_output_folder_error_is_a_clear_lokr_error(env):
+    L = pack_module("nodes.planning")
+    M = pack_module("nodes.merge")
+    errors = pack_module("lokr_core.base.errors")
+    m, c, _ = L.load_and_apply(L.WeightsCache(), env["model"], env["clip"], "test.safetensors", 0.5, 1.0)
+    (env["out"] / "checkpoints").write_text("a file where the sub-folder should be")
+    with pytest.raises(errors.LoKrWriteError, match=r"checkpoints/merged'.*cannot be written.*nothing was written"):
+        M.LoKrMergeCheckpoint().merge(m, c, _VAE(), "checkpoints/merged", "fp16")
+    assert _files(env["out"]) == ["checkpoints"]
