@@ -13,7 +13,7 @@ from typing import Any
 from ..lokr_core.base.atomic import interruptible
 from ..lokr_core.base.errors import LoKrFormatError, where
 from ..lokr_core.ops.extract import extract_lokr, format_extract_report
-from .common import CATEGORY, model_file
+from .common import CATEGORY, file_token, model_file
 from .progress import comfy_interrupt, comfy_progress
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
@@ -91,6 +91,11 @@ class LoKrExtract:
         if not isinstance(filename, str) or not filename.strip():
             return "filename is empty; expected a file name"
         return True
+
+    @classmethod
+    def IS_CHANGED(cls, base_checkpoint: Any = None, tuned_checkpoint: Any = None, **_: Any) -> str:
+        """The two checkpoints' tokens: either rewritten under the same name runs the extraction again."""
+        return file_token("checkpoints", base_checkpoint) + "\n" + file_token("checkpoints", tuned_checkpoint)
 
     def extract(self, base_checkpoint: str, tuned_checkpoint: str, rank: int, factor: int, decompose_both: bool,
                 conv: str, filename: str, save_dtype: str, device: str, overwrite: bool) -> tuple[str, str]:

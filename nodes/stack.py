@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 from ..lokr_core.base.errors import LoKrConfigError, LoKrError, LoKrFormatError
 from .block_weights import CUSTOM, choose_family, multiplier_for, parse_vector
-from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, apply_input, lokr_files, lokr_path, scale_rule_input,
-                     strength_error, strength_input, strict_input, validate_inputs)
+from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, apply_input, file_token, lokr_files, lokr_path,
+                     scale_rule_input, strength_error, strength_input, strict_input, validate_inputs)
 from .planning import PatchPlan, WeightsCache, apply_plan, other_state_dict_from_file, plan_patches, plan_report
 
 SLOTS = 3
@@ -197,6 +197,14 @@ class LoKrStack:
             if msg is not True:
                 return msg
         return True
+
+    @classmethod
+    def IS_CHANGED(cls, **slots: Any) -> str:
+        """The tokens of the slots' files, one a line: a file rewritten under the same name runs this node
+        and so every node downstream (Apply LoKr Stack) again. The incoming ``lora_stack`` is a link,
+        which ComfyUI does not pass here: the stacker that made it answers for its files."""
+        names = [slots.get(f"lokr_{i}") for i in range(1, SLOTS + 1)]
+        return "\n".join(file_token("loras", n) for n in names if n and n != NONE)
 
     def stack(self, lora_stack: Any = None, **slots: Any) -> tuple[list]:
         out = stack_entries(lora_stack, **slots)
