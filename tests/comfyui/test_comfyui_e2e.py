@@ -28,7 +28,7 @@ import comfy_env
 from tests.support import workflows
 
 NODES = ["LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "LoKrStack", "ApplyLoKrStack", "LoKrInfo",
-         "LoKrMergeCheckpoint", "LoKrPowerLoader"]
+         "LoKrMergeCheckpoint", "LoKrPowerLoader", "LoKrFromPrompt", "LoKrHook"]
 
 
 def fixture_lokr(path: Path, alpha: float = 4.0) -> None:
@@ -163,6 +163,9 @@ def test_sampling_workflows_save_an_image(server, name):
         rows = outputs["LoKrPowerLoader"]["lokr_power"][0]["rows"]
         assert [(r["kind"], r["file"]) for r in rows] == [("lokr", workflows.LOKR), ("off", workflows.OFF_FILE)]
         assert rows[0]["matched"] == 4 and len(outputs["LoKrPowerLoader"]["lokr_report"]) == 1
+    if name == "lokr_from_prompt":
+        report = outputs["LoKrFromPrompt"]["lokr_report"]
+        assert [r["file"] for r in report] == [workflows.LOKR] and report[0]["matched"] == 4
 
 
 def test_power_loader_rows_given_as_a_list_value(server):
