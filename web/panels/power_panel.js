@@ -8,6 +8,7 @@ import {
   moveRowTo, parseRows, powerFromMessage, presetChoices, removeRow, rowStatus, serializeRows, setBlocks, setFile,
   setLinked, setStrength, statusText, toggleRow,
 } from "../logic/power_rows.js";
+import { sidecarView } from "../logic/sidecar.js";
 import { el } from "../common/dom.js";
 import { chain } from "../common/hooks.js";
 import { fetchFiles, fetchPresets, fetchSidecar, routeUrl } from "../common/lokr_api.js";
@@ -51,7 +52,7 @@ export function setupPowerPanel(app, api, node, rowsInput) {
   root.dataset.lokr = "power-panel";
   const state = {
     rows: [], error: null, files: null, filesError: null, presets: {}, power: null,
-    sidecars: new Map(),  // file -> {body} | {error} | {pending}
+    sidecars: new Map(),  // file -> {view} (logic/sidecar.js sidecarView) | {error} | {pending}
     picker: null, query: "",  // row index the file picker is open for (NEW_ROW: a new row), its filter text
   };
   mountDOMWidget(node, "lokr_power_rows", root);
@@ -81,7 +82,7 @@ export function setupPowerPanel(app, api, node, rowsInput) {
       if (!r.file || state.sidecars.has(r.file)) continue;
       const entry = { pending: true };
       state.sidecars.set(r.file, entry);
-      fetchSidecar(api, r.file).then((b) => { entry.body = b; }, (e) => { entry.error = String(e?.message ?? e); })
+      fetchSidecar(api, r.file).then((b) => { entry.view = sidecarView(b); }, (e) => { entry.error = String(e?.message ?? e); })
         .finally(() => { entry.pending = false; if (state.sidecars.get(r.file) === entry) show(); });
     }
   }
@@ -186,12 +187,12 @@ export function setupPowerPanel(app, api, node, rowsInput) {
     on.dataset.lokr = "power-on";
     on.addEventListener("change", () => write(toggleRow(state.rows, i, on.checked)));
     head.appendChild(on);
-    const side = state.sidecars.get(r.file);
-    const preview = side?.body?.preview;
-    if (preview) {
+    const view = state.sidecars.get(r.file)?.view;
+    if (view?.preview) {
       const img = el("img", "lokr-pw-thumb");
-      img.src = routeUrl(api, preview);
+      img.src = routeUrl(api, view.preview);
       img.alt = "";
+      img.title = [view.title, view.baseModel].filter(Boolean).join(" · ");
       img.dataset.lokr = "power-preview";
       head.appendChild(img);
     }
@@ -246,7 +247,7 @@ export function setupPowerPanel(app, api, node, rowsInput) {
     line.appendChild(blocks);
     row.appendChild(line);
 
-    const words = (side?.body?.trigger_words ?? []).slice(0, MAX_WORDS);
+    const words = (view?.words ?? []).slice(0, MAX_WORDS);
     const chips = tagChips(words, null);
     if (chips) { chips.dataset.lokr = "power-words"; row.appendChild(chips); }
     const status = statusText(rowStatus(state.power, i, r), flag);
