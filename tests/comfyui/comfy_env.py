@@ -133,6 +133,22 @@ def setup_comfy() -> Any:
     return comfy
 
 
+def set_model_folders(kind: str, *paths: str | os.PathLike) -> None:
+    """Make ``paths`` ComfyUI's only folders of model ``kind`` (``loras``, ``checkpoints``, ...).
+
+    Each test module sets its own folders, replacing the previous module's: folders added on top of
+    each other let an earlier module's file of the same name shadow a later one's.
+    """
+    import folder_paths
+
+    for p in paths:
+        os.makedirs(p, exist_ok=True)
+    exts = folder_paths.folder_names_and_paths.get(kind, ([], {".safetensors"}))[1]
+    folder_paths.folder_names_and_paths[kind] = ([str(p) for p in paths], exts)
+    if hasattr(folder_paths, "filename_list_cache"):
+        folder_paths.filename_list_cache.clear()
+
+
 def load_pack() -> Any:
     """Import the repository as ComfyUI imports ``custom_nodes/<folder>/__init__.py`` (``tests.support.comfy_pack``).
 

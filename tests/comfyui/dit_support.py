@@ -14,8 +14,6 @@ max |W_got - W_expected| / max |ΔW| on the module's rows.
 """
 from __future__ import annotations
 
-import copy
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -184,9 +182,4 @@ def measure(family: str, fmt: str, folder: Path) -> dict[str, Any]:
 
 def loras_folder(folder: Path) -> None:
     """Point ComfyUI's ``loras`` folder at ``folder`` (the loaders look files up there)."""
-    import folder_paths
-
-    os.makedirs(folder, exist_ok=True)
-    folder_paths.folder_names_and_paths["loras"] = ([str(folder)], {".safetensors"})
-    if hasattr(folder_paths, "filename_list_cache"):
-        folder_paths.filename_list_cache.clear()
+    comfy_env.set_model_folders("loras", folder)

@@ -54,11 +54,10 @@ BYPASS, PATCH = "bypass", "patch weights"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     comfy = comfy_env.setup_comfy()
-    import folder_paths
 
     tmp = tmp_path_factory.mktemp("bypass")
     (tmp / "loras").mkdir()
-    folder_paths.add_model_folder_path("loras", str(tmp / "loras"))
+    comfy_env.set_model_folders("loras", str(tmp / "loras"))
     model, clip, _vae = comfy_env.load_checkpoint(comfy_env.cached_tiny_sd15(tmp))
     pack = comfy_env.load_pack()
     env = dict(comfy=comfy, tmp=tmp, model=model, clip=clip, pack=pack, planning=comfy_env.pack_module("nodes.planning"),

@@ -39,7 +39,6 @@ SM = 0.8
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     comfy_env.setup_comfy()
-    import folder_paths
 
     model = dit_models.build("flux")
     comfy_env.load_pack()
@@ -56,7 +55,7 @@ def env(tmp_path_factory):
     loras = tmp / "loras"
     loras.mkdir()
     save_file(state_dict_of(mods), str(loras / FILE))
-    folder_paths.add_model_folder_path("loras", str(loras))
+    comfy_env.set_model_folders("loras", str(loras))
     return dict(model=model, mods=mods, node=comfy_env.pack_module("nodes.block_weights"))
 
 

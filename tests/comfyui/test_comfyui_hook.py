@@ -94,14 +94,13 @@ def _peft_file(env):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     comfy_env.setup_comfy()
-    import folder_paths
 
     tmp = tmp_path_factory.mktemp("comfy_hook")
     model, clip, _vae = comfy_env.load_checkpoint(comfy_env.cached_tiny_sd15(tmp))
     comfy_env.load_pack()
     loras = tmp / "loras"
     loras.mkdir()
-    folder_paths.add_model_folder_path("loras", str(loras))
+    comfy_env.set_model_folders("loras", str(loras))
     env = dict(model=model, clip=clip, loras=loras)
     env["tucker"] = _lycoris_file(env, TUCKER, "tucker.safetensors", seed=40)
     env["dora"] = _lycoris_file(env, DORA, "dora.safetensors", seed=50)

@@ -64,9 +64,8 @@ def env(tmp_path_factory):
     for d in ("loras", "checkpoints", "output"):
         (tmp / d).mkdir()
     shutil.copyfile(comfy_env.cached_tiny_sd15(tmp), tmp / "checkpoints" / "tiny_sd15.safetensors")
-    folder_paths.add_model_folder_path("loras", str(tmp / "loras"))
-    folder_paths.add_model_folder_path("checkpoints", str(tmp / "checkpoints"))
-    folder_paths.add_model_folder_path("checkpoints", str(tmp / "output"))
+    comfy_env.set_model_folders("loras", tmp / "loras")
+    comfy_env.set_model_folders("checkpoints", tmp / "checkpoints", tmp / "output")
     old_out = folder_paths.get_output_directory()
     folder_paths.set_output_directory(str(tmp / "output"))
     pack = comfy_env.load_pack()

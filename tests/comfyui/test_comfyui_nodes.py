@@ -38,7 +38,6 @@ SM, SC = 0.8, 1.2
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     comfy_env.setup_comfy()
-    import folder_paths
 
     tmp = tmp_path_factory.mktemp("comfy_nodes")
     model, clip, _vae = comfy_env.load_checkpoint(comfy_env.cached_tiny_sd15(tmp))
@@ -51,7 +50,7 @@ def env(tmp_path_factory):
     loras = tmp / "loras"
     loras.mkdir()
     save_file(state_dict_of(mods), str(loras / FILE))
-    folder_paths.add_model_folder_path("loras", str(loras))
+    comfy_env.set_model_folders("loras", str(loras))
     return dict(model=model, clip=clip, mods=mods, node=lambda m: comfy_env.pack_module(f"nodes.{m}"))
 
 

@@ -52,7 +52,6 @@ def _plain_lora(layers: dict, seed: int) -> dict:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     comfy_env.setup_comfy()
-    import folder_paths
 
     tmp = tmp_path_factory.mktemp("comfy_power")
     model, clip, _vae = comfy_env.load_checkpoint(comfy_env.cached_tiny_sd15(tmp))
@@ -70,7 +69,7 @@ def env(tmp_path_factory):
     off = lycoris_module(OFF[0], copy.deepcopy(layer(OFF[1])).float(), dim=4, factor=8, seed=50)
     save_file(state_dict_of({OFF[0]: off}), str(loras / "off.safetensors"))
     save_file(_plain_lora({n: layer(k) for n, k in LORA.items()}, 60), str(loras / "plain_lora.safetensors"))
-    folder_paths.add_model_folder_path("loras", str(loras))
+    comfy_env.set_model_folders("loras", str(loras))
     return dict(model=model, clip=clip, mods=mods, peft=pm, layer=layer,
                 node=comfy_env.pack_module("nodes.power_loader").LoKrPowerLoader)
 
