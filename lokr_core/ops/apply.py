@@ -30,7 +30,7 @@ from ..tensor import kron
 from ..base.errors import LoKrConfigError, LoKrKeyError, LoKrShapeError, where
 from ..keymap.resolve import resolve_for
 from ..tensor.factors import LoKrFactors
-from .merge import KronUpdate, check_strength, merged_weight, placement_index
+from .merge import KronUpdate, check_merge_fits, check_strength, merged_weight, placement_index
 
 __all__ = ["ApplyResult", "apply_lokr"]
 
@@ -225,6 +225,8 @@ def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "mer
         by_weight: dict[int, tuple[torch.Tensor, list[KronUpdate]]] = {}
         for t in targets:
             by_weight.setdefault(id(t.weight), (t.weight, []))[1].append(t.update)
+        for weight, updates in by_weight.values():  # every weight checked before the first changes
+            check_merge_fits(weight, updates)
         with torch.no_grad():
             for weight, updates in by_weight.values():
                 w = weight.data

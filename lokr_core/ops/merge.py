@@ -40,7 +40,7 @@ from ..tensor import kron
 from ..tensor.factors import LoKrFactors
 
 __all__ = ["KronUpdate", "MergePlan", "MergeResult", "merged_weight", "merge_plan_into_file", "merge_checkpoint",
-           "merge_into_state_dict", "plan_merge", "check_strength"]
+           "merge_into_state_dict", "plan_merge", "check_strength", "check_merge_fits", "delta_bound"]
 
 
 # ----------------------------------------------------------------------------------- small helpers
@@ -146,13 +146,53 @@ def _w1_rows(idx: torch.Tensor, out_k: int) -> torch.Tensor | None:
     return (first[:, 0] // out_k).clone()
 
 
+def delta_bound(u: KronUpdate, kernel: Sequence[int] = ()) -> float:
+    """The largest |entry| ``u`` can add to a weight: |scale * strength| * max|W1| * max|W2| (every
+    entry of kron(W1, W2) is one W1 entry times one W2 entry), in float64; 0 for strength or scale 0.
+    DoRA modules: the same bound on their ΔW (their result also depends on the weight's norm)."""
+    factor = abs(float(u.scale) * float(u.strength))
+    if factor == 0.0:
+        return 0.0
+    f = u.factors.map(lambda t: t.detach().to(device="cpu", dtype=torch.float32))
+    w1, w2 = kron.rebuild_w1(f), kron.rebuild_w2(f, kernel)
+    top = float(w1.abs().amax().double()) * float(w2.abs().amax().double()) if w1.numel() and w2.numel() else 0.0
+    return factor * top if top else 0.0
+
+
+def check_merge_fits(weight: torch.Tensor, updates: Sequence[KronUpdate], dtype: torch.dtype | None = None,
+                     key: str | None = None) -> None:
+    """LoKrFormatError when ``weight`` (out, in[, k...]) plus ``updates`` could leave the range of
+    ``dtype`` (default: the weight's; the math runs in fp32, so fp32's range bounds it too): the
+    merge would write inf / NaN. Checked from shapes and maxima only, before any weight changes;
+    a weight that is already not finite is not ours to judge (no check)."""
+    dtype = dtype or weight.dtype
+    if not dtype.is_floating_point or not updates or weight.device.type == "meta" or any(
+            t.device.type == "meta" for u in updates for _, t in u.factors.tensors()):
+        return  # meta tensors (shape-only runs) hold no values to check
+    base = float(weight.detach().abs().amax().double()) if weight.numel() else 0.0
+    if not math.isfinite(base):
+        return
+    limit = min(torch.finfo(dtype).max, torch.finfo(torch.float32).max)
+    total = base
+    kernel = tuple(weight.shape[2:])
+    for u in updates:
+        total += delta_bound(u, kernel)
+        if not total <= limit:
+            at = where(u.source, u.module)
+            raise LoKrFormatError(f"{at}merged into {key or 'its weight'} {tuple(weight.shape)} its ΔW reaches "
+                                  f"{total:.3g}, beyond what {str(dtype).replace('torch.', '')} holds ({limit:.3g}): "
+                                  "the weight would become inf / NaN; expected factors, alpha and strength of a "
+                                  "usable size. Nothing was changed")
+
+
 def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None, *, inplace: bool = False) -> torch.Tensor:
     """``weight`` (out, in[, k...]) with every update added, on ``device`` in ``dtype``.
 
     The math runs in fp32 (``kron.add_kron_``, a broadcast in-place add: no ΔW is materialised,
     except for DoRA modules); the result is cast to ``dtype`` (default: the weight's dtype) once.
-    Updates are applied in order (DoRA ones see the weight merged so far). ``weight`` is not
+    Updates are applied in order (DoRA ones see the weight merged so far); LoKrFormatError first
+    when the result could leave ``dtype``'s range (:func:`check_merge_fits`). ``weight`` is not
     modified unless ``inplace``: then an fp32, contiguous weight already on ``device`` is updated
     and returned as is (no copy); other weights are still computed on an fp32 copy.
     """
@@ -160,6 +200,7 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
     out_dtype = dtype or weight.dtype
     if not updates:
         return weight.to(device=device, dtype=out_dtype)
+    check_merge_fits(weight, updates, out_dtype)
     if (inplace and weight.dtype == torch.float32 and weight.device == device and weight.is_contiguous()
             and not weight.requires_grad):
         full = weight

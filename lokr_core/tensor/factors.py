@@ -133,11 +133,16 @@ class LoKrFactors:
         elif self.w1.ndim != 2:
             raise LoKrShapeError(f"{at}lokr_w1 has shape {tuple(self.w1.shape)}; expected 2-D (out_l, in_m)")
         if self.t2 is not None:
+            if self.t2.ndim < 2:
+                raise LoKrShapeError(f"{at}lokr_t2 has shape {tuple(self.t2.shape)}; expected (r, r, k...)")
             r1, r2 = self.t2.shape[:2]
             if (self.w2_a.ndim != 2 or self.w2_b.ndim != 2 or self.w2_a.shape[0] != r1 or self.w2_b.shape[0] != r2):
                 raise LoKrShapeError(f"{at}Tucker factors lokr_t2 {tuple(self.t2.shape)}, lokr_w2_a {tuple(self.w2_a.shape)}, "
                                      f"lokr_w2_b {tuple(self.w2_b.shape)}: expected (r, r, k...), (r, out_k), (r, in_n)")
-        elif self.w2 is None:
+        elif self.w2 is not None:
+            if self.w2.ndim < 2:
+                raise LoKrShapeError(f"{at}lokr_w2 has shape {tuple(self.w2.shape)}; expected (out_k, in_n[, k...])")
+        else:
             if self.w2_a.ndim != 2 or self.w2_b.ndim < 2 or self.w2_a.shape[1] != self.w2_b.shape[0]:
                 raise LoKrShapeError(f"{at}lokr_w2_a {tuple(self.w2_a.shape)} @ lokr_w2_b {tuple(self.w2_b.shape)}: "
                                      "expected (out_k, r) and (r, in_n*k) (or (r, in_n, k...))")
