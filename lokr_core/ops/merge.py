@@ -219,8 +219,13 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
                 delta = delta[idx.to(delta.device)]
                 if not _per_column(mag, delta.shape[0]):
                     mag = mag[idx.to(mag.device)]
-            work.copy_(kron.dora_apply(work, delta, mag, float(u.strength), mode=u.dora_mode))
-            del delta
+            new = kron.dora_apply(work, delta, mag, float(u.strength), mode=u.dora_mode)
+            if not bool(torch.isfinite(new).all()) and bool(torch.isfinite(work).all()):
+                raise LoKrFormatError(f"{where(u.source, u.module)}the DoRA merge at strength {u.strength} gives inf / "
+                                      "NaN values (ΔW or its norm leaves fp32's range); expected factors, alpha and "
+                                      "strength of a usable size")
+            work.copy_(new)
+            del delta, new
         elif factor != 0.0:
             w1, w2 = kron.rebuild_w1(f), kron.rebuild_w2(f, kernel)
             sel = None if idx is None else _w1_rows(idx, int(w2.shape[0]))
@@ -232,7 +237,12 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
                 delta = kron.kron_product(w1, w2).reshape(u.module_shape(full.shape))
                 work.add_(delta[idx.to(delta.device)], alpha=factor)
                 del delta
-    return full.to(dtype=out_dtype)
+    out = full.to(dtype=out_dtype)
+    if any(u.factors.dora_scale is not None for u in updates) and not bool(torch.isfinite(out).all()):
+        u = updates[0]  # a DoRA magnitude may be beyond the output dtype; other updates were bounded first
+        raise LoKrFormatError(f"{where(u.source, u.module)}the DoRA merged weight does not fit "
+                              f"{str(out_dtype).replace('torch.', '')} (inf / NaN); expected a usable magnitude")
+    return out
 
 
 def placement_index(u: KronUpdate, rows: int) -> torch.Tensor | None:

@@ -156,7 +156,8 @@ class LoKrFactors:
                      module: str | None = None) -> None:
         """Raise LoKrShapeError unless kron(W1, W2) can be reshaped to ``shape`` = (out, in[, k...]).
 
-        The check compares out = out_l*out_k, in = in_m*in_n and the kernel size, using shapes only.
+        The check compares out = out_l*out_k, in = in_m*in_n and the kernel size, using shapes only,
+        and that a ``dora_scale`` holds one magnitude per output row or per input column.
         """
         at = where(file, module)
         shape = tuple(int(s) for s in shape)
@@ -180,3 +181,11 @@ class LoKrFactors:
             raise LoKrShapeError(
                 f"{at}factors give a weight of (out={out_l}*{out_k}, in={in_m}*{in_n}, kernel={kernel}) "
                 f"but the target weight has shape {shape}")
+        if self.dora_scale is not None:
+            ds = tuple(int(d) for d in self.dora_scale.shape)
+            per_row = self.dora_scale.numel() == shape[0]
+            per_col = len(ds) >= 2 and ds[0] == 1 and ds[1] == shape[1]
+            if not (per_row or per_col):
+                raise LoKrShapeError(f"{at}dora_scale has shape {ds}; expected one magnitude per output row "
+                                     f"({shape[0]}, 1, ...) or per input column (1, {shape[1]}, ...) of the target "
+                                     f"weight {shape}")

@@ -219,7 +219,7 @@ def lokr_module(draw: st.DrawFn, shape: tuple[int, ...], rng: random.Random) -> 
         p["alpha"] = torch.tensor(float(draw(st.sampled_from([1, 2, 4, 8, 0.5]))))
     if draw(st.integers(0, 9)) == 0:
         p["dora_scale"] = rnd(out, 1, *([1] * len(kernel))).abs() + 1
-    muts = draw(st.lists(st.sampled_from(MODULE_MUTATIONS), max_size=2))
+    muts = draw(st.lists(st.sampled_from(MODULE_MUTATIONS), min_size=1, max_size=2)) if draw(st.booleans()) else []
     for m in muts:
         factor_keys = [k for k in p if k.startswith("lokr_")]
         k = rng.choice(factor_keys) if factor_keys else None
@@ -291,7 +291,7 @@ def module_set(draw: st.DrawFn, targets: Sequence[FuzzTarget], schemes: Sequence
             names.append(t.names[other])
             notes.append(f"dup:{other}")
         for name in names:
-            sd.update({f"{name}.{k}": v for k, v in params.items()})
+            sd.update({f"{name}.{k}": v.clone() for k, v in params.items()})
     if draw(st.integers(0, 7)) == 0:  # a non-LoKr module beside them
         sd["lora_unet_x.lora_down.weight"], sd["lora_unet_x.lora_up.weight"] = torch.ones(2, 4), torch.ones(4, 2)
     return sd, notes
@@ -311,15 +311,15 @@ def peft_config(draw: st.DrawFn, module_paths: Sequence[str]) -> Any:
     invalid regexes, ill-typed values), or sometimes not a dict at all."""
     if draw(st.integers(0, 19)) == 0:
         return draw(st.sampled_from([[], "LOKR", 3, None, [{"r": 4}]]))
-    last = [p.rsplit(".", 1)[-1] for p in module_paths] or ["to_q"]
-    pattern_keys = st.sampled_from(sorted(set(last)) + list(module_paths) + [".*", "(", "[a-", "to_.*", "^.*$", "",
-                                                                            "*", "a{99999999999}", r"\d+"])
-    good_int = st.integers(-2, 16)
-    cfg: dict[str, Any] = {"peft_type": "LOKR", "r": draw(good_int), "alpha": draw(st.sampled_from([8, 4.0, 0, -1]))}
-    cfg["target_modules"] = draw(st.sampled_from([sorted(set(last)), ".*", "(", None, [], [".*"], list(module_paths)]))
-    cfg["rank_pattern"] = draw(st.dictionaries(pattern_keys, good_int | _BAD_VALUES, max_size=3))
-    cfg["alpha_pattern"] = draw(st.dictionaries(pattern_keys, st.sampled_from([1, 8.0, -3, 0, 1e300]) | _BAD_VALUES,
+    last = sorted({p.rsplit(".", 1)[-1] for p in module_paths}) or ["to_q"]
+    bad_keys = ["(", "[a-", "", "*", "a{99999999999}", ".*", "^.*$", r"\d+", "to_.*"]
+    pattern_keys = st.sampled_from(last * 2 + list(module_paths) * 2 + bad_keys)
+    good_int = st.sampled_from([1, 2, 4, 8, 1, 2, 4, 0, -2])
+    cfg: dict[str, Any] = {"peft_type": "LOKR", "r": draw(good_int), "alpha": draw(st.sampled_from([8, 4.0, 1, 16, 0, -1]))}
+    cfg["target_modules"] = draw(st.sampled_from([last] * 4 + [".*", "(", None, [], [".*"], list(module_paths)]))
+    cfg["rank_pattern"] = draw(st.dictionaries(pattern_keys, st.one_of(good_int, good_int, _BAD_VALUES), max_size=3))
+    cfg["alpha_pattern"] = draw(st.dictionaries(pattern_keys, st.sampled_from([1, 8.0, 16, 4, -3, 0, 1e300]) | _BAD_VALUES,
                                                 max_size=3))
-    for field in draw(st.lists(st.sampled_from(PEFT_FIELDS), max_size=3)):
+    for field in draw(st.lists(st.sampled_from(PEFT_FIELDS), max_size=2)):
         cfg[field] = draw(_BAD_VALUES | st.sampled_from(["LORA", "LOKR", [".*"], {"a": 1}]))
     return cfg

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import given
+from hypothesis import event, given
 
 from lokr_core.base.errors import LoKrError
 from lokr_core.formats.checkpoint import read_keys_shapes
@@ -24,15 +24,16 @@ def use_weights(weights) -> None:
     summarize(weights)
 
 
-@fuzz(700)
+@fuzz(1000)
 @given(blob=safetensors_blob())
 def test_raw_bytes_load_lokr(blob, scratch):
     path = scratch / "f.safetensors"
     path.write_bytes(blob)
     try:
         use_weights(load_lokr(path))
-    except LoKrError:
-        pass
+        event("load_lokr: loaded")
+    except LoKrError as exc:
+        event(f"load_lokr: {type(exc).__name__}")
     try:
         read_keys_shapes(path)
     except LoKrError:

@@ -9,7 +9,7 @@ import json
 import math
 
 import torch
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from lokr_core.base.errors import LoKrError
@@ -36,7 +36,9 @@ def test_peft_configs(data, targets, unet, pristine, scratch):
             weights = load()
             use_weights(weights)
             apply_lokr(unet, weights, strength=1.0, mode="merge")
-        except LoKrError:
+            event("peft: applied")
+        except LoKrError as exc:
+            event(f"peft: {type(exc).__name__}")
             now = unet.state_dict()
             assert all(torch.equal(now[k], pristine[k]) for k in pristine), notes
             continue

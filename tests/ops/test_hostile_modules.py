@@ -1,13 +1,18 @@
-"""A LoKr whose ΔW leaves the weight's dtype range (found by the fuzz suite, docs/fuzzing.md): a huge
-alpha or factor on an fp16 weight used to merge into inf without a word. Merges now refuse it
-before any weight changes, naming the file and module; in-range merges are not affected."""
+"""Hostile LoKr modules the fuzz suite found (docs/fuzzing.md), as plain regression tests.
+
+- A ΔW that leaves the weight's dtype range (a huge alpha or factor on an fp16 weight) merged into
+  inf without a word; merges now refuse it before any weight changes, naming the file and module.
+- A DoRA merge at an extreme strength / magnitude gave inf / NaN, and apply had already written
+  the DoRA weights before it; a dora_scale of the wrong size reached a reshape (RuntimeError).
+- One module stored under two naming schemes (``unet.x`` and ``lycoris_x``) was applied twice.
+"""
 import os
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lokr_core.base.errors import LoKrFormatError
+from lokr_core.base.errors import LoKrFormatError, LoKrShapeError
 from lokr_core.formats.io import load_lokr
 from lokr_core.ops.apply import apply_lokr
 from lokr_core.ops.merge import KronUpdate, check_merge_fits, delta_bound, merge_plan_into_file, merged_weight
@@ -72,3 +77,55 @@ def test_apply_merge_refuses_overflow_and_leaves_the_model(dtype, scale):
     with pytest.raises(LoKrFormatError, match=rf"{NAME}.*holds"):
         apply_lokr(unet, load_lokr(f), mode="merge")
     assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+
+
+def _dora_module(name: str, weight: torch.Tensor, dora_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    out, inn = weight.shape[:2]
+    g = torch.Generator().manual_seed(1)
+    return {f"{name}.lokr_w1": torch.randn(4, 4, generator=g) * 0.1,
+            f"{name}.lokr_w2": torch.randn(out // 4, inn // 4, generator=g) * 0.1, f"{name}.dora_scale": dora_scale}
+
+
+def test_dora_merge_that_overflows_is_refused_and_leaves_the_model():
+    """A DoRA magnitude far beyond fp16 at strength 10 merged into inf."""
+    unet = models.tiny_unet(0).half()
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    weight = unet.get_submodule(PATH).weight
+    mag = weight.detach().float().norm(dim=1, keepdim=True) * 1e5
+    sd = _dora_module(NAME, weight, mag)
+    with pytest.raises(LoKrFormatError, match=rf"{NAME}.*DoRA.*float16"):
+        apply_lokr(unet, load_lokr(sd), strength=10.0, mode="merge")
+    assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    sd[f"{NAME}.dora_scale"] = mag / 1e5
+    apply_lokr(unet, load_lokr(sd), strength=1.0, mode="merge")  # a usable magnitude merges, finite
+    assert torch.isfinite(unet.get_submodule(PATH).weight).all()
+
+
+def test_one_module_under_two_names_is_refused():
+    unet = models.tiny_unet(0)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    weight = unet.get_submodule(PATH).weight
+    sd = {}
+    for name in (NAME, "unet." + PATH):
+        sd.update({f"{name}.lokr_w1": torch.ones(4, 4), f"{name}.lokr_w2": torch.ones(8, 8)})
+    for mode in ("merge", "bypass"):
+        with pytest.raises(LoKrFormatError, match=r"adapts the same weight .*one module under two names"):
+            apply_lokr(unet, load_lokr(sd), mode=mode)
+    assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    assert weight.shape == (32, 32)
+
+
+def test_dora_scale_of_the_wrong_size_is_a_shape_error():
+    """Found by the fuzz suite: a dora_scale of neither (out, 1) nor (1, in) reached a reshape (RuntimeError)."""
+    unet = models.tiny_unet(0)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    weight = unet.get_submodule(PATH).weight
+    sd = _dora_module(NAME, weight, torch.ones(2, 2))
+    for mode in ("merge", "bypass"):
+        with pytest.raises(LoKrShapeError, match=NAME):
+            apply_lokr(unet, load_lokr(sd), mode=mode, strict=True)
+    assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    f = LoKrFactors(w1=torch.randn(4, 4), w2=torch.randn(8, 8), dora_scale=torch.ones(1, 32))
+    f.check_target((32, 32))  # per input column: fine
+    with pytest.raises(LoKrShapeError, match="dora_scale"):
+        LoKrFactors(w1=torch.randn(4, 4), w2=torch.randn(8, 8), dora_scale=torch.ones(31, 1)).check_target((32, 32))
