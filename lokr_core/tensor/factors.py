@@ -124,6 +124,9 @@ class LoKrFactors:
         if "w2" not in has and not {"w2_a", "w2_b"} <= has:
             raise LoKrFormatError(f"{at}W2 is missing: expected lokr_w2, or lokr_w2_a and lokr_w2_b (found {sorted(has)})")
         for name, t in self.tensors():
+            if any(int(d) == 0 for d in t.shape):  # a rank 0 divides by zero in the scale, an empty W is no LoKr
+                raise LoKrShapeError(f"{at}lokr_{name} has shape {tuple(t.shape)}; expected no zero-size axis")
+        for name, t in self.tensors():
             if t.device.type != "meta" and t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise LoKrFormatError(f"{at}lokr_{name} holds NaN or inf values; expected finite numbers")
         if self.w1 is None:
