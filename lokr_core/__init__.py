@@ -16,7 +16,7 @@ from .base.version import __version__
 
 _EXPORTS = {
     "LoKrError": "base.errors", "LoKrConfigError": "base.errors", "LoKrFormatError": "base.errors",
-    "LoKrShapeError": "base.errors", "LoKrKeyError": "base.errors",
+    "LoKrShapeError": "base.errors", "LoKrKeyError": "base.errors", "LoKrWriteError": "base.errors",
     "factorization": "tensor.factorization",
     "LoKrFactors": "tensor.factors",
     "plan_factors": "tensor.shapes", "FactorPlan": "tensor.shapes",

@@ -9,15 +9,16 @@ checked patch plan -> patched clones), ``keys`` (ComfyUI key maps), ``patch`` (t
 adapter), ``bypass`` (forward-pass mode), ``progress`` (ComfyUI's progress bar), ``routes`` (the
 web panel's HTTP routes), and one module per node family, each with a ``NODES`` table
 ({class id: (class, display name)}): ``loaders``, ``block_weights``, ``stack``, ``info``,
-``merge``, ``extract``.
+``merge``, ``extract``, ``power_loader`` (its ``rows`` value: ``rows``), ``prompt_loader``
+(LoKr from Prompt), ``hook`` (LoKr Hook).
 """
 from __future__ import annotations
 
-from . import block_weights, extract, info, loaders, merge, stack
+from . import block_weights, extract, hook, info, loaders, merge, power_loader, prompt_loader, stack
 
 __all__ = ["node_mappings"]
 
-_NODE_MODULES = (loaders, block_weights, stack, info, merge, extract)
+_NODE_MODULES = (loaders, block_weights, stack, power_loader, prompt_loader, hook, info, merge, extract)
 
 
 def node_mappings() -> tuple[dict[str, type], dict[str, str]]:

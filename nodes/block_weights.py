@@ -17,8 +17,8 @@ from ..lokr_core.keymap.block_weights import (DIT_PRESETS, PRESETS, block_multip
                                               parse_block_weights)
 from ..lokr_core.keymap.family import FAMILY_LABELS, target_dit_family
 from ..lokr_core.keymap.family_signatures import DEFAULT_BLOCKS, ORDER, dit_block_counts
-from .common import (CATEGORY, PATCH, apply_input, dora_mode_input, lokr_name_input, scale_rule_input, strength_input,
-                     validate_inputs)
+from .common import (CATEGORY, PATCH, apply_input, dora_mode_input, file_token, lokr_name_input, scale_rule_input,
+                     strength_input, validate_inputs)
 from .planning import WeightsCache, load_and_apply, plan_report
 
 SD_FAMILIES = ("sd1", "sd2", "sdxl")
@@ -169,6 +169,11 @@ class LoKrBlockWeights:
     def VALIDATE_INPUTS(cls, lokr_name: Any = None, strength_model: Any = None, strength_clip: Any = None,
                         A: Any = None, B: Any = None) -> bool | str:
         return validate_inputs(lokr_name, strength_model=strength_model, strength_clip=strength_clip, A=A, B=B)
+
+    @classmethod
+    def IS_CHANGED(cls, lokr_name: Any = None, **_: Any) -> str:
+        """The file's token: a file rewritten under the same name runs the node again."""
+        return file_token("loras", lokr_name)
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
              preset: str = CUSTOM, block_vector: str = "", family: str = "auto", A: float = 4.0, B: float = 1.0,

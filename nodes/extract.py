@@ -1,7 +1,8 @@
 """LoKr Extract node: make a LoKr from two checkpoints and save it to the ``loras`` folder.
 
 Thin: checks inputs, calls ``lokr_core.ops.extract.extract_lokr`` (ComfyUI's progress bar and
-Cancel through ``progress.comfy_progress``) and returns the report as text.
+Cancel through ``progress.comfy_progress``; Cancel also stops the write between tensors,
+``progress.comfy_interrupt``) and returns the report as text.
 """
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import os
 import re
 from typing import Any
 
+from ..lokr_core.base.atomic import interruptible
 from ..lokr_core.base.errors import LoKrFormatError, where
 from ..lokr_core.ops.extract import extract_lokr, format_extract_report
-from .common import CATEGORY, model_file
-from .progress import comfy_progress
+from .common import CATEGORY, file_token, model_file
+from .progress import comfy_interrupt, comfy_progress
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
 
@@ -90,6 +92,11 @@ class LoKrExtract:
             return "filename is empty; expected a file name"
         return True
 
+    @classmethod
+    def IS_CHANGED(cls, base_checkpoint: Any = None, tuned_checkpoint: Any = None, **_: Any) -> str:
+        """The two checkpoints' tokens: either rewritten under the same name runs the extraction again."""
+        return file_token("checkpoints", base_checkpoint) + "\n" + file_token("checkpoints", tuned_checkpoint)
+
     def extract(self, base_checkpoint: str, tuned_checkpoint: str, rank: int, factor: int, decompose_both: bool,
                 conv: str, filename: str, save_dtype: str, device: str, overwrite: bool) -> tuple[str, str]:
         import torch
@@ -99,8 +106,9 @@ class LoKrExtract:
         out = output_path(filename, overwrite)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         progress = comfy_progress()
-        _, report = extract_lokr(base, tuned, int(rank), factor=int(factor), decompose_both=bool(decompose_both),
-                                         conv=conv, device=dev, progress=progress, out=out, save_dtype=save_dtype)
+        with interruptible(comfy_interrupt()):
+            _, report = extract_lokr(base, tuned, int(rank), factor=int(factor), decompose_both=bool(decompose_both),
+                                     conv=conv, device=dev, progress=progress, out=out, save_dtype=save_dtype)
         text = format_extract_report(report, limit=200)
         return (f"saved {out}\n{text}", out)
 

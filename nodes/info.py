@@ -13,7 +13,7 @@ from typing import Any
 
 from ..lokr_core.keymap.family import families_conflict
 from ..lokr_core.ops.report import format_report, summarize
-from .common import CATEGORY, lokr_name_input, lokr_path, scale_rule_input, validate_inputs
+from .common import CATEGORY, file_token, lokr_name_input, lokr_path, scale_rule_input, validate_inputs
 from .keys import base_key, target_shape, weight_shapes
 from .planning import WeightsCache, family_label, file_family, match_modules, model_family_of
 
@@ -106,6 +106,11 @@ class LoKrInfo:
     @classmethod
     def VALIDATE_INPUTS(cls, lokr_name: Any = None) -> bool | str:
         return validate_inputs(lokr_name)
+
+    @classmethod
+    def IS_CHANGED(cls, lokr_name: Any = None, **_: Any) -> str:
+        """The file's token: a file rewritten under the same name runs the node again."""
+        return file_token("loras", lokr_name)
 
     def info(self, lokr_name: str, scale_rule: str = "file", model: Any = None, clip: Any = None) -> dict:
         weights = self._cache.get(lokr_path(lokr_name))

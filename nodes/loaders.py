@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import (CATEGORY, PATCH, apply_input, dora_mode_input, lokr_name_input, scale_rule_input, strength_input,
-                     strict_input, validate_inputs)
+from .common import (CATEGORY, PATCH, apply_input, dora_mode_input, file_token, lokr_name_input, scale_rule_input,
+                     strength_input, strict_input, validate_inputs)
 from .planning import WeightsCache, load_and_apply, plan_report
 
 TIP_MODEL_STRENGTH = "Strength on the diffusion model; may be negative; 0 leaves it bit-identical."
@@ -49,6 +49,11 @@ class LoKrLoader:
     @classmethod
     def VALIDATE_INPUTS(cls, lokr_name: Any = None, strength_model: Any = None, strength_clip: Any = None) -> bool | str:
         return validate_inputs(lokr_name, strength_model=strength_model, strength_clip=strength_clip)
+
+    @classmethod
+    def IS_CHANGED(cls, lokr_name: Any = None, **_: Any) -> str:
+        """The file's token: a file rewritten under the same name runs the node again."""
+        return file_token("loras", lokr_name)
 
     def load(self, model: Any, clip: Any, lokr_name: str, strength_model: float, strength_clip: float,
              scale_rule: str = "file", dora_mode: str = "interpolate", apply: str = PATCH, strict: bool = False) -> dict:

@@ -10,9 +10,10 @@ extra keys such as ``v_pred``), with the patched weights computed here instead:
   parameters are read: the UNet is passed first where it takes one), extra keys as CheckpointSave
   adds them;
 - the file is written atomically (temp file + rename, ``lokr_core.base.atomic``) into the output folder,
-  with metadata naming the merged LoKr files, strengths and module counts. ComfyUI's progress bar
-  advances per weight (``progress.comfy_progress``); Cancel stops the merge before anything is
-  written. The inputs are never changed.
+  with metadata naming the merged LoKr files, strengths and module counts; the free space is
+  checked against the estimated size before the merge starts. ComfyUI's progress bar advances per
+  weight (``progress.comfy_progress``); Cancel stops the merge, also while the file is written
+  (between tensors: the temporary file is removed). The inputs are never changed.
 """
 from __future__ import annotations
 
@@ -23,13 +24,13 @@ from typing import Any, Callable
 
 import torch
 
-from ..lokr_core.base.atomic import atomic_save_file
+from ..lokr_core.base.atomic import atomic_save_file, check_room, interruptible, write_error
 from ..lokr_core.base.errors import LoKrFormatError
 from ..lokr_core.base.progress import StepCounter
 from .bypass import bypass_set_of
 from .common import CATEGORY
 from .patch import LoKrPatchMixin
-from .progress import comfy_progress
+from .progress import comfy_interrupt, comfy_progress
 
 DTYPES = {"keep": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -205,6 +206,20 @@ def checkpoint_state_dict(model: Any, clip: Any, vae: Any, dtype: torch.dtype | 
     return sd
 
 
+def estimated_size(model: Any, clip: Any, vae: Any, dtype: torch.dtype | None) -> int:
+    """Bytes of the checkpoint :func:`checkpoint_state_dict` would give (tensor data; the header is
+    small): every float weight of the model, CLIP and VAE in ``dtype`` (None: its own)."""
+    owners = [model.model, getattr(clip, "cond_stage_model", None),
+              getattr(vae, "first_stage_model", None) if vae is not None else None]
+    total = 0
+    for owner in owners:
+        for t in (owner.state_dict().values() if owner is not None else ()):
+            size = torch.empty((), dtype=dtype).element_size() if dtype is not None and t.is_floating_point() \
+                else t.element_size()
+            total += t.numel() * size
+    return total
+
+
 def prefix_path(filename_prefix: str) -> str:
     """``<output>/<filename_prefix>`` resolved; LoKrFormatError when it leads outside the output folder."""
     import folder_paths  # type: ignore[import-not-found]
@@ -276,7 +291,7 @@ class LoKrMergeCheckpoint:
               dtype: str = "fp16") -> dict:
         if dtype not in DTYPES:
             raise LoKrFormatError(f"dtype {dtype!r}; expected one of {list(DTYPES)}")
-        prefix_path(filename_prefix)  # a bad prefix fails before the merge, not after it
+        check_room(prefix_path(filename_prefix), estimated_size(model, clip, vae, DTYPES[dtype]))  # before the merge
         check_mergeable(model, model.model)
         if clip is not None:
             check_mergeable(getattr(clip, "patcher", None), clip.cond_stage_model)
@@ -285,9 +300,13 @@ class LoKrMergeCheckpoint:
         sd = checkpoint_state_dict(model, clip, vae, DTYPES[dtype], StepCounter(comfy_progress(), max(n, 1)).step)
         meta = {"lokr_merged": json.dumps(merged_lokr_sources(model, getattr(clip, "patcher", None))),
                 "lokr_merge_dtype": dtype, "lokr_merge_tool": "comfyui-lokr LoKr Merge Checkpoint"}
-        path = output_path(filename_prefix)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_save_file(sd, path, meta)
+        try:  # ComfyUI's numbering creates a missing sub-folder
+            path = output_path(filename_prefix)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as exc:
+            raise write_error(prefix_path(filename_prefix), exc) from None
+        with interruptible(comfy_interrupt()):
+            atomic_save_file(sd, path, meta)
         return {"ui": {"text": [path]}, "result": (path,)}
 
 

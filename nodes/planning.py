@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..lokr_core.base.errors import LoKrConfigError, LoKrError, LoKrKeyError, LoKrShapeError, where
+from ..lokr_core.base.fingerprint import stat_token
 from ..lokr_core.formats.io import load_lokr
 from ..lokr_core.keymap.family import (FAMILY_BY_CROSS_DIM, FAMILY_LABELS, family_signals, pick_family,
                                        target_dit_family)
@@ -28,15 +29,15 @@ log = logging.getLogger("comfyui-lokr")
 
 
 class WeightsCache:
-    """The last file a node loaded: (path, mtime, size) -> LoKrWeights (per node instance, not global)."""
+    """The last file a node loaded: (path, size, mtime, inode, device) -> LoKrWeights (per node
+    instance, not global); a file replaced under the same name (new inode) is loaded again."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._weights: Any = None
 
     def get(self, path: str) -> Any:
-        st = os.stat(path)
-        key = (path, st.st_mtime_ns, st.st_size)
+        key = (path, *stat_token(path))
         if key != self._key:
             weights = load_lokr(path)
             self._key, self._weights = key, weights

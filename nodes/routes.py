@@ -1,6 +1,6 @@
 """HTTP routes for the comfyui-lokr web extension.
 
-Three GET routes, registered on ComfyUI's ``PromptServer.instance.routes`` by :func:`register`:
+Six GET routes, registered on ComfyUI's ``PromptServer.instance.routes`` by :func:`register`:
 
 - ``/lokr/info?file=<name>``: JSON summary of one LoKr file of the ``loras`` folder
   (``lokr_core.ops.report.summarize``: family guess, modules per block, layouts, ranks, scale rule and
@@ -10,11 +10,17 @@ Three GET routes, registered on ComfyUI's ``PromptServer.instance.routes`` by :f
   full key list; transformer families (no full-size key list here): the file's family against the
   asked one (``family_mismatch``), ``key_list: false``; the exact match needs the model (LoKr Info).
 - ``/lokr/presets``: the block-weight presets (``lokr_core.keymap.block_weights``).
+- ``/lokr/files``: every file of the ``loras`` list with its kind (lokr / lora / unknown), family
+  and whether it has a preview image; the sub folders (header reads only; :mod:`.file_routes`).
+- ``/lokr/sidecar?file=<name>``: what the files beside it and its header say (trigger words, base
+  model, title, source link, ...), the preview as a ``/lokr/preview`` URL (:mod:`.file_routes`).
+- ``/lokr/preview?file=<name>``: the preview image beside the file (png / jpg / jpeg / webp / gif).
 
-Security: only names that ``folder_paths.get_filename_list("loras")`` lists are served, only
-``.safetensors`` files are opened, and the resolved real path (symlinks followed) must lie inside
-one of the ``loras`` roots. Every refusal is a 4xx JSON ``{"error": message}``; no response ever
-carries bytes of a file, and error texts name the requested file, never its server path.
+Security (:mod:`.route_checks`): only names that ``folder_paths.get_filename_list("loras")`` lists
+are served, only ``.safetensors`` files are opened, and the resolved real path (symlinks followed)
+must lie inside one of the ``loras`` roots. Every refusal is a 4xx JSON ``{"error": message}``; no
+response carries bytes of a LoKr file (``/lokr/preview`` sends only a checked image beside one),
+and error texts name the requested file, never its server path.
 
 The handlers are plain closures over a ``folder_paths``-like object and a :class:`Backend`
 (the lokr_core functions they call), so tests drive them with aiohttp's test client and stand-ins,
@@ -38,71 +44,11 @@ from ..lokr_core.keymap.block_weights import PRESETS
 from ..lokr_core.keymap.family import (FAMILY_LABELS, SD_FAMILIES, families_conflict, family_signals,
                                        pick_family)
 from ..lokr_core.ops.report import family_report, summarize
+from .file_routes import OverviewCache, files_payload, preview_bytes, sidecar_payload
+from .route_checks import FOLDER, MAX_NAME_CHARS, RouteError, _shown, inside, lora_path  # noqa: F401 (re-exported)
 
 FAMILIES = tuple(k for k in FAMILY_LABELS if "/" not in k)
 """Model families ``/lokr/report`` accepts: every single family id lokr_core names (SD and DiT)."""
-
-FOLDER = "loras"
-MAX_NAME_CHARS = 1024
-
-
-class RouteError(Exception):
-    """A refused request: ``status`` is the HTTP status (4xx/5xx), ``message`` what to show the user."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _shown(name: str) -> str:
-    """The requested name as quoted in messages: repr, cut to 200 characters."""
-    text = repr(name)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# path checks
-
-
-def lora_path(name: str | None, folder_paths: Any) -> str:
-    """Return the real path of ``name``, a file the ``loras`` folder lists; raise :class:`RouteError`.
-
-    Refuses (400) an empty / over-long name or one with a NUL byte, (404) a name the folder does not
-    list (this alone stops ``..``, absolute paths and encoded separators, which never appear in the
-    list), (415) anything but ``.safetensors``, and (403) a listed name whose real path (symlinks
-    followed) is outside every ``loras`` root.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise RouteError(400, "missing query parameter 'file' (a file name from the loras folder)")
-    if "\x00" in name or len(name) > MAX_NAME_CHARS:
-        raise RouteError(400, f"file {_shown(name)}: not a valid file name")
-    try:
-        listed = folder_paths.get_filename_list(FOLDER)
-    except Exception as exc:  # folder_paths raises KeyError when the folder type is unknown
-        raise RouteError(500, f"the '{FOLDER}' folder is not configured ({type(exc).__name__})") from None
-    if name not in set(listed):
-        raise RouteError(404, f"file {_shown(name)}: not in the '{FOLDER}' folder list")
-    if not name.lower().endswith(".safetensors"):
-        raise RouteError(415, f"file {_shown(name)}: only .safetensors LoKr files can be inspected")
-    full = folder_paths.get_full_path(FOLDER, name)
-    if not full:
-        raise RouteError(404, f"file {_shown(name)}: no longer on disk")
-    real = os.path.realpath(full)
-    roots = [os.path.realpath(root) for root in folder_paths.get_folder_paths(FOLDER)]
-    if not any(_inside(real, root) for root in roots):
-        raise RouteError(403, f"file {_shown(name)}: resolves outside the '{FOLDER}' folders (symlink?)")
-    if not os.path.isfile(real):
-        raise RouteError(404, f"file {_shown(name)}: not a regular file")
-    return real
-
-
-def _inside(path: str, root: str) -> bool:
-    """True when real path ``path`` is ``root`` itself or below it (both already realpath'ed)."""
-    try:
-        return os.path.commonpath([path, root]) == root
-    except ValueError:  # different drives on Windows
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +190,7 @@ def make_handlers(folder_paths: Any, backend: Backend | None = None) -> dict[str
     backend = backend or Backend()
     dumps = lambda obj: json.dumps(obj, allow_nan=False)  # noqa: E731
     info_cache = SummaryCache()
+    overviews = OverviewCache()
 
     async def respond(fn: Callable[[], dict]) -> web.Response:
         try:
@@ -263,7 +210,25 @@ def make_handlers(folder_paths: Any, backend: Backend | None = None) -> dict[str
     async def presets(request: web.Request) -> web.Response:
         return await respond(lambda: presets_payload(backend))
 
-    return {"/lokr/info": info, "/lokr/report": report, "/lokr/presets": presets}
+    async def files(request: web.Request) -> web.Response:
+        return await respond(lambda: files_payload(folder_paths, overviews))
+
+    async def sidecar(request: web.Request) -> web.Response:
+        name = request.query.get("file")
+        return await respond(lambda: sidecar_payload(name, folder_paths, overviews))
+
+    async def preview(request: web.Request) -> web.Response:
+        name = request.query.get("file")
+        try:
+            data, ctype = await asyncio.get_running_loop().run_in_executor(None, preview_bytes, name, folder_paths)
+        except RouteError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status, dumps=dumps)
+        return web.Response(body=data, content_type=ctype, headers={
+            "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'"})
+
+    return {"/lokr/info": info, "/lokr/report": report, "/lokr/presets": presets, "/lokr/files": files,
+            "/lokr/sidecar": sidecar, "/lokr/preview": preview}
 
 
 def add_routes(routes: Any, folder_paths: Any, backend: Backend | None = None) -> list[str]:

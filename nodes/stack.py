@@ -8,12 +8,14 @@ another stacker) through ComfyUI's own ``comfy.sd.load_lora_for_models``. Inputs
 """
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable
 
-from ..lokr_core.base.errors import LoKrConfigError, LoKrFormatError
-from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, apply_input, lokr_files, lokr_path, scale_rule_input,
-                     strength_error, strength_input, strict_input, validate_inputs)
-from .planning import WeightsCache, apply_plan, other_state_dict_from_file, plan_patches, plan_report
+from ..lokr_core.base.errors import LoKrConfigError, LoKrError, LoKrFormatError
+from .block_weights import CUSTOM, choose_family, multiplier_for, parse_vector
+from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, apply_input, file_token, lokr_files, lokr_path,
+                     scale_rule_input, strength_error, strength_input, strict_input, validate_inputs)
+from .planning import PatchPlan, WeightsCache, apply_plan, other_state_dict_from_file, plan_patches, plan_report
 
 SLOTS = 3
 NONE = "None"
@@ -30,13 +32,19 @@ def stack_entries(lora_stack: Any = None, **slots: Any) -> list[tuple[str, float
 
 
 def check_stack(stack: Any) -> None:
-    """Raise LoKrFormatError naming the entry when the stack is malformed, a file is missing or a strength NaN."""
+    """Raise LoKrFormatError naming the entry when the stack is malformed, a file is missing or a strength NaN.
+
+    An entry is ``(file, strength_model, strength_clip)``, or ``(file, strength_model, strength_clip,
+    blocks)`` with ``blocks`` a block-weight preset name or vector text ("" = none; the Power Loader's rows).
+    """
     if not isinstance(stack, (list, tuple)):
         raise LoKrFormatError(f"LORA_STACK is a {type(stack).__name__}; expected a list of (file, strength_model, strength_clip)")
     for i, entry in enumerate(stack):
-        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-            raise LoKrFormatError(f"LORA_STACK entry {i} is {entry!r}; expected (file, strength_model, strength_clip)")
-        name, sm, sc = entry
+        if (not isinstance(entry, (list, tuple)) or len(entry) not in (3, 4)
+                or (len(entry) == 4 and not isinstance(entry[3], str))):
+            raise LoKrFormatError(f"LORA_STACK entry {i} is {entry!r}; expected (file, strength_model, strength_clip) "
+                                  "or (file, strength_model, strength_clip, blocks text)")
+        name, sm, sc = entry[:3]
         for label, v in (("strength_model", sm), ("strength_clip", sc)):
             msg = strength_error(label, v)
             if msg:
@@ -54,34 +62,83 @@ def apply_stack(model: Any, clip: Any, stack: Any, *, scale_rule: str = "file",
     """Apply every stack entry in order to clones of ``model`` / ``clip``; returns (model, clip, reports).
 
     ``apply``: ``"patch weights"`` or ``"bypass"`` for every entry (see ``planning.apply_plan``);
-    ``strict``: a module that does not fit stops the run (``planning.plan_patches``).
+    ``strict``: a module that does not fit stops the run (``planning.plan_patches``). An entry's
+    ``blocks`` text (see :func:`check_stack`) scales each weight by its block's value, parsed for the
+    connected model's family as the Block Weights node does; LoKr and non-LoKr files alike.
     """
     check_stack(stack)
     caches = caches if caches is not None else {}
+    layout: dict = {}
     loaded = []
-    for name, sm, sc in stack:  # load + plan everything first: a bad file fails before anything is applied
+    for i, entry in enumerate(stack):  # load + plan everything first: a bad file fails before anything is applied
+        name, sm, sc = entry[:3]
+        blocks = entry[3].strip() if len(entry) == 4 else ""
+        mult = _entry_multiplier(model, blocks, layout, i, name)
         path = lokr_path(name)
         cache = caches.setdefault(path, WeightsCache())
         try:
             weights = cache.get(path)
         except LoKrFormatError:
             weights = None
-        if weights is not None and _is_lokr(weights):
-            plan = plan_patches(weights, model, clip, scale_rule=scale_rule,
+        lokr = weights is not None and _is_lokr(weights)
+        if lokr:
+            plan = plan_patches(weights, model, clip, scale_rule=scale_rule, multiplier=mult,
                                 other_state_dict=other_state_dict_from_file(path), strict=strict)
-            loaded.append((name, float(sm), float(sc), plan, path))
+        elif mult is not None:  # a non-LoKr file with block weights: ComfyUI's own patches, scaled per block
+            plan = core_lora_plan(model, clip, path, name, mult)
         else:
-            loaded.append((name, float(sm), float(sc), None, path))
+            plan = None
+        loaded.append((name, float(sm), float(sc), plan, path, blocks, lokr))
     reports = []
     cur_model, cur_clip = model, clip
-    for name, sm, sc, plan, path in loaded:
+    for name, sm, sc, plan, path, blocks, lokr in loaded:
         if plan is not None:
             cur_model, cur_clip = apply_plan(plan, cur_model, cur_clip, sm, sc, apply)
-            reports.append(plan_report(plan, name))
         else:
             cur_model, cur_clip = _core_lora(cur_model, cur_clip, path, name, sm, sc, apply)
-            reports.append({"file": name, "handled_by": "ComfyUI LoraLoader"})
+        report = plan_report(plan, name) if lokr else {"file": name, "handled_by": "ComfyUI LoraLoader"}
+        if blocks:
+            report["blocks"] = blocks
+        reports.append(report)
     return cur_model, cur_clip, reports
+
+
+def _entry_multiplier(model: Any, blocks: str, layout: dict, index: int,
+                      name: str) -> Callable[[Any], float] | None:
+    """``key -> block value`` of an entry's block-weight text (None for ""), parsed for the model's family
+    (``nodes.block_weights``: ``choose_family("auto")`` once per stack, kept in ``layout``)."""
+    if not blocks:
+        return None
+    try:
+        if "family" not in layout:
+            layout["family"] = choose_family("auto", model)[:2]
+        family, counts = layout["family"]
+        return multiplier_for(parse_vector(blocks, CUSTOM, family, 4.0, 1.0, 0, counts), family)
+    except LoKrError as e:
+        raise LoKrFormatError(f"LORA_STACK entry {index} ({name!r}): blocks {blocks!r}: {e}") from None
+
+
+def core_lora_plan(model: Any, clip: Any, path: str, name: str,
+                   multiplier: Callable[[Any], float]) -> PatchPlan:
+    """A non-LoKr file as ComfyUI's own loader reads it (its key maps, ``convert_lora``, ``load_lora``),
+    every patch recorded with its block value, as a plan ``planning.apply_plan`` applies (patch or bypass)."""
+    try:
+        import comfy.lora  # type: ignore[import-not-found]
+        import comfy.lora_convert  # type: ignore[import-not-found]
+        import comfy.utils  # type: ignore[import-not-found]
+    except Exception:
+        raise LoKrFormatError(f"file {name!r}: holds no LoKr module and ComfyUI's LoRA loader is not available; "
+                              "expected a LoKr file") from None
+    unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
+    clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
+    sd = comfy.lora_convert.convert_lora(comfy.utils.load_torch_file(path, safe_load=True))
+    loaded = comfy.lora.load_lora(sd, {**unet_map, **clip_map})
+    unet_keys = set(unet_map.values())
+    plan = PatchPlan(source=os.path.basename(path))
+    for key, patch in loaded.items():
+        m = float(multiplier(key))
+        (plan.other_unet if key in unet_keys else plan.other_clip)[key] = patch if m == 1.0 else (m, patch)
+    return plan
 
 
 def _core_lora(model: Any, clip: Any, path: str, name: str, sm: float, sc: float,
@@ -140,6 +197,14 @@ class LoKrStack:
             if msg is not True:
                 return msg
         return True
+
+    @classmethod
+    def IS_CHANGED(cls, **slots: Any) -> str:
+        """The tokens of the slots' files, one a line: a file rewritten under the same name runs this node
+        and so every node downstream (Apply LoKr Stack) again. The incoming ``lora_stack`` is a link,
+        which ComfyUI does not pass here: the stacker that made it answers for its files."""
+        names = [slots.get(f"lokr_{i}") for i in range(1, SLOTS + 1)]
+        return "\n".join(file_token("loras", n) for n in names if n and n != NONE)
 
     def stack(self, lora_stack: Any = None, **slots: Any) -> tuple[list]:
         out = stack_entries(lora_stack, **slots)

@@ -22,6 +22,12 @@ class LoKrShapeError(LoKrError, ValueError):
     """Factor shapes do not multiply to the target weight's shape."""
 
 
+class LoKrWriteError(LoKrError, OSError):
+    """An output cannot be written: too little free space, a file-size limit, no permission, a
+    read-only or failing disk (names the path; ``errno`` is the system's, None for a refusal made
+    before writing). Nothing was written: the temporary file is gone and the target unchanged."""
+
+
 class LoKrKeyError(LoKrError, KeyError):
     """A module name or target does not resolve (nothing matched, unknown adapter, ...)."""
 

@@ -1,24 +1,27 @@
-"""Checkpoints as files: their headers, their parts, and a streamed safetensors writer.
+"""Checkpoints as files: their headers and their parts.
 
 A checkpoint is an LDM single-file ``.safetensors`` or a diffusers folder (``unet/``,
 ``text_encoder/``, ``text_encoder_2/``, ...). :func:`checkpoint_files` lists its safetensors
 files per part, :func:`read_keys_shapes` reads one file's {key: shape} and metadata from the
-header alone, :func:`checkpoint_shapes` gives the whole checkpoint's {key: shape} as the
-resolver wants it, :func:`file_sha256` fingerprints inputs for the metadata we write, and
-:func:`header_bytes` / :func:`tensor_bytes` write a safetensors file one tensor at a time.
+header alone (:func:`read_header`: with a stat token that tells a file rewritten while read),
+:func:`streamed_size` estimates a rewritten file's size, :func:`checkpoint_shapes` gives the whole checkpoint's {key: shape} as the
+resolver wants it and :func:`file_sha256` fingerprints inputs for the metadata we write (the
+streamed writer is :mod:`lokr_core.base.st_writer`).
 """
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
-import struct
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
+from ..base.dtypes import ST_CODES, TORCH_DTYPES
 from ..base.errors import LoKrError, LoKrFormatError, where
+from ..base.fingerprint import StatToken, check_unchanged, stat_token
+from ..base.st_writer import header_bytes
 
 RESOLVED_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 """Sub-folders of a diffusers model whose weights LoKr files adapt (keys prefixed ``<folder>.``)."""
@@ -51,6 +54,54 @@ def read_keys_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, 
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError
         raise LoKrFormatError(f"{where(str(path), None)}cannot read as safetensors ({exc}); expected a "
                               ".safetensors checkpoint") from None
+
+
+def read_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str], StatToken]:
+    """:func:`read_keys_shapes` plus the file's :func:`~lokr_core.base.fingerprint.stat_token`, taken
+    before the header read and checked after it; a reader of the tensors checks it again
+    (:func:`~lokr_core.base.fingerprint.check_unchanged`), so a file rewritten meanwhile is an error."""
+    try:
+        token = stat_token(path)
+    except OSError:
+        token = None
+    shapes, meta = read_keys_shapes(path)
+    check_unchanged(path, token)  # type: ignore[arg-type]
+    return shapes, meta, token  # type: ignore[return-value]
+
+
+def out_entries(fh: Any, path: Path, dtype: torch.dtype | None) -> list[tuple[str, str, tuple[int, ...], int, torch.dtype]]:
+    """(key, dtype code, shape, bytes, dtype) of every tensor of the open ``safe_open`` handle ``fh``
+    (of ``path``) as written again with its float tensors cast to ``dtype`` (None: kept), in file
+    order. LoKrFormatError naming the file and tensor for a dtype this torch lacks."""
+    entries = []
+    for key in fh.keys():
+        sl = fh.get_slice(key)
+        shape = tuple(int(s) for s in sl.get_shape())
+        code = sl.get_dtype()
+        src_dtype = TORCH_DTYPES.get(code)
+        if src_dtype is None:
+            raise LoKrFormatError(f"{where(str(path), None)}tensor {key!r} has dtype {code}, which this merge "
+                                  "cannot handle; expected a float, int or bool tensor")
+        out = dtype if (dtype is not None and src_dtype.is_floating_point) else src_dtype
+        entries.append((key, ST_CODES[out], shape, math.prod(shape) * torch.empty((), dtype=out).element_size(), out))
+    return entries
+
+
+def streamed_size(path: Path, dtype: torch.dtype | None, metadata: dict[str, str] | None) -> int:
+    """Bytes of ``path`` written again as :func:`out_entries` says with ``metadata`` in the header
+    (None: the file's own): the estimate a writer checks the free space with."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            entries = [e[:4] for e in out_entries(f, path, dtype)]
+            meta = dict(f.metadata() or {}) if metadata is None else metadata
+    except LoKrError:
+        raise
+    except Exception as exc:  # safetensors raises its own SafetensorError / OSError
+        raise LoKrFormatError(f"{where(str(path), None)}cannot read as safetensors ({exc}); expected a "
+                              ".safetensors checkpoint") from None
+    return len(header_bytes(entries, meta)) + sum(e[3] for e in entries)
 
 
 def checkpoint_files(ckpt: Path) -> dict[str, list[Path]]:
@@ -90,23 +141,3 @@ def checkpoint_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
             prefix = part_prefix(comp)
             shapes.update({prefix + k: v for k, v in s.items()})
     return shapes
-
-
-def header_bytes(entries: Sequence[tuple[str, str, tuple[int, ...], int]], metadata: Mapping[str, str] | None) -> bytes:
-    """safetensors header for (key, dtype code, shape, nbytes) entries in write order, 8-byte padded."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    offset = 0
-    for key, code, shape, nbytes in entries:
-        header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def tensor_bytes(t: torch.Tensor) -> memoryview:
-    """The bytes of ``t`` as safetensors stores them (CPU, contiguous, native little-endian)."""
-    t = t.detach().to("cpu").contiguous()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy())

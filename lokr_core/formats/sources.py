@@ -14,6 +14,7 @@ import torch
 
 from ..base.dtypes import TORCH_DTYPES
 from ..base.errors import LoKrFormatError, where
+from ..base.fingerprint import check_unchanged, stat_token
 
 
 
@@ -21,7 +22,9 @@ class SafetensorsSource:
     """Lazy view of one safetensors file: ``keys``, ``shape(key)``, ``dtype(key)``, ``get(key)``, ``metadata``.
 
     Opening reads and checks the header only (a truncated or corrupt file raises LoKrFormatError
-    naming it); tensors are read by ``get`` one at a time.
+    naming it); tensors are read by ``get`` one at a time. The file's stat token from the header
+    read must hold at every tensor read (before and after it): a file rewritten or replaced since
+    is a LoKrFormatError, never tensors of another file under this header.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -30,6 +33,7 @@ class SafetensorsSource:
         self.name = str(path)
         self._fh = None
         try:
+            self._token = stat_token(self.name)
             with safe_open(self.name, framework="pt") as fh:
                 self.keys: list[str] = list(fh.keys())
                 self.metadata: dict[str, str] = dict(fh.metadata() or {})
@@ -39,6 +43,7 @@ class SafetensorsSource:
                     sl = fh.get_slice(k)
                     self._shapes[k] = tuple(int(d) for d in sl.get_shape())
                     self._dtypes[k] = TORCH_DTYPES.get(sl.get_dtype(), torch.float32)
+            check_unchanged(self.name, self._token)
         except FileNotFoundError:
             raise LoKrFormatError(f"{where(self.name, None)}no such file; expected a .safetensors LoKr file") from None
         except LoKrFormatError:
@@ -67,12 +72,15 @@ class SafetensorsSource:
 
     def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
         """Read several tensors (CPU)."""
+        check_unchanged(self.name, self._token)
         try:
             fh = self._handle()
-            return {k: fh.get_tensor(k) for k in keys}
+            out = {k: fh.get_tensor(k) for k in keys}
         except Exception as exc:
             raise LoKrFormatError(f"{where(self.name, None)}cannot read tensors {keys[:3]} ({exc}); expected a "
                                   "complete safetensors file") from None
+        check_unchanged(self.name, self._token)
+        return out
 
 
 class DictSource:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from ..base.atomic import check_output
+from ..base.fingerprint import check_unchanged, stat_token
 from ..base.device import parse_device
 from ..base.dtypes import parse_dtype
 from ..base.errors import LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
@@ -120,21 +121,26 @@ def _open_source(src: Any, stack: contextlib.ExitStack, label: str) -> _Source:
     else:
         raise LoKrFormatError(f"{where(str(path), None)}does not exist; expected a checkpoint file or diffusers folder")
     shapes: dict[str, tuple[int, ...]] = {}
-    where_key: dict[str, tuple[Any, str]] = {}
+    where_key: dict[str, tuple[Any, str, Path, Any]] = {}
     for sub, paths in files.items():
         for p in paths:
             try:
+                token = stat_token(p)
                 fh = stack.enter_context(safe_open(str(p), framework="pt"))
             except Exception as exc:  # safetensors raises its own error types
                 raise LoKrFormatError(f"{where(str(p), None)}cannot be read as safetensors ({exc})") from None
             for k in fh.keys():
                 full = f"{sub}/{k}" if sub else k
                 shapes[full] = tuple(fh.get_slice(k).get_shape())
-                where_key[full] = (fh, k)
+                where_key[full] = (fh, k, p, token)
+            check_unchanged(p, token)
 
-    def get(key: str) -> torch.Tensor:
-        fh, k = where_key[key]
-        return fh.get_tensor(k)
+    def get(key: str) -> torch.Tensor:  # the file must be the one whose header was read, before and after
+        fh, k, p, token = where_key[key]
+        check_unchanged(p, token)
+        t = fh.get_tensor(k)
+        check_unchanged(p, token)
+        return t
 
     return _Source(str(path), shapes, get, kind, path)
 

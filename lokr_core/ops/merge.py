@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +25,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..base.atomic import atomic_write, check_output
+from ..base.atomic import atomic_write, check_interrupt, check_output, sync_folder, writing
+from ..base.fingerprint import StatToken, check_unchanged
 from ..base.device import parse_device
-from ..base.dtypes import ST_CODES, TORCH_DTYPES, parse_dtype
+from ..base.dtypes import parse_dtype
 from ..base.errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from ..base.progress import Progress, StepCounter
 from ..base.version import __version__
-from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, header_bytes, part_prefix,
-                                  read_keys_shapes, tensor_bytes)
+from ..base.st_writer import header_bytes, tensor_bytes
+from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, out_entries, part_prefix,
+                                  read_header, streamed_size)
 from ..keymap.family import target_dit_family
 from ..keymap.resolve import resolve_for
 from ..tensor import kron
@@ -256,29 +257,26 @@ def placement_index(u: KronUpdate, rows: int) -> torch.Tensor | None:
 
 # ------------------------------------------------------------------------ streamed safetensors writer
 def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], *, dtype: torch.dtype | None,
-                 device: torch.device, metadata: Mapping[str, str] | None, progress: Callable[[], None] | None) -> int:
-    """Write ``src`` with ``plan`` merged to ``dst`` (a plain path), one tensor at a time; returns #merged."""
+                 device: torch.device, metadata: Mapping[str, str] | None, progress: Callable[[], None] | None,
+                 expect: StatToken) -> int:
+    """Write ``src`` with ``plan`` merged to ``dst`` (a plain path), one tensor at a time; returns #merged.
+
+    ``expect``: ``src``'s stat token from when its header was read (``read_header``); checked before
+    the file is opened and after every tensor read, so a file rewritten meanwhile stops the write
+    with a clear error. ``check_interrupt`` runs before each tensor (a cancelled prompt stops here).
+    """
     from safetensors import safe_open
 
     merged = 0
+    check_unchanged(src, expect)
     with safe_open(str(src), framework="pt", device="cpu") as fin:
-        keys = list(fin.keys())
-        entries = []
-        for key in keys:
-            sl = fin.get_slice(key)
-            shape = tuple(int(s) for s in sl.get_shape())
-            code = sl.get_dtype()
-            src_dtype = TORCH_DTYPES.get(code)
-            if src_dtype is None:
-                raise LoKrFormatError(f"{where(str(src), None)}tensor {key!r} has dtype {code}, which this merge "
-                                      "cannot handle; expected a float, int or bool tensor")
-            out_dtype = dtype if (dtype is not None and src_dtype.is_floating_point) else src_dtype
-            itemsize = torch.empty((), dtype=out_dtype).element_size()
-            entries.append((key, ST_CODES[out_dtype], shape, math.prod(shape) * itemsize, out_dtype))
+        entries = out_entries(fin, src, dtype)
         with open(dst, "wb") as fh:
             fh.write(header_bytes([e[:4] for e in entries], metadata))
             for key, _, _, nbytes, out_dtype in entries:
+                check_interrupt()
                 t = fin.get_tensor(key)
+                check_unchanged(src, expect)
                 updates = plan.get(key, ())
                 if updates:  # not in place: t may be copy-on-write pages of the file's mmap, which
                     # would stay allocated until the file is closed (measured: +1 checkpoint of RAM)
@@ -307,16 +305,17 @@ def merge_plan_into_file(src: str | os.PathLike, out: str | os.PathLike, plan: M
     the file's metadata (default: keep it). Returns the number of tensors merged.
     """
     src, out = Path(src), Path(out)
-    shapes, file_meta = read_keys_shapes(src)
+    shapes, file_meta, token = read_header(src)
     _check_plan(plan, shapes, str(src))
     dev = parse_device(device)
     dt = parse_dtype(dtype)
     total = len(shapes)
     counter = StepCounter(progress, total)
     result: list[int] = []
-    atomic_write(out, lambda tmp: result.append(_stream_file(src, tmp, plan, dtype=dt, device=dev,
-                                                              metadata=metadata if metadata is not None else file_meta,
-                                                              progress=counter.step)), [src])
+    meta = metadata if metadata is not None else file_meta
+    atomic_write(out, lambda tmp: result.append(_stream_file(src, tmp, plan, dtype=dt, device=dev, metadata=meta,
+                                                              progress=counter.step, expect=token)), [src],
+                 size=streamed_size(src, dt, dict(meta)))
     return result[0]
 
 
@@ -544,7 +543,7 @@ def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]]
     dt = parse_dtype(dtype)
     dev = parse_device(device)
     lokrs = _load_pairs(pairs)
-    shapes, where_is, total = _index_checkpoint(ckpt, comps)
+    shapes, where_is, total, headers = _index_checkpoint(ckpt, comps)
     mp = plan_merge(lokrs, shapes, scale_rule=scale_rule, dora_mode=dora_mode, strict=strict)
     by_file: dict[Path, dict[str, list[KronUpdate]]] = {}
     for key, updates in mp.plan.items():
@@ -553,16 +552,20 @@ def merge_checkpoint(ckpt: str | os.PathLike, pairs: Sequence[tuple[Any, float]]
     counter = StepCounter(progress, total)
     write = _write_file if ckpt.is_file() else _write_folder
     merged, record_meta = write(ckpt, out, by_file, lambda meta: _merge_metadata(meta, lokrs, scale_rule, dt),
-                                dtype=dt, device=dev, progress=counter.step)
+                                headers, dtype=dt, device=dev, progress=counter.step)
     return MergeResult(out=out, matched=mp.matched, unmatched=mp.unmatched, merged_tensors=merged, tensors=total,
                        seconds=time.perf_counter() - t0, device=str(dev),
                        dtype=str(dt).replace("torch.", "") if dt else None, metadata=record_meta,
                        skipped=mp.skipped, families=mp.families, checkpoint_family=mp.target_family)
 
 
+_Headers = dict[Path, tuple[dict[str, str], StatToken]]
+"""{safetensors file: (its metadata, its stat token when the header was read)}."""
+
+
 def _index_checkpoint(ckpt: Path, comps: Mapping[str, list[Path]],
-                      ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[Path, str]], int]:
-    """({plan key: shape}, {plan key: (file, key in the file)}, tensor count) of a checkpoint.
+                      ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[Path, str]], int, _Headers]:
+    """({plan key: shape}, {plan key: (file, key in the file)}, tensor count, headers) of a checkpoint.
 
     Plan keys are the file's keys for a single file, ``<part>.<key>`` for the resolved parts of a
     diffusers folder (other parts, vae / safety checker / ..., are only counted: copied unchanged).
@@ -571,60 +574,67 @@ def _index_checkpoint(ckpt: Path, comps: Mapping[str, list[Path]],
     shapes: dict[str, tuple[int, ...]] = {}
     where_is: dict[str, tuple[Path, str]] = {}
     total = 0
+    headers: _Headers = {}
     for comp, files in comps.items():
         prefix = "" if single else part_prefix(comp)
         for f in files:
-            s, _ = read_keys_shapes(f)
+            s, meta, token = read_header(f)
+            headers[f] = (meta, token)
             total += len(s)
             if not single and comp not in RESOLVED_COMPONENTS:
                 continue
             for k, shape in s.items():
                 shapes[prefix + k] = shape
                 where_is[prefix + k] = (f, k)
-    return shapes, where_is, total
+    return shapes, where_is, total, headers
 
 
 def _write_file(ckpt: Path, out: Path, by_file: Mapping[Path, Mapping[str, Sequence[KronUpdate]]],
-                metadata_for: Callable[[Mapping[str, str]], dict[str, str]], *, dtype: torch.dtype | None,
-                device: torch.device, progress: Callable[[], None]) -> tuple[int, dict[str, str]]:
+                metadata_for: Callable[[Mapping[str, str]], dict[str, str]], headers: _Headers, *,
+                dtype: torch.dtype | None, device: torch.device,
+                progress: Callable[[], None]) -> tuple[int, dict[str, str]]:
     """Merge a single-file checkpoint into ``out`` (atomic); returns (tensors merged, metadata written)."""
-    _, meta = read_keys_shapes(ckpt)
+    meta, token = headers[ckpt]
     record_meta = metadata_for(meta)
     merged: list[int] = []
     atomic_write(out, lambda tmp: merged.append(_stream_file(ckpt, tmp, by_file.get(ckpt, {}), dtype=dtype,
                                                              device=device, metadata=record_meta,
-                                                             progress=progress)), [ckpt])
+                                                             progress=progress, expect=token)), [ckpt],
+                 size=streamed_size(ckpt, dtype, record_meta))
     return merged[0], record_meta
 
 
 def _write_folder(ckpt: Path, out: Path, by_file: Mapping[Path, Mapping[str, Sequence[KronUpdate]]],
-                  metadata_for: Callable[[Mapping[str, str]], dict[str, str]], *, dtype: torch.dtype | None,
-                  device: torch.device, progress: Callable[[], None]) -> tuple[int, dict[str, str]]:
+                  metadata_for: Callable[[Mapping[str, str]], dict[str, str]], headers: _Headers, *,
+                  dtype: torch.dtype | None, device: torch.device,
+                  progress: Callable[[], None]) -> tuple[int, dict[str, str]]:
     """Merge a diffusers folder into the new folder ``out``: every safetensors file streamed, other
-    files copied, all in a temp folder renamed at the end; returns (tensors merged, first metadata)."""
+    files copied, all in a temp folder (``base.atomic.writing``) renamed at the end; returns
+    (tensors merged, first metadata)."""
     merged = 0
     record_meta: dict[str, str] = {}
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
-    try:
-        for src in sorted(ckpt.rglob("*")):
+    files = sorted(ckpt.rglob("*"))
+    size = sum(streamed_size(f, dtype, metadata_for(headers[f][0])) if f in headers else f.stat().st_size
+               for f in files if f.is_file())
+    with writing(out.resolve(), size, folder=True) as tmpdir:
+        for src in files:
             dst = tmpdir / src.relative_to(ckpt)
             if src.is_dir():
                 dst.mkdir(parents=True, exist_ok=True)
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.suffix.lower() == ".safetensors":
-                meta = metadata_for(read_keys_shapes(src)[1])
+            if src in headers:
+                meta = metadata_for(headers[src][0])
                 record_meta = record_meta or meta
                 merged += _stream_file(src, str(dst), by_file.get(src, {}), dtype=dtype, device=device, metadata=meta,
-                                       progress=progress)
+                                       progress=progress, expect=headers[src][1])
             else:
+                check_interrupt()
                 shutil.copy2(src, dst)
         if out.exists():
             out.rmdir()  # empty (checked before)
         os.replace(tmpdir, out)
-    except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
+    sync_folder(out.resolve().parent)
     return merged, record_meta
 
 

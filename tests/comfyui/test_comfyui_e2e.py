@@ -3,7 +3,7 @@
 A throw-away ``--base-directory`` holds the tiny SD1.5 checkpoint (as the workflows' checkpoint
 name) and a LoKr fixture (as ``example_lokr.safetensors``). The test checks ``/object_info`` (every
 node, category ``loaders/LoKr``, tooltips), then posts the API twin of every example workflow
-(``example_workflows/api/*.json``: loader + sampling, block weights + info, stack, merge), each cut
+(``example_workflows/api/*.json``: loader + sampling, block weights + info, stack, merge, power loader), each cut
 to 1 step at 64x64, waits for it and checks the saved image, the info text and the merged checkpoint.
 Run: ``COMFYUI_PATH=$BENCH/ComfyUI $BENCH/venv/bin/python -m pytest -q tests/comfyui/test_comfyui_e2e.py``.
 """
@@ -28,10 +28,10 @@ import comfy_env
 from tests.support import workflows
 
 NODES = ["LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "LoKrStack", "ApplyLoKrStack", "LoKrInfo",
-         "LoKrMergeCheckpoint"]
+         "LoKrMergeCheckpoint", "LoKrPowerLoader", "LoKrFromPrompt", "LoKrHook"]
 
 
-def fixture_lokr(path: Path) -> None:
+def fixture_lokr(path: Path, alpha: float = 4.0) -> None:
     """A small kohya-named LoKr for the tiny SD1.5 checkpoint: IN01, MID, OUT02 attention and one CLIP layer."""
     g = torch.Generator().manual_seed(0)
     sd = {}
@@ -40,7 +40,7 @@ def fixture_lokr(path: Path) -> None:
         sd[f"{name}.lokr_w1"] = torch.randn(out_l, in_m, generator=g) * 0.05
         sd[f"{name}.lokr_w2_a"] = torch.randn(out_k, r, generator=g) * 0.05
         sd[f"{name}.lokr_w2_b"] = torch.randn(r, in_n, generator=g) * 0.05
-        sd[f"{name}.alpha"] = torch.tensor(4.0)
+        sd[f"{name}.alpha"] = torch.tensor(alpha)
 
     split("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q", 8, 8, 40, 40)
     split("lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q", 8, 8, 80, 80)
@@ -119,14 +119,23 @@ def test_object_info_lists_nodes_with_tooltips(server):
     assert workflows.LOKR in info["LoKrLoader"]["input"]["required"]["lokr_name"][0]
 
 
-def _run(server, name: str) -> dict:
-    prompt = json.loads((workflows.OUT / "api" / f"{name}.json").read_text())
+def _run(server, name: str, prompt: dict | None = None) -> dict:
+    prompt = prompt or json.loads((workflows.OUT / "api" / f"{name}.json").read_text())
     for node in prompt.values():
         inp = node["inputs"]
         if node["class_type"] == "KSampler":
             inp["steps"] = 1
         if node["class_type"] == "EmptyLatentImage":
             inp["width"] = inp["height"] = 64
+    return _outputs(prompt, _queue(server, prompt, name))
+
+
+def _outputs(prompt: dict, h: dict) -> dict:
+    return {prompt[k]["class_type"]: v for k, v in h["outputs"].items()}
+
+
+def _queue(server, prompt: dict, name: str) -> dict:
+    """Queue ``prompt``, wait for it; its history entry (outputs, status with messages)."""
     pid = _post(server["url"] + "/prompt", {"prompt": prompt, "client_id": "lokr-e2e"})["prompt_id"]
     for _ in range(1200):
         hist = _get(server["url"] + f"/history/{pid}")
@@ -137,7 +146,7 @@ def _run(server, name: str) -> dict:
         raise AssertionError(f"{name}: prompt did not finish\n" + server["log"].read_text()[-4000:])
     h = hist[pid]
     assert h["status"]["status_str"] == "success", (name, h["status"], server["log"].read_text()[-4000:])
-    return {prompt[k]["class_type"]: v for k, v in h["outputs"].items()}
+    return h
 
 
 @pytest.mark.parametrize("name", [n for n in workflows.graphs() if n != "lokr_merge_checkpoint"])
@@ -150,6 +159,23 @@ def test_sampling_workflows_save_an_image(server, name):
         assert workflows.LOKR in text and "Against the connected model: 4/4 modules match" in text
         report = outputs["LoKrBlockWeights"]["lokr_report"][0]
         assert report["matched"] == 4 and report["block_weights"]["MID"] == 0
+    if name == "lokr_power_loader":  # the first row is on, the second off (its file is not there)
+        rows = outputs["LoKrPowerLoader"]["lokr_power"][0]["rows"]
+        assert [(r["kind"], r["file"]) for r in rows] == [("lokr", workflows.LOKR), ("off", workflows.OFF_FILE)]
+        assert rows[0]["matched"] == 4 and len(outputs["LoKrPowerLoader"]["lokr_report"]) == 1
+    if name == "lokr_from_prompt":
+        report = outputs["LoKrFromPrompt"]["lokr_report"]
+        assert [r["file"] for r in report] == [workflows.LOKR] and report[0]["matched"] == 4
+
+
+def test_power_loader_rows_given_as_a_list_value(server):
+    """API format: the rows list itself, wrapped as ComfyUI wants list values, instead of its JSON text."""
+    prompt = json.loads((workflows.OUT / "api" / "lokr_power_loader.json").read_text())
+    node = next(n for n in prompt.values() if n["class_type"] == "LoKrPowerLoader")
+    node["inputs"]["rows"] = {"__value__": json.loads(node["inputs"]["rows"])}
+    outputs = _run(server, "lokr_power_loader", prompt)
+    rows = outputs["LoKrPowerLoader"]["lokr_power"][0]["rows"]
+    assert [r["kind"] for r in rows] == ["lokr", "off"] and outputs["SaveImage"]["images"]
 
 
 def test_merge_workflow_writes_checkpoint(server):
@@ -169,3 +195,34 @@ def test_merge_workflow_writes_checkpoint(server):
     assert not torch.equal(w, base)
     with safe_open(path, "pt") as fh:
         assert torch.equal(fh.get_tensor("model.diffusion_model.input_blocks.1.1.proj_in.weight"), untouched)
+
+
+def _cached(h: dict) -> set[str]:
+    """Ids of the nodes ComfyUI took from its cache in this run (the execution_cached message)."""
+    return {n for event, data in h["status"]["messages"] if event == "execution_cached" for n in data["nodes"]}
+
+
+def test_rewritten_file_runs_the_nodes_again(server):
+    """IS_CHANGED: queued twice unchanged, the LoKr nodes come from ComfyUI's cache; after the file is
+    rewritten under the same name (same size, new alpha), they run again and read the new file."""
+    name = "rerun_lokr.safetensors"
+    path = server["base"] / "models" / "loras" / name
+    fixture_lokr(path, alpha=4.0)
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": workflows.CKPT}},
+        "2": {"class_type": "LoKrLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lokr_name": name,
+                                                     "strength_model": 1.0, "strength_clip": 1.0,
+                                                     "scale_rule": "file"}},
+        "3": {"class_type": "LoKrInfo", "inputs": {"lokr_name": name, "scale_rule": "file",
+                                                   "model": ["2", 0], "clip": ["2", 1]}},
+    }
+    first = _queue(server, prompt, "rerun 1")
+    again = _queue(server, prompt, "rerun 2")
+    assert {"1", "2", "3"} <= _cached(again)
+    size = path.stat().st_size
+    fixture_lokr(path, alpha=2.0)
+    assert path.stat().st_size == size
+    third = _queue(server, prompt, "rerun 3")
+    assert "1" in _cached(third) and not {"2", "3"} & _cached(third), third["status"]["messages"]
+    text1, text3 = first["outputs"]["3"]["text"][0], third["outputs"]["3"]["text"][0]
+    assert text1 != text3 and "Against the connected model" in text3

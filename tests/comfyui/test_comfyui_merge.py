@@ -249,3 +249,37 @@ def test_cancel_and_bad_prefix_write_nothing(env):
     assert _files(env["out"]) == before and not (env["out"] / "cancel").exists()
     assert not os.path.exists(env["tmp"] / "escape_00001_.safetensors")
     _assert_unchanged(model, clip, snap)
+
+
+def test_cancel_while_the_file_is_written(env, monkeypatch):
+    """Cancel pressed while the merged file is being written (its temp file is in the output folder):
+    ComfyUI's own interrupt flag and exception; the write stops between tensors, the temp file is
+    removed, the inputs keep their weights and patches, and the next prompt writes the file."""
+    import comfy.model_management as mm
+
+    model, clip = _loaded(env)
+    snap = _snapshot(model, clip)
+    before = _files(env["out"])
+    real_check = mm.throw_exception_if_processing_interrupted
+    seen = []
+
+    def check_and_cancel_once_writing():  # ComfyUI's check; Cancel is pressed once the temp file exists
+        temps = [f for f in _files(env["out"]) if os.path.basename(f).startswith(".") and f.endswith(".tmp")]
+        if temps and not seen:
+            seen.extend(temps)
+            mm.interrupt_current_processing(True)
+        real_check()
+    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", check_and_cancel_once_writing)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _merge(env, model, clip, "cancel_write/merged", "fp16")
+    finally:
+        mm.interrupt_current_processing(False)
+    assert [os.path.basename(f) for f in seen] and ".merged_00001_.safetensors.lokr-" in seen[0]
+    assert _files(env["out"]) == before  # the temp file is gone, nothing else written
+    _assert_unchanged(model, clip, snap)
+    monkeypatch.undo()
+    path = _merge(env, model, clip, "cancel_write/merged", "fp16")
+    assert _files(env["out"]) == sorted(before + ["cancel_write/merged_00001_.safetensors"])
+    ours, _ = _read(path)
+    assert all(ours[file_key(key)].dtype == torch.float16 for key, _ in SPECS.values())

@@ -1,15 +1,18 @@
 """Every LoKr loader node, driven as ComfyUI calls it, inside a real ComfyUI (COMFYUI_PATH).
 
-For LoKr Loader, LoKr Loader (model only), LoKr Block Weights (all-ones vector) and Apply LoKr
-Stack, in both ``apply`` modes: the weights ComfyUI patches (patch mode) equal lycoris-lora's merged
-weight at the fp32 floor; in bypass mode the layers' outputs equal the base layer with that merged
-weight, and the weights stay bit-identical; strength 0 leaves the weights bit-identical; the input
-MODEL / CLIP carry no patches or injections afterwards. Files live in a temporary folder that is
-registered as a ``loras`` folder.
+For LoKr Loader, LoKr Loader (model only), LoKr Block Weights (all-ones vector), Apply LoKr
+Stack and LoKr from Prompt (a ``<lora:...>`` tag without extension), in both ``apply`` modes: the
+weights ComfyUI patches (patch mode) equal lycoris-lora's merged weight at the fp32 floor; in bypass
+mode the layers' outputs equal the base layer with that merged weight, and the weights stay
+bit-identical; strength 0 leaves the weights bit-identical; the input MODEL / CLIP carry no patches
+or injections afterwards. Files live in a temporary folder that is registered as a ``loras``
+folder. LoKr from Prompt also mixes a plain LoRA tag (ComfyUI's own loader) with a LoKr tag, and
+gives the same weights as LoKr Power Loader rows with the same files.
 """
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -75,6 +78,12 @@ def _run_node(env, node: str, apply: str, sm: float = SM, sc: float = SC):
         out = n("block_weights").LoKrBlockWeights().load(env["model"], env["clip"], FILE, sm, sc, "custom",
                                                          ",".join(["1"] * 17), "sd1", apply=apply)
         return out["result"][:2]
+    if node == "LoKrFromPrompt":
+        out = n("prompt_loader").LoKrFromPrompt().load(env["model"], env["clip"], f"a cat, <lora:{FILE[:-12]}:{sm}:{sc}>",
+                                                       "file", apply)
+        _, _, clean, _, loaded = out["result"]
+        assert clean == "a cat" and loaded.split(":")[0] == FILE
+        return out["result"][:2]
     stack = [(FILE, sm, sc)]
     out = n("stack").ApplyLoKrStack().apply(env["model"], env["clip"], stack, "file", apply)
     return out["result"]
@@ -132,7 +141,7 @@ def _reference_output(layer, x, weight):
     return torch.nn.functional.conv2d(x, w, bias, layer.stride, layer.padding, layer.dilation, layer.groups).float()
 
 
-NODES = ["LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "ApplyLoKrStack"]
+NODES = ["LoKrLoader", "LoKrLoaderModelOnly", "LoKrBlockWeights", "ApplyLoKrStack", "LoKrFromPrompt"]
 
 
 @pytest.mark.parametrize("node", NODES)
@@ -178,3 +187,42 @@ def test_strength_zero_is_bit_identical(env, node, apply):
     for key, _ in SPECS.values():
         assert torch.equal(got[key + ".weight"], _layer(env, key).weight.detach().float()), key
     assert not m.injections and not c.patcher.injections
+
+
+def test_prompt_tags_mix_lokr_and_plain_lora(env):
+    """LoKr from Prompt with a plain LoRA tag (ComfyUI's own loader) and a LoKr tag: the weight is the
+    base + 0.7 * up @ down * alpha / rank + lycoris-lora's LoKr ΔW at 0.8."""
+    import os
+
+    import folder_paths
+
+    name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"
+    key = SPECS[name][0]
+    w = _layer(env, key).weight
+    g = torch.Generator().manual_seed(3)
+    up, down = torch.randn(w.shape[0], 4, generator=g) * 0.05, torch.randn(4, w.shape[1], generator=g) * 0.05
+    folder = os.path.dirname(folder_paths.get_full_path("loras", FILE))
+    save_file({f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down, f"{name}.alpha": torch.tensor(2.0)},
+              os.path.join(folder, "plain_lora.safetensors"))
+    node = env["node"]("prompt_loader").LoKrFromPrompt()
+    out = node.load(env["model"], env["clip"], "<lora:plain_lora:0.7>, a cat <lokr:nodes_lokr.safetensors:0.8:1.2>")
+    m, c, clean, _, loaded = out["result"]
+    assert clean == "a cat" and loaded == f"plain_lora.safetensors:0.7\n{FILE}:0.8:1.2"
+    assert out["ui"]["lokr_report"][0]["handled_by"] == "ComfyUI LoraLoader"
+    got = _patched(env, m, c)
+    ref = _expected(env, name, 0.8) + 0.7 * (up @ down) * (2.0 / 4)
+    torch.testing.assert_close(got[key + ".weight"], ref, rtol=1e-5, atol=1e-6)
+    for other, (k, _) in SPECS.items():
+        if other != name:
+            torch.testing.assert_close(got[k + ".weight"], _expected(env, other, 0.8 if _sides(other) == "model" else 1.2),
+                                       rtol=1e-5, atol=1e-6)
+    if not (comfy_env.ROOT / "nodes" / "power_loader.py").is_file():
+        return  # LoKr Power Loader not in this checkout yet
+    rows = [{"file": "plain_lora.safetensors", "strength_model": 0.7},
+            {"file": "sub/off.safetensors", "on": False, "strength_model": 1.0},
+            {"file": FILE, "strength_model": 0.8, "strength_clip": 1.2}]
+    pm, pc, _, ploaded, _ = env["node"]("power_loader").LoKrPowerLoader().load(env["model"], env["clip"],
+                                                                             json.dumps(rows))["result"]
+    assert ploaded == loaded
+    power = _patched(env, pm, pc)
+    assert set(power) == set(got) and all(torch.equal(power[k], got[k]) for k in got)  # same weights as the tags

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 import comfy_env
-from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
+from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, peft_lokr_adapter, state_dict_of
 
 U = "diffusion_model."
 C = "clip_l.transformer.text_model."
@@ -121,33 +121,10 @@ def test_tucker_and_dora_equal_lycoris(comfy_setup):
 
 
 def test_peft_adapter_equals_peft(comfy_setup):
-    from peft import LoKrConfig, get_peft_model
-    from torch import nn
-
     env = comfy_setup
     diff = {"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q": U + "input_blocks.1.1.transformer_blocks.0.attn1.to_q",
             "down_blocks.0.resnets.0.conv1": U + "input_blocks.1.0.in_layers.2"}
-    root = nn.Module()
-    for path_, key in diff.items():
-        parent = root
-        parts = path_.split(".")
-        for p in parts[:-1]:
-            if not hasattr(parent, p):
-                parent.add_module(p, nn.Module())
-            parent = getattr(parent, p)
-        src = _layer(env, key)
-        layer = (nn.Linear(src.in_features, src.out_features, bias=False) if isinstance(src, nn.Linear)
-                 else nn.Conv2d(src.in_channels, src.out_channels, src.kernel_size, padding=1))
-        layer.weight.data.copy_(src.weight.detach().float())
-        parent.add_module(parts[-1], layer)
-    pm = get_peft_model(root, LoKrConfig(r=4, alpha=6.0, target_modules=list(diff), init_weights=False,
-                                         use_effective_conv2d=True))
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if ".lokr_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    pm.save_pretrained(str(env["tmp"] / "peft"))
+    pm = peft_lokr_adapter({p: _layer(env, key) for p, key in diff.items()}, str(env["tmp"] / "peft"))
     m, c = _ours(env, str(env["tmp"] / "peft" / "adapter_model.safetensors"), 1.0, 1.0)
     got = _weights(env, m, c, list(diff.values()))
     for path_, key in diff.items():

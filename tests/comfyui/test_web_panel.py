@@ -174,11 +174,48 @@ def test_extension_files(comfy, browser):
     assert not wd.lokr_errors(console), (ctx, wd.lokr_errors(console), log.read_text()[-1500:])
 
 
+def test_file_routes_on_the_server(comfy):
+    """/lokr/files, /lokr/sidecar and /lokr/preview on ComfyUI's own server, with and without /api."""
+    url, log, frontend = comfy
+
+    def get(path: str):
+        with urllib.request.urlopen(url + path, timeout=30) as r:
+            return r.headers.get("Content-Type", ""), r.read()
+
+    for prefix in ("", "/api"):
+        _, raw = get(prefix + "/lokr/files")
+        files = {f["name"]: f for f in json.loads(raw)["files"]}
+        assert files[wd.FIXTURE] == {"name": wd.FIXTURE, "kind": "lokr", "family": "sd1", "family_label": "SD1.x",
+                                     "has_preview": True}, (frontend, files)
+        assert files[wd.TINY_FIXTURE]["has_preview"] is False, (frontend, files)
+    side = json.loads(get("/api/lokr/sidecar?file=" + wd.FIXTURE)[1])
+    assert side["preview"] == "/lokr/preview?file=" + wd.FIXTURE and side["title"] == "Corgi LoKr", side
+    assert side["trigger_words"] == wd.FIXTURE_SIDECAR["trainedWords"] and str(log.parent) not in json.dumps(side)
+    ctype, data = get("/api" + side["preview"])
+    assert ctype == "image/png" and data.startswith(b"\x89PNG"), (ctype, data[:16])
+
+
 # ------------------------------------------------------------------------------------ loader panel
+SIDECAR = """
+(() => {
+  const p = %s;
+  const img = p?.querySelector('[data-lokr=preview]');
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  const a = p.querySelector('[data-lokr=source]');
+  const r = img.getBoundingClientRect(), q = p.getBoundingClientRect();
+  return {size: [img.naturalWidth, img.naturalHeight], src: img.src,
+          inside: r.width > 0 && r.left >= q.left - 1 && r.right <= q.right + 1 && r.top >= q.top - 1 && r.bottom <= q.bottom + 1,
+          title: p.querySelector('.lokr-title')?.textContent ?? null,
+          link: a ? {href: a.href, target: a.target, rel: a.rel} : null};
+})()
+"""
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_loader_panel(comfy, browser, tmp_path, mode):
-    """Checkpoint (SDXL name) -> LoKr Loader with an SD1 LoKr: summary, tags, mismatch badge (which
-    follows the upstream checkpoint name), the run report, a real click that copies a trigger word,
+    """Checkpoint (SDXL name) -> LoKr Loader with an SD1 LoKr: summary, the sidecar (preview image loaded
+    from /lokr/preview, title, base model, source link, the .civitai.info's trigger words), mismatch badge
+    (which follows the upstream checkpoint name), the run report, a real click that copies a trigger word,
     the panel placed on its node, not serialized, back after reloading the workflow."""
     url, log, frontend = comfy
 
@@ -186,6 +223,7 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
         clipboard = await wd.grant_clipboard(cdp, url)
         ids = await wd.loader_scene(cdp)
         panel = wd.panel_js(ids["lokr"])
+        side = await cdp.wait_js(SIDECAR % panel, 30, "the preview image and sidecar facts on the panel")
         text = await cdp.js(f"{panel}.innerText")
         report = await wd.feed_report(cdp, ids["lokr"], wd.SAMPLE_REPORT)
         tags = await cdp.js(f"[...{panel}.querySelectorAll('.lokr-tag')].map((t) => t.textContent)")
@@ -213,7 +251,7 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
                                      " return t && /Modules/.test(t) ? t : null; })()", 30,
                                      "the panel after reloading the workflow")
         return dict(text=text, report=report, tags=tags, where=where, copied=copied, pasted=pasted,
-                    shot=shot, cleared=cleared, saved=saved, reloaded=reloaded, clipboard=clipboard)
+                    shot=shot, cleared=cleared, saved=saved, reloaded=reloaded, clipboard=clipboard, side=side)
 
     r, console = run(scenario, browser, url, mode)
     ctx = (frontend, mode)
@@ -222,7 +260,14 @@ def test_loader_panel(comfy, browser, tmp_path, mode):
     assert "Modules" in text and "40" in text, (ctx, text)
     assert "Layouts" in text and "Scale" in text, (ctx, text)
     assert "family mismatch" in text, (ctx, text)  # LoKr for SD1, checkpoint named like SDXL
-    assert r["tags"][:2] == ["ohwx corgi", "grass"], (ctx, r["tags"])
+    assert r["tags"] == wd.FIXTURE_SIDECAR["trainedWords"], (ctx, r["tags"])  # the .civitai.info's words
+    assert "Trigger words" in text and "Base model\tSD 1.5" in text, (ctx, text)
+    side = r["side"]
+    assert side["size"] == [64, 48] and side["inside"], (ctx, side)  # the preview, loaded, within the panel
+    assert side["src"].endswith("/lokr/preview?file=" + wd.FIXTURE), (ctx, side)
+    assert side["title"] == "Corgi LoKr", (ctx, side)
+    assert side["link"] == {"href": "https://civitai.com/models/4201?modelVersionId=4202", "target": "_blank",
+                            "rel": "noopener noreferrer"}, (ctx, side)
     assert "Matched" in r["report"] and "30 / 32" in r["report"] and "Unmatched" in r["report"], (ctx, r["report"])
     where = r["where"]
     assert where["visible"] and where["inside"] and where["hit"], (ctx, where)

@@ -4,7 +4,8 @@ Shared by ``tests/comfyui/test_web_panel.py`` (checks, screenshots only under a 
 ``tools/make_screenshots.py`` (the README images). Nothing here runs at import.
 
 - :func:`make_base`: a throw-away ComfyUI ``--base-directory``: this repo symlinked into
-  ``custom_nodes/comfyui_lokr`` (``PACK``), fixture LoKr files in ``models/loras``, a dummy SDXL checkpoint name
+  ``custom_nodes/comfyui_lokr`` (``PACK``), fixture LoKr files in ``models/loras`` (the SD1 one with a preview
+  image and a Civitai Helper ``.civitai.info`` beside it), a dummy SDXL checkpoint name
   (never loaded), first-run settings that keep dialogs away; :func:`link_checkpoint` adds a real one.
 - :func:`comfy_server` / :func:`chromium`: context managers that start ``main.py --cpu`` and a
   headless Chromium (``--remote-debugging-port``) and stop them afterwards.
@@ -123,6 +124,22 @@ def write_fixture_lokr(path: Path) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
+FIXTURE_SIDECAR = {"trainedWords": ["ohwx corgi", "red collar"], "baseModel": "SD 1.5", "modelId": 4201,
+                   "id": 4202, "model": {"name": "Corgi LoKr"}}
+"""The fixture's ``.civitai.info`` (a Civitai model-version record, as sd-webui Civitai Helper saves it)."""
+
+
+def write_fixture_sidecars(path: Path) -> None:
+    """Beside LoKr file ``path``: ``<stem>.preview.png`` (a 64 x 48 gradient) and ``<stem>.civitai.info``."""
+    from PIL import Image
+
+    stem = str(path)[: -len(".safetensors")]
+    img = Image.new("RGB", (64, 48))
+    img.putdata([(x * 4, y * 5, 160) for y in range(48) for x in range(64)])
+    img.save(stem + ".preview.png")
+    Path(stem + ".civitai.info").write_text(json.dumps(FIXTURE_SIDECAR))
+
+
 def write_tiny_fixture_lokr(path: Path) -> None:
     """A LoKr for comfy_env's tiny SD1.5 checkpoint (2 levels: 320 and 640 channels): four modules
     it has and one it lacks (a third-level block), so a real run reports 4 / 5 matched."""
@@ -159,6 +176,7 @@ def make_base(base: Path) -> Path:
     (base / "models" / "loras").mkdir(parents=True)
     (base / "models" / "checkpoints").mkdir(parents=True)
     write_fixture_lokr(base / "models" / "loras" / FIXTURE)
+    write_fixture_sidecars(base / "models" / "loras" / FIXTURE)
     (base / "models" / "checkpoints" / CKPT).write_bytes(b"")  # only its name is used
     write_tiny_fixture_lokr(base / "models" / "loras" / TINY_FIXTURE)  # for a checkpoint linked later
     settings = base / "user" / "default" / "comfy.settings.json"

@@ -268,7 +268,8 @@ def test_jsonable():
 def test_register_on_route_table(tree):
     table = web.RouteTableDef()
     assert routes.register(SimpleNamespace(routes=table), tree.fp) is True
-    assert sorted(r.path for r in table) == ["/lokr/info", "/lokr/presets", "/lokr/report"]
+    assert sorted(r.path for r in table) == ["/lokr/files", "/lokr/info", "/lokr/presets", "/lokr/preview",
+                                             "/lokr/report", "/lokr/sidecar"]
 
 
 def test_register_outside_comfyui_does_nothing():
@@ -374,3 +375,201 @@ def test_summary_cache_reuses_until_the_file_changes(tree):
     with pytest.raises(routes.RouteError) as err:  # checks still run before the cache
         cache.get("../outside/secret.safetensors", tree.fp, backend)
     assert err.value.status == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# /lokr/files, /lokr/sidecar, /lokr/preview
+
+def png_bytes(color=(200, 30, 30), size=(4, 3)) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buf = BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def sidecars(tree):
+    """tree + previews and sidecars: a good one, a link out, a non-image, a huge one, a video."""
+    root = tree.root
+    (root / "good.preview.png").write_bytes(png_bytes())
+    (root / "good.civitai.info").write_text(json.dumps({
+        "trainedWords": ["lokr style, red hat", "Lokr Style"], "baseModel": "SD 1.5", "modelId": 12, "id": 34,
+        "model": {"name": "Good Style"}}))
+    (tree.outside / "secret.png").write_bytes(png_bytes((1, 2, 3)))
+    os.symlink(tree.outside / "secret.png", root / "sub" / "nested lokr.png")  # preview linking out
+    (root / "sub" / "nested lokr.json").write_text(json.dumps({"activation text": "nested word"}))
+    os.symlink(tree.outside / "secret.txt", root / "sub" / "nested lokr.metadata.json")  # sidecar linking out
+    (root / "plain_lora.preview.png").write_text("<html><script>alert(1)</script>" + SECRET)  # not an image
+    for stem in ("huge", "video"):
+        save_file(lokr_tensors(), str(root / f"{stem}.safetensors"))
+    with open(root / "huge.preview.jpg", "wb") as fh:  # sparse: 17 MiB, a JPEG start
+        fh.write(b"\xff\xd8\xff\xe0")
+        fh.truncate(17 * 1024 * 1024)
+    (root / "video.preview.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    return tree
+
+
+def fetch(fp, path):
+    """GET ``path``; (status, headers, body bytes)."""
+
+    async def go():
+        app = web.Application()
+        routes.add_routes(app.router, fp)
+        async with TestClient(TestServer(app)) as client:
+            base = str(client.make_url("/")).rstrip("/")
+            resp = await client.session.get(URL(base + path, encoded=True), allow_redirects=False)
+            return resp.status, dict(resp.headers), await resp.read()
+
+    return asyncio.run(go())
+
+
+def test_files_lists_every_name_with_kind_family_preview(sidecars):
+    status, body, text = call(sidecars.fp, "/lokr/files")
+    assert status == 200 and str(sidecars.root) not in text and SECRET not in text
+    files = {f["name"]: f for f in body["files"]}
+    assert [f["name"] for f in body["files"]] == sidecars.fp.get_filename_list("loras")
+    assert body["folders"] == ["linkdir", "sub"]
+    assert files["good.safetensors"]["kind"] == "lokr" and files["good.safetensors"]["has_preview"] is True
+    assert files["plain_lora.safetensors"]["kind"] == "lora"
+    for name in ("plain_lora", "huge", "video"):  # not a png inside, over the cap, a video
+        assert files[f"{name}.safetensors"]["has_preview"] is False, name
+    assert files["sub/nested lokr.safetensors"]["has_preview"] is False  # the preview links out
+    for name in ("garbage.safetensors", "model.ckpt", "notes.txt", "link_out.safetensors",
+                 "linkdir/secret.safetensors"):
+        assert files[name] == {"name": name, "kind": "unknown", "family": None, "family_label": None,
+                               "has_preview": False}
+
+
+def test_files_family_is_the_info_routes_family(tree):
+    """The header-only family of /lokr/files equals the one /lokr/info reads through lokr_core's loader."""
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    save_file({f"{name}.lokr_w1": torch.randn(8, 8), f"{name}.lokr_w2_a": torch.randn(40, 2),
+               f"{name}.lokr_w2_b": torch.randn(2, 128), f"{name}.alpha": torch.tensor(2.0)},
+              str(tree.root / "sd2.safetensors"))
+    labels = pack_module("lokr_core.keymap.family").FAMILY_LABELS
+    files = {f["name"]: f for f in call(tree.fp, "/lokr/files")[1]["files"]}
+    for file in ("sd2.safetensors", "good.safetensors"):
+        info_body = info(tree.fp, file, routes.Backend())[1]
+        assert files[file]["family"] == info_body["family"]
+        assert files[file]["family_label"] == (labels[info_body["family"]] if info_body["family"] else None)
+    assert files["sd2.safetensors"]["family"] == "sd2" and files["sd2.safetensors"]["family_label"] == "SD2.x"
+
+
+def test_files_overview_cached_until_the_file_changes(tree, monkeypatch):
+    file_routes = pack_module("nodes.file_routes")
+    read = []
+    real_overview = file_routes.file_overview
+    monkeypatch.setattr(file_routes, "file_overview", lambda p: read.append(p) or real_overview(p))
+    cache = file_routes.OverviewCache()
+    file_routes.files_payload(tree.fp, cache)
+    first = len(read)
+    assert first == 4  # good, nested, plain_lora, garbage (+ link_in -> good's real path, cached)
+    file_routes.files_payload(tree.fp, cache)
+    assert len(read) == first
+    path = tree.root / "good.safetensors"
+    st = os.stat(path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # same size, mtime restored: the fingerprint's tail hash tells
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    file_routes.files_payload(tree.fp, cache)
+    assert read[first:] == [os.path.realpath(path)]
+
+
+def test_sidecar_ok_with_preview_url(sidecars):
+    status, body, text = call(sidecars.fp, "/lokr/sidecar?file=good.safetensors")
+    assert status == 200 and str(sidecars.root) not in text
+    assert body["file"] == "good.safetensors" and body["kind"] == "lokr"
+    assert body["trigger_words"] == ["lokr style", "red hat"]
+    assert body["base_model"] == "SD 1.5" and body["title"] == "Good Style"
+    assert body["source_url"] == "https://civitai.com/models/12?modelVersionId=34"
+    assert body["preview"] == "/lokr/preview?file=good.safetensors"
+    assert body["sources"]["trigger_words"] == ["good.civitai.info"] and body["problems"] == []
+    assert {"family", "family_label", "has_thumbnail", "notes", "preferred_weight", "top_tags"} <= set(body)
+
+
+def test_sidecar_nested_name_is_quoted_in_the_preview_url(sidecars):
+    (sidecars.root / "sub" / "nested lokr.png").unlink()
+    (sidecars.root / "sub" / "nested lokr.webp").write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 ")
+    status, body, _ = call(sidecars.fp, "/lokr/sidecar?file=" + quote("sub/nested lokr.safetensors", safe=""))
+    assert status == 200 and body["preview"] == "/lokr/preview?file=sub%2Fnested%20lokr.safetensors"
+    status, headers, data = fetch(sidecars.fp, body["preview"])
+    assert status == 200 and headers["Content-Type"] == "image/webp" and data.startswith(b"RIFF")
+
+
+def test_sidecar_links_out_are_named_without_server_paths(sidecars):
+    status, body, text = call(sidecars.fp, "/lokr/sidecar?file=" + quote("sub/nested lokr.safetensors", safe=""))
+    assert status == 200 and body["preview"] is None and body["trigger_words"] == ["nested word"]
+    assert SECRET not in text and str(sidecars.outside) not in text and str(sidecars.root) not in text
+    problems = " | ".join(body["problems"])
+    assert "nested lokr.png: links outside the LoKr file's folder (<path>)" in problems
+    assert "nested lokr.metadata.json: links outside" in problems
+
+
+def test_sidecar_of_video_and_non_image_previews_is_null(sidecars):
+    for name in ("video.safetensors", "plain_lora.safetensors", "huge.safetensors"):
+        status, body, _ = call(sidecars.fp, "/lokr/sidecar?file=" + name)
+        assert status == 200 and body["preview"] is None, name
+    assert call(sidecars.fp, "/lokr/sidecar?file=plain_lora.safetensors")[1]["kind"] == "lora"
+
+
+def test_sidecar_header_problem_names_the_file_only(sidecars):
+    status, body, text = call(sidecars.fp, "/lokr/sidecar?file=garbage.safetensors")
+    assert status == 200 and body["kind"] == "unknown" and SECRET not in text
+    assert body["problems"] and all(str(sidecars.root) not in p for p in body["problems"])
+    assert "garbage.safetensors" in body["problems"][0]
+
+
+def test_preview_serves_the_image(sidecars):
+    status, headers, data = fetch(sidecars.fp, "/lokr/preview?file=good.safetensors")
+    assert status == 200 and data == (sidecars.root / "good.preview.png").read_bytes()
+    assert headers["Content-Type"] == "image/png" and headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("name, code, words", [
+    ("plain_lora.safetensors", 415, "is not a png image"),
+    ("video.safetensors", 415, "its preview is a .mp4 file"),
+    ("huge.safetensors", 413, "at most 16777216 are served"),
+    ("sub/nested lokr.safetensors", 404, "has no preview image"),  # the link out is never used
+    ("model.ckpt", 415, "only .safetensors"),
+    ("link_out.safetensors", 403, "resolves outside"),
+])
+def test_preview_refusals(sidecars, name, code, words):
+    status, headers, data = fetch(sidecars.fp, "/lokr/preview?file=" + quote(name, safe=""))
+    body = json.loads(data)
+    assert status == code and words in body["error"], body
+    assert SECRET.encode() not in data and str(sidecars.root).encode() not in data
+    assert str(sidecars.outside).encode() not in data
+
+
+@pytest.mark.parametrize("route", ["/lokr/sidecar", "/lokr/preview"])
+@pytest.mark.parametrize("query", [
+    "../outside/secret.png", "../outside/secret.safetensors", "ABSOLUTE", "%2e%2e%2foutside%2fsecret.png",
+    "sub%5c..%5c..%5coutside%5csecret.safetensors", "good.preview.png", "good.civitai.info",
+    "good.safetensors%00.png", "", "x" * 2000,
+])
+def test_file_routes_traversal_refused(sidecars, route, query):
+    if query == "ABSOLUTE":
+        query = quote(str(sidecars.outside / "secret.png"), safe="")
+    status, headers, data = fetch(sidecars.fp, f"{route}?file={query}")
+    assert 400 <= status < 500 and "error" in json.loads(data)
+    assert SECRET.encode() not in data and b"\x89PNG" not in data
+
+
+def test_preview_route_only_serves_the_sidecars_pick(sidecars, monkeypatch):
+    """A preview path read_sidecar would return outside the roots (a stand-in reader) is refused."""
+    file_routes = pack_module("nodes.file_routes")
+    monkeypatch.setattr(file_routes, "read_sidecar", lambda p: SimpleNamespace(
+        preview=str(sidecars.outside / "secret.png")))
+    status, _, data = fetch(sidecars.fp, "/lokr/preview?file=good.safetensors")
+    assert status == 403 and b"\x89PNG" not in data and str(sidecars.outside).encode() not in data
+
+
+def test_scrub_paths():
+    file_routes = pack_module("nodes.file_routes")
+    text = "header: file '/srv/m/loras/a.safetensors': bad; x.json: links outside (C:\\data\\y.json); not read"
+    assert file_routes.scrub_paths(text, "a.safetensors", "/srv/m/loras/a.safetensors", "/real/a.safetensors") == (
+        "header: file 'a.safetensors': bad; x.json: links outside (<path>); not read")

@@ -11,8 +11,9 @@ from tests.support import comfy_standins as cs
 from tests.support import workflows
 from tests.support.comfy_pack import pack_module
 
-CORE = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage"}
-SOCKET_TYPES = {"MODEL", "CLIP", "VAE", "LORA_STACK", "CONDITIONING", "LATENT", "IMAGE"}
+CORE = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage",
+        "CreateHookKeyframe", "SetHookKeyframes", "SetClipHooks"}
+SOCKET_TYPES = {"MODEL", "CLIP", "VAE", "LORA_STACK", "CONDITIONING", "LATENT", "IMAGE", "HOOKS"}
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""LoKr fixtures for the node tests, made with the real lycoris-lora ``LokrModule`` per layer.
+"""LoKr fixtures for the node tests, made with the real lycoris-lora ``LokrModule`` per layer
+(and :func:`peft_lokr_adapter`: a PEFT LoKr adapter made by peft for given layers).
 
 The oracle is ``LokrModule.get_weight(shape)`` (the LyCORIS scale applied once; lycoris' own
 ``get_diff_weight`` / ``get_merged_weight`` apply it twice; docs/math.md, Scale) and, for DoRA modules,
@@ -52,3 +53,36 @@ def merged_reference(mod: nn.Module, weight: torch.Tensor, strength: float = 1.0
             w_dora = mod.apply_weight_decompose(w + delta, 1.0).detach().float()
             return w + strength * (w_dora - w)
     return w + strength * delta
+
+
+def peft_lokr_adapter(layers: dict[str, nn.Module], folder: str, *, r: int = 4, alpha: float = 6.0,
+                      seed: int = 5, std: float = 0.05) -> nn.Module:
+    """A PEFT LoKr adapter saved by peft to ``folder`` (``adapter_model.safetensors``); returns the PeftModel.
+
+    ``layers``: {diffusers module path: a layer whose weight the adapter targets} (Linear, or Conv2d
+    as 3x3 with padding 1 / 1x1); copies of them (no bias) are adapted, factors filled with
+    N(0, std). The reference ΔW of a path: ``model.base_model.model.get_submodule(path).get_delta_weight("default")``.
+    """
+    from peft import LoKrConfig, get_peft_model
+
+    root = nn.Module()
+    for path, src in layers.items():
+        parent = root
+        parts = path.split(".")
+        for p in parts[:-1]:
+            if not hasattr(parent, p):
+                parent.add_module(p, nn.Module())
+            parent = getattr(parent, p)
+        layer = (nn.Linear(src.in_features, src.out_features, bias=False) if isinstance(src, nn.Linear)
+                 else nn.Conv2d(src.in_channels, src.out_channels, src.kernel_size, padding=src.padding, bias=False))
+        layer.weight.data.copy_(src.weight.detach().float())
+        parent.add_module(parts[-1], layer)
+    pm = get_peft_model(root, LoKrConfig(r=r, alpha=alpha, target_modules=list(layers), init_weights=False,
+                                         use_effective_conv2d=True))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if ".lokr_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    pm.save_pretrained(str(folder))
+    return pm

@@ -20,3 +20,14 @@ export async function fetchPresets(api) {
   const body = await getJSON(api, "/lokr/presets");
   return body?.presets ?? {};
 }
+
+/** The /lokr/sidecar answer of a file: trigger words, base model, title, source link, preview route. */
+export function fetchSidecar(api, file) {
+  return getJSON(api, "/lokr/sidecar?file=" + encodeURIComponent(file));
+}
+
+/** The address the page loads a route from: ComfyUI's api.apiURL (the /api prefix and any base path)
+ *  when there is one, else the route itself (the pack registers its routes without the prefix too). */
+export function routeUrl(api, route) {
+  return typeof api?.apiURL === "function" ? api.apiURL(route) : route;
+}

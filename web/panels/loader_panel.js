@@ -1,14 +1,16 @@
-// The summary panel on nodes with a `lokr_name` input: family, modules, layouts, scale, trigger
-// words, warnings, a family-mismatch badge and the last run's report.
+// The summary panel on nodes with a `lokr_name` input: preview, title and source link (sidecar files),
+// family, modules, layouts, scale, trigger words, warnings, a family-mismatch badge and the last run's report.
 import { familyFromCheckpointName, familyView } from "../logic/family.js";
 import { reportFromMessage } from "../logic/node_ui.js";
-import { hasTriggerWords, reportRows, summaryRows, triggerWords, warningsOf } from "../logic/summary.js";
+import { panelTags, sidecarView, withSidecarRows } from "../logic/sidecar.js";
+import { reportRows, summaryRows, warningsOf } from "../logic/summary.js";
 import { el } from "../common/dom.js";
 import { upstreamCheckpoint, watchWhileInGraph } from "../common/graph.js";
 import { chain } from "../common/hooks.js";
-import { fetchInfo } from "../common/lokr_api.js";
+import { fetchInfo, fetchSidecar, routeUrl } from "../common/lokr_api.js";
 import { findWidget, mountDOMWidget, resizeNode } from "../common/node_widget.js";
 import { familyBadge, rowsTable, tagChips, warningBadge } from "../common/parts.js";
+import { sidecarBlock } from "../common/sidecar_block.js";
 
 /** The head line: family badge, mismatch badge (when the model's family differs), first two warnings.
  *  `view`: logic/family.js familyView (file and model families, labels, mismatch text). */
@@ -42,16 +44,21 @@ function noteLine(text) {
   return head;
 }
 
-/** Fill `root` from the panel `state` ({file, summary, error, report, modelFamily}). */
-function renderPanel(root, state) {
+/** Fill `root` from the panel `state` ({file, summary, sidecar, error, report, modelFamily}); `src` and
+ *  `fit`: the sidecar block's preview address and after-load callbacks. */
+function renderPanel(root, state, src, fit) {
   root.replaceChildren();
   if (!state.file) { root.appendChild(noteLine("No LoKr file selected")); return; }
   if (state.error) { root.append(el("div", "lokr-head"), el("div", "lokr-err", state.error)); return; }
   if (!state.summary) { root.appendChild(noteLine("Reading " + state.file + " …")); return; }
   const s = state.summary;
+  const side = sidecarView(state.sidecar);
   root.appendChild(headLine(s, familyView(s, state.report, state.modelFamily)));
-  root.appendChild(rowsTable(summaryRows(s).filter((r) => r.label !== "Family")));
-  const tags = tagChips(triggerWords(s), hasTriggerWords(s) ? "Trigger words" : "Top tags");
+  const block = sidecarBlock(side, src, fit);
+  if (block) root.appendChild(block);
+  root.appendChild(rowsTable(withSidecarRows(summaryRows(s).filter((r) => r.label !== "Family"), side)));
+  const { words, label } = panelTags(s, side);
+  const tags = tagChips(words, label);
   if (tags) root.appendChild(tags);
   if (state.report) root.appendChild(runBlock(state.report));
 }
@@ -66,21 +73,23 @@ export function setupPanel(app, api, node, fileInput) {
   if (!fileWidget || typeof node.addDOMWidget !== "function") return;
   const root = el("div", "lokr-panel");
   root.dataset.lokr = "panel";
-  const state = { file: null, summary: null, error: null, report: null, modelFamily: null, seq: 0 };
+  const state = { file: null, summary: null, sidecar: null, error: null, report: null, modelFamily: null, seq: 0 };
   mountDOMWidget(node, "lokr_panel", root);
-  const show = () => { renderPanel(root, state); resizeNode(app, node); };
+  const src = (route) => routeUrl(api, route);
+  const fit = () => resizeNode(app, node);
+  const show = () => { renderPanel(root, state, src, fit); fit(); };
 
   async function refresh() {
     const name = fileWidget.value;
     if (name === state.file && (state.summary || state.error)) return;
     const seq = ++state.seq;
-    Object.assign(state, { file: name || null, summary: null, error: null, report: null });
+    Object.assign(state, { file: name || null, summary: null, sidecar: null, error: null, report: null });
     show();
     if (!name) return;
     try {
-      const body = await fetchInfo(api, name);
+      const [body, sidecar] = await Promise.all([fetchInfo(api, name), fetchSidecar(api, name).catch(() => null)]);
       if (seq !== state.seq) return;
-      state.summary = body;
+      Object.assign(state, { summary: body, sidecar });
     } catch (e) {
       if (seq !== state.seq) return;
       state.error = String(e?.message ?? e);
@@ -90,7 +99,7 @@ export function setupPanel(app, api, node, fileInput) {
 
   function checkModel() {
     const fam = familyFromCheckpointName(upstreamCheckpoint(app, node));
-    if (fam !== state.modelFamily) { state.modelFamily = fam; if (state.summary) renderPanel(root, state); }
+    if (fam !== state.modelFamily) { state.modelFamily = fam; if (state.summary) renderPanel(root, state, src, fit); }
   }
 
   chain(fileWidget, "callback", () => refresh());
