@@ -33,6 +33,7 @@ from ..base.errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyEr
 from ..base.progress import Progress, StepCounter
 from ..base.version import __version__
 from ..base.st_writer import header_bytes, tensor_bytes
+from ..formats.tensor_reader import TensorReader
 from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, out_entries, part_prefix,
                                   read_header, streamed_size)
 from ..keymap.family import target_dit_family
@@ -271,15 +272,17 @@ def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], 
     check_unchanged(src, expect)
     with safe_open(str(src), framework="pt", device="cpu") as fin:
         entries = out_entries(fin, src, dtype)
+    # positioned reads, not safe_open's memory map: the map's pages would stay resident until the
+    # file is closed (measured: the whole checkpoint of RSS); a read tensor is freed once written
+    with TensorReader(src) as reader:
         with open(dst, "wb") as fh:
             fh.write(header_bytes([e[:4] for e in entries], metadata))
             for key, _, _, nbytes, out_dtype in entries:
                 check_interrupt()
-                t = fin.get_tensor(key)
+                t = reader.get(key)
                 check_unchanged(src, expect)
                 updates = plan.get(key, ())
-                if updates:  # not in place: t may be copy-on-write pages of the file's mmap, which
-                    # would stay allocated until the file is closed (measured: +1 checkpoint of RAM)
+                if updates:
                     t = merged_weight(t, updates, device=device, dtype=out_dtype)
                     merged += 1
                 elif t.dtype != out_dtype:
