@@ -106,7 +106,7 @@ def prepare(work: Path, size: str, seed: int) -> dict:
     import torch
     from torch import nn
 
-    from lokr_core.formats.checkpoint import header_bytes, tensor_bytes
+    from lokr_core.base.st_writer import header_bytes, tensor_bytes
     from lokr_core.tensor.shapes import plan_factors
     from lokr_core.tuner.config import LoKrConfig
     from safetensors.torch import save_file
