@@ -36,6 +36,7 @@ import torch
 from ..base.atomic import check_output
 from ..base.fingerprint import check_unchanged, stat_token
 from ..base.device import parse_device
+from ..base.memory import release_freed_memory
 from ..base.dtypes import parse_dtype
 from ..base.errors import LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from ..base.progress import Progress
@@ -312,6 +313,7 @@ def extract_lokr(base: Any, tuned: Any, rank: int, factor: int = -1, decompose_b
             else:
                 _fit_one(src_a, src_b, t, rank, factor, decompose_both, conv, dev, min_rel_change, compare_lora,
                          modules, rows, skipped)
+                release_freed_memory()  # keep the resident set near what is alive (base.memory)
             if progress is not None:
                 progress(i + 1, len(plan))
     if not modules:

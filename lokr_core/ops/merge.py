@@ -28,6 +28,7 @@ import torch
 from ..base.atomic import atomic_write, check_interrupt, check_output, sync_folder, writing
 from ..base.fingerprint import StatToken, check_unchanged
 from ..base.device import parse_device
+from ..base.memory import release_freed_memory
 from ..base.dtypes import parse_dtype
 from ..base.errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from ..base.progress import Progress, StepCounter
@@ -292,6 +293,7 @@ def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], 
                     raise LoKrError(f"{where(str(src), None)}tensor {key!r}: wrote {data.nbytes} bytes, header says {nbytes}")
                 fh.write(data)
                 del t, data
+                release_freed_memory()  # keep the resident set near what is alive (base.memory)
                 if progress is not None:
                     progress()
     return merged
