@@ -97,7 +97,8 @@ def safetensors_blob(draw: st.DrawFn) -> bytes:
             e["data_offsets"] = [0, len(data) + rng.choice([1, 8, 2 ** 40, 2 ** 64])]
         elif m == "offsets_swapped" and e:
             e["data_offsets"] = e["data_offsets"][::-1]
-        elif m == "offsets_overlap" and len(entries) > 1 and all(isinstance(header[k], dict) for k in entries[:2]):
+        elif m == "offsets_overlap" and len(entries) > 1 and all(
+                isinstance(header[k], dict) and "data_offsets" in header[k] for k in entries[:2]):
             header[entries[1]]["data_offsets"] = list(header[entries[0]]["data_offsets"])
         elif m == "offsets_arity" and e:
             e["data_offsets"] = rng.choice([[0], [0, 1, 2], [], None, "0,4", [0.5, 4]])
