@@ -156,6 +156,8 @@ def delta_bound(u: KronUpdate, kernel: Sequence[int] = ()) -> float:
     factor = abs(float(u.scale) * float(u.strength))
     if factor == 0.0:
         return 0.0
+    if not factor <= torch.finfo(torch.float32).max:  # not even the fp32 multiplier can be formed
+        return math.inf
     f = u.factors.map(lambda t: t.detach().to(device="cpu", dtype=torch.float32))
     w1, w2 = kron.rebuild_w1(f), kron.rebuild_w2(f, kernel)
     top = float(w1.abs().amax().double()) * float(w2.abs().amax().double()) if w1.numel() and w2.numel() else 0.0
