@@ -242,14 +242,14 @@ def lokr_module(draw: st.DrawFn, shape: tuple[int, ...], rng: random.Random) -> 
                           "alpha_negative": torch.tensor(-2.0), "alpha_zero": torch.tensor(0.0),
                           "alpha_vector": torch.ones(3), "alpha_int": torch.tensor(4, dtype=torch.int64),
                           "alpha_huge": torch.tensor(3e38)}[m]
-        elif m in ("factor_nan", "factor_inf") and k and p[k].numel():
+        elif m in ("factor_nan", "factor_inf") and k and p[k].numel() and p[k].is_floating_point():
             t = p[k].clone()
             t.view(-1)[rng.randrange(t.numel())] = math.nan if m == "factor_nan" else math.inf
             p[k] = t
         elif m == "factor_huge" and k:
             p[k] = p[k] * 3e38
         elif m == "dtype_int" and k:
-            p[k] = (p[k] * 10).to(torch.int32)
+            p[k] = (p[k].double() * 10).nan_to_num(0.0, 0.0, 0.0).clamp(-1e6, 1e6).to(torch.int32)
         elif m == "dtype_bool" and k:
             p[k] = p[k] > 0
         elif m == "dtype_half" and k:
