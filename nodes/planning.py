@@ -23,6 +23,7 @@ from .bypass import INJECTION_KEY, BypassEntry, bypass_injections
 from .common import APPLY_MODES, BYPASS, PATCH, check_strengths, lokr_path
 from .keys import (base_key, clip_key_map, match_names, resolve_names, split_key, target_shape, unet_key_map,
                    weight_shapes)
+from ..lokr_core.ops.merge import KronUpdate, check_merge_fits
 from .patch import is_lokr_patch, make_patch
 
 log = logging.getLogger("comfyui-lokr")
@@ -338,6 +339,27 @@ def _is_core_adapter(p: Any) -> bool:
     return isinstance(p, WeightAdapterBase)
 
 
+def check_patch_range(module: Any, patches: Mapping[Any, Any], strength: float) -> None:
+    """LoKrFormatError (nothing changed yet) when a LoKr patch at ``strength`` could push its weight
+    out of the weight dtype's range, so that ComfyUI would compute inf / NaN weights at load time
+    (``lokr_core.ops.merge.check_merge_fits``: from the weight's and the factors' maxima only)."""
+    if module is None or not patches:
+        return
+    state = module.state_dict()
+    for key, patch in patches.items():
+        if not is_lokr_patch(patch):
+            continue
+        name, offset, _ = split_key(key)
+        weight = state.get(name)
+        if weight is None:
+            continue
+        if offset is not None:
+            weight = weight.narrow(*offset)
+        update = KronUpdate(patch.factors, patch.scale, float(strength) * patch.block_weight, patch.source,
+                            patch.module)
+        check_merge_fits(weight, [update], key=name)
+
+
 def apply_plan(plan: PatchPlan, model: Any, clip: Any, strength_model: float,
                strength_clip: float, apply: str = PATCH) -> tuple[Any, Any]:
     """Clones of ``model`` / ``clip`` with the plan's patches; a side with strength 0 is returned as is.
@@ -350,6 +372,10 @@ def apply_plan(plan: PatchPlan, model: Any, clip: Any, strength_model: float,
         raise LoKrConfigError(f"apply is {apply!r}; expected one of {APPLY_MODES}")
     do_model = model is not None and strength_model != 0 and bool(plan.unet or plan.other_unet)
     do_clip = clip is not None and strength_clip != 0 and bool(plan.clip or plan.other_clip)
+    if do_model:  # found by the fuzz suite: a huge alpha / strength patched into inf weights
+        check_patch_range(getattr(model, "model", None), plan.unet, strength_model)
+    if do_clip:
+        check_patch_range(getattr(clip, "cond_stage_model", None), plan.clip, strength_clip)
     if apply == BYPASS:
         sides = {}
         if do_model:

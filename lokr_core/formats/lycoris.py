@@ -47,6 +47,10 @@ def read_alphas(source: Source, keys: Mapping[str, str]) -> dict[str, float]:
         if math.prod(source.shape(key)) != 1:
             raise LoKrFormatError(f"{where(source.name, module)}alpha has shape {source.shape(key)}; expected a scalar")
     tensors = source.get_many(list(keys.values())) if keys else {}
+    for module, key in keys.items():
+        if tensors[key].is_complex():  # found by the fuzz suite: float() of a complex alpha is a TypeError
+            raise LoKrFormatError(f"{where(source.name, module)}alpha has dtype {tensors[key].dtype}; expected a real "
+                                  "number")
     return {module: float(tensors[key].reshape(-1)[0].item()) for module, key in keys.items()}
 
 

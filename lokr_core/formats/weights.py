@@ -266,9 +266,12 @@ class LoKrWeights:
         return work.to(weight.dtype)
 
     def resolve(self, target: Any):
-        """Map this file's module names onto ``target``'s weights (:func:`lokr_core.keymap.resolve.resolve`)."""
+        """Map this file's module names onto ``target``'s weights (:func:`lokr_core.keymap.resolve.resolve`);
+        LoKrFormatError when two of its modules adapt the same weight (one module under two names)."""
         from types import SimpleNamespace
 
-        from ..keymap.resolve import resolve
+        from ..keymap.resolve import refuse_duplicates, resolve
         # shapes only: resolving must not read every module's tensors
-        return resolve(SimpleNamespace(modules=self._shapes, source=self.source), target)
+        report = resolve(SimpleNamespace(modules=self._shapes, source=self.source), target)
+        refuse_duplicates(report)
+        return report

@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
-from ..base.errors import LoKrKeyError, LoKrShapeError
+from ..base.errors import LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from ..tensor.factors import LoKrFactors
 from .blocks import block_id, ldm_block_of
 from .family import (DIT_LABELS, FAMILY_LABELS, families_conflict, factor_dims, family_signals, model_family,
@@ -300,6 +300,21 @@ def resolve(weights_or_names: Any, target: Any, shapes: Mapping[str, Any] | None
             report.rows[name] = entry.rows
         report.blocks[name] = block_of_entry(entry, index, _block_family(report))
     return report
+
+
+def refuse_duplicates(report: ResolveReport) -> None:
+    """LoKrFormatError when two modules of one file land on the same weight the same way (same rows,
+    same order, same split): one module stored under two naming schemes (``unet.x`` and
+    ``lycoris_x``), which would be applied twice. (A list of names may hold both forms on purpose.)"""
+    seen: dict[Any, str] = {}
+    places = [(n, (k, report.rows.get(n), report.row_order.get(n))) for n, k in report.matched.items()]
+    places += [(n, ("split", tuple(parts))) for n, parts in report.split.items()]
+    for name, place in places:
+        if place in seen:
+            key = place[1][0][0] if place[0] == "split" else place[0]
+            raise LoKrFormatError(f"{where(report.source, name)}adapts the same weight {key!r} as module "
+                                  f"{seen[place]!r} (one module under two names?); expected each module once")
+        seen[place] = name
 
 
 def layout_moves(index: TargetIndex, comp: str) -> dict[str, tuple[str, list[TargetEntry]]]:

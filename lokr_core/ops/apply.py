@@ -30,7 +30,7 @@ from ..tensor import kron
 from ..base.errors import LoKrConfigError, LoKrKeyError, LoKrShapeError, where
 from ..keymap.resolve import resolve_for
 from ..tensor.factors import LoKrFactors
-from .merge import KronUpdate, check_strength, merged_weight, placement_index
+from .merge import KronUpdate, check_merge_fits, check_strength, merged_weight, placement_index
 
 __all__ = ["ApplyResult", "apply_lokr"]
 
@@ -225,8 +225,16 @@ def apply_lokr(model: Any, weights: Any, strength: float = 1.0, mode: str = "mer
         by_weight: dict[int, tuple[torch.Tensor, list[KronUpdate]]] = {}
         for t in targets:
             by_weight.setdefault(id(t.weight), (t.weight, []))[1].append(t.update)
+        for weight, updates in by_weight.values():  # every weight checked before the first changes
+            check_merge_fits(weight, updates)
+        # DoRA results depend on the weight's norm (not bounded ahead): computed aside first, so
+        # one that fails (merged_weight raises) leaves every weight as it was
+        dora = {key: merged_weight(w.data, ups, device=w.device, dtype=w.dtype)
+                for key, (w, ups) in by_weight.items() if any(u.factors.dora_scale is not None for u in ups)}
         with torch.no_grad():
-            for weight, updates in by_weight.values():
+            for key, new in dora.items():
+                by_weight[key][0].data.copy_(new)
+            for weight, updates in (v for k, v in by_weight.items() if k not in dora):
                 w = weight.data
                 new = merged_weight(w, updates, device=w.device, dtype=w.dtype, inplace=True)
                 if new is not w:  # half / bf16 weights: computed in fp32, written back once

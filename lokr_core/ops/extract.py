@@ -36,11 +36,13 @@ import torch
 from ..base.atomic import check_output
 from ..base.fingerprint import check_unchanged, stat_token
 from ..base.device import parse_device
+from ..base.memory import release_freed_memory
 from ..base.dtypes import parse_dtype
 from ..base.errors import LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from ..base.progress import Progress
 from ..base.version import __version__
 from ..formats.checkpoint import file_sha256
+from ..formats.tensor_reader import TensorReader
 from ..formats.peft import kohya_name_of
 from ..keymap.family import target_dit_family
 from ..tensor.decompose import factors_from_delta, lora_error_at_params, nearest_kronecker, plan_layout, resize_factors
@@ -126,19 +128,22 @@ def _open_source(src: Any, stack: contextlib.ExitStack, label: str) -> _Source:
         for p in paths:
             try:
                 token = stat_token(p)
-                fh = stack.enter_context(safe_open(str(p), framework="pt"))
+                with safe_open(str(p), framework="pt") as fh:  # the header, checked by safetensors
+                    keys = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
             except Exception as exc:  # safetensors raises its own error types
                 raise LoKrFormatError(f"{where(str(p), None)}cannot be read as safetensors ({exc})") from None
-            for k in fh.keys():
+            # tensors by positioned reads (no memory map whose pages stay resident: formats.tensor_reader)
+            reader = stack.enter_context(TensorReader(p))
+            for k, shape in keys.items():
                 full = f"{sub}/{k}" if sub else k
-                shapes[full] = tuple(fh.get_slice(k).get_shape())
-                where_key[full] = (fh, k, p, token)
+                shapes[full] = shape
+                where_key[full] = (reader, k, p, token)
             check_unchanged(p, token)
 
     def get(key: str) -> torch.Tensor:  # the file must be the one whose header was read, before and after
-        fh, k, p, token = where_key[key]
+        reader, k, p, token = where_key[key]
         check_unchanged(p, token)
-        t = fh.get_tensor(k)
+        t = reader.get(k)
         check_unchanged(p, token)
         return t
 
@@ -247,7 +252,8 @@ def plan_targets(base: _Source, tuned: _Source, targets: Sequence[str] | Callabl
 
 # --------------------------------------------------------------------------------- extraction
 def _read(src: _Source, t: Target, device: torch.device) -> torch.Tensor:
-    w = src.get(t.key).to(device=device, dtype=torch.float32)
+    """Weight ``t`` as a new fp32 tensor on ``device`` (a copy: callers may change it in place)."""
+    w = src.get(t.key).to(device=device, dtype=torch.float32, copy=True)
     if t.block is not None:
         w = w.reshape(t.blocks, -1, *w.shape[1:])[t.block]
     return w
@@ -307,6 +313,7 @@ def extract_lokr(base: Any, tuned: Any, rank: int, factor: int = -1, decompose_b
             else:
                 _fit_one(src_a, src_b, t, rank, factor, decompose_both, conv, dev, min_rel_change, compare_lora,
                          modules, rows, skipped)
+                release_freed_memory()  # keep the resident set near what is alive (base.memory)
             if progress is not None:
                 progress(i + 1, len(plan))
     if not modules:
@@ -332,7 +339,7 @@ def _fit_one(src_a: _Source, src_b: _Source, t: Target, rank: int, factor: int, 
              dev: torch.device, min_rel_change: float, compare_lora: bool, modules: dict, rows: list,
              skipped: dict) -> None:
     w0 = _read(src_a, t, dev)
-    delta = _read(src_b, t, dev) - w0
+    delta = _read(src_b, t, dev).sub_(w0)  # in place: one fp32 weight less at the peak
     dnorm, wnorm = float(delta.norm()), float(w0.norm())
     del w0
     if not math.isfinite(dnorm):

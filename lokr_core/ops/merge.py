@@ -28,11 +28,13 @@ import torch
 from ..base.atomic import atomic_write, check_interrupt, check_output, sync_folder, writing
 from ..base.fingerprint import StatToken, check_unchanged
 from ..base.device import parse_device
+from ..base.memory import release_freed_memory
 from ..base.dtypes import parse_dtype
 from ..base.errors import LoKrConfigError, LoKrError, LoKrFormatError, LoKrKeyError, LoKrShapeError, where
 from ..base.progress import Progress, StepCounter
 from ..base.version import __version__
 from ..base.st_writer import header_bytes, tensor_bytes
+from ..formats.tensor_reader import TensorReader
 from ..formats.checkpoint import (RESOLVED_COMPONENTS, checkpoint_files, file_sha256, out_entries, part_prefix,
                                   read_header, streamed_size)
 from ..keymap.family import target_dit_family
@@ -41,7 +43,7 @@ from ..tensor import kron
 from ..tensor.factors import LoKrFactors
 
 __all__ = ["KronUpdate", "MergePlan", "MergeResult", "merged_weight", "merge_plan_into_file", "merge_checkpoint",
-           "merge_into_state_dict", "plan_merge", "check_strength"]
+           "merge_into_state_dict", "plan_merge", "check_strength", "check_merge_fits", "delta_bound"]
 
 
 # ----------------------------------------------------------------------------------- small helpers
@@ -147,13 +149,55 @@ def _w1_rows(idx: torch.Tensor, out_k: int) -> torch.Tensor | None:
     return (first[:, 0] // out_k).clone()
 
 
+def delta_bound(u: KronUpdate, kernel: Sequence[int] = ()) -> float:
+    """The largest |entry| ``u`` can add to a weight: |scale * strength| * max|W1| * max|W2| (every
+    entry of kron(W1, W2) is one W1 entry times one W2 entry), in float64; 0 for strength or scale 0.
+    DoRA modules: the same bound on their ΔW (their result also depends on the weight's norm)."""
+    factor = abs(float(u.scale) * float(u.strength))
+    if factor == 0.0:
+        return 0.0
+    if not factor <= torch.finfo(torch.float32).max:  # not even the fp32 multiplier can be formed
+        return math.inf
+    f = u.factors.map(lambda t: t.detach().to(device="cpu", dtype=torch.float32))
+    w1, w2 = kron.rebuild_w1(f), kron.rebuild_w2(f, kernel)
+    top = float(w1.abs().amax().double()) * float(w2.abs().amax().double()) if w1.numel() and w2.numel() else 0.0
+    return factor * top if top else 0.0
+
+
+def check_merge_fits(weight: torch.Tensor, updates: Sequence[KronUpdate], dtype: torch.dtype | None = None,
+                     key: str | None = None) -> None:
+    """LoKrFormatError when ``weight`` (out, in[, k...]) plus ``updates`` could leave the range of
+    ``dtype`` (default: the weight's; the math runs in fp32, so fp32's range bounds it too): the
+    merge would write inf / NaN. Checked from shapes and maxima only, before any weight changes;
+    a weight that is already not finite is not ours to judge (no check)."""
+    dtype = dtype or weight.dtype
+    if not dtype.is_floating_point or not updates or weight.device.type == "meta" or any(
+            t.device.type == "meta" for u in updates for _, t in u.factors.tensors()):
+        return  # meta tensors (shape-only runs) hold no values to check
+    base = float(weight.detach().abs().amax().double()) if weight.numel() else 0.0
+    if not math.isfinite(base):
+        return
+    limit = min(torch.finfo(dtype).max, torch.finfo(torch.float32).max)
+    total = base
+    kernel = tuple(weight.shape[2:])
+    for u in updates:
+        total += delta_bound(u, kernel)
+        if not total <= limit:
+            at = where(u.source, u.module)
+            raise LoKrFormatError(f"{at}merged into {key or 'its weight'} {tuple(weight.shape)} its ΔW reaches "
+                                  f"{total:.3g}, beyond what {str(dtype).replace('torch.', '')} holds ({limit:.3g}): "
+                                  "the weight would become inf / NaN; expected factors, alpha and strength of a "
+                                  "usable size. Nothing was changed")
+
+
 def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None, *, inplace: bool = False) -> torch.Tensor:
     """``weight`` (out, in[, k...]) with every update added, on ``device`` in ``dtype``.
 
     The math runs in fp32 (``kron.add_kron_``, a broadcast in-place add: no ΔW is materialised,
     except for DoRA modules); the result is cast to ``dtype`` (default: the weight's dtype) once.
-    Updates are applied in order (DoRA ones see the weight merged so far). ``weight`` is not
+    Updates are applied in order (DoRA ones see the weight merged so far); LoKrFormatError first
+    when the result could leave ``dtype``'s range (:func:`check_merge_fits`). ``weight`` is not
     modified unless ``inplace``: then an fp32, contiguous weight already on ``device`` is updated
     and returned as is (no copy); other weights are still computed on an fp32 copy.
     """
@@ -161,6 +205,7 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
     out_dtype = dtype or weight.dtype
     if not updates:
         return weight.to(device=device, dtype=out_dtype)
+    check_merge_fits(weight, updates, out_dtype)
     if (inplace and weight.dtype == torch.float32 and weight.device == device and weight.is_contiguous()
             and not weight.requires_grad):
         full = weight
@@ -179,8 +224,13 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
                 delta = delta[idx.to(delta.device)]
                 if not _per_column(mag, delta.shape[0]):
                     mag = mag[idx.to(mag.device)]
-            work.copy_(kron.dora_apply(work, delta, mag, float(u.strength), mode=u.dora_mode))
-            del delta
+            new = kron.dora_apply(work, delta, mag, float(u.strength), mode=u.dora_mode)
+            if not bool(torch.isfinite(new).all()) and bool(torch.isfinite(work).all()):
+                raise LoKrFormatError(f"{where(u.source, u.module)}the DoRA merge at strength {u.strength} gives inf / "
+                                      "NaN values (ΔW or its norm leaves fp32's range); expected factors, alpha and "
+                                      "strength of a usable size")
+            work.copy_(new)
+            del delta, new
         elif factor != 0.0:
             w1, w2 = kron.rebuild_w1(f), kron.rebuild_w2(f, kernel)
             sel = None if idx is None else _w1_rows(idx, int(w2.shape[0]))
@@ -192,7 +242,12 @@ def merged_weight(weight: torch.Tensor, updates: Sequence[KronUpdate], device: t
                 delta = kron.kron_product(w1, w2).reshape(u.module_shape(full.shape))
                 work.add_(delta[idx.to(delta.device)], alpha=factor)
                 del delta
-    return full.to(dtype=out_dtype)
+    out = full.to(dtype=out_dtype)
+    if any(u.factors.dora_scale is not None for u in updates) and not bool(torch.isfinite(out).all()):
+        u = updates[0]  # a DoRA magnitude may be beyond the output dtype; other updates were bounded first
+        raise LoKrFormatError(f"{where(u.source, u.module)}the DoRA merged weight does not fit "
+                              f"{str(out_dtype).replace('torch.', '')} (inf / NaN); expected a usable magnitude")
+    return out
 
 
 def placement_index(u: KronUpdate, rows: int) -> torch.Tensor | None:
@@ -220,15 +275,17 @@ def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], 
     check_unchanged(src, expect)
     with safe_open(str(src), framework="pt", device="cpu") as fin:
         entries = out_entries(fin, src, dtype)
+    # positioned reads, not safe_open's memory map: the map's pages would stay resident until the
+    # file is closed (measured: the whole checkpoint of RSS); a read tensor is freed once written
+    with TensorReader(src) as reader:
         with open(dst, "wb") as fh:
             fh.write(header_bytes([e[:4] for e in entries], metadata))
             for key, _, _, nbytes, out_dtype in entries:
                 check_interrupt()
-                t = fin.get_tensor(key)
+                t = reader.get(key)
                 check_unchanged(src, expect)
                 updates = plan.get(key, ())
-                if updates:  # not in place: t may be copy-on-write pages of the file's mmap, which
-                    # would stay allocated until the file is closed (measured: +1 checkpoint of RAM)
+                if updates:
                     t = merged_weight(t, updates, device=device, dtype=out_dtype)
                     merged += 1
                 elif t.dtype != out_dtype:
@@ -238,6 +295,7 @@ def _stream_file(src: Path, dst: str, plan: Mapping[str, Sequence[KronUpdate]], 
                     raise LoKrError(f"{where(str(src), None)}tensor {key!r}: wrote {data.nbytes} bytes, header says {nbytes}")
                 fh.write(data)
                 del t, data
+                release_freed_memory()  # keep the resident set near what is alive (base.memory)
                 if progress is not None:
                     progress()
     return merged

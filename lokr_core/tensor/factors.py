@@ -124,6 +124,9 @@ class LoKrFactors:
         if "w2" not in has and not {"w2_a", "w2_b"} <= has:
             raise LoKrFormatError(f"{at}W2 is missing: expected lokr_w2, or lokr_w2_a and lokr_w2_b (found {sorted(has)})")
         for name, t in self.tensors():
+            if any(int(d) == 0 for d in t.shape):  # a rank 0 divides by zero in the scale, an empty W is no LoKr
+                raise LoKrShapeError(f"{at}lokr_{name} has shape {tuple(t.shape)}; expected no zero-size axis")
+        for name, t in self.tensors():
             if t.device.type != "meta" and t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise LoKrFormatError(f"{at}lokr_{name} holds NaN or inf values; expected finite numbers")
         if self.w1 is None:
@@ -133,11 +136,16 @@ class LoKrFactors:
         elif self.w1.ndim != 2:
             raise LoKrShapeError(f"{at}lokr_w1 has shape {tuple(self.w1.shape)}; expected 2-D (out_l, in_m)")
         if self.t2 is not None:
+            if self.t2.ndim < 2:
+                raise LoKrShapeError(f"{at}lokr_t2 has shape {tuple(self.t2.shape)}; expected (r, r, k...)")
             r1, r2 = self.t2.shape[:2]
             if (self.w2_a.ndim != 2 or self.w2_b.ndim != 2 or self.w2_a.shape[0] != r1 or self.w2_b.shape[0] != r2):
                 raise LoKrShapeError(f"{at}Tucker factors lokr_t2 {tuple(self.t2.shape)}, lokr_w2_a {tuple(self.w2_a.shape)}, "
                                      f"lokr_w2_b {tuple(self.w2_b.shape)}: expected (r, r, k...), (r, out_k), (r, in_n)")
-        elif self.w2 is None:
+        elif self.w2 is not None:
+            if self.w2.ndim < 2:
+                raise LoKrShapeError(f"{at}lokr_w2 has shape {tuple(self.w2.shape)}; expected (out_k, in_n[, k...])")
+        else:
             if self.w2_a.ndim != 2 or self.w2_b.ndim < 2 or self.w2_a.shape[1] != self.w2_b.shape[0]:
                 raise LoKrShapeError(f"{at}lokr_w2_a {tuple(self.w2_a.shape)} @ lokr_w2_b {tuple(self.w2_b.shape)}: "
                                      "expected (out_k, r) and (r, in_n*k) (or (r, in_n, k...))")
@@ -151,7 +159,8 @@ class LoKrFactors:
                      module: str | None = None) -> None:
         """Raise LoKrShapeError unless kron(W1, W2) can be reshaped to ``shape`` = (out, in[, k...]).
 
-        The check compares out = out_l*out_k, in = in_m*in_n and the kernel size, using shapes only.
+        The check compares out = out_l*out_k, in = in_m*in_n and the kernel size, using shapes only,
+        and that a ``dora_scale`` holds one magnitude per output row or per input column.
         """
         at = where(file, module)
         shape = tuple(int(s) for s in shape)
@@ -175,3 +184,11 @@ class LoKrFactors:
             raise LoKrShapeError(
                 f"{at}factors give a weight of (out={out_l}*{out_k}, in={in_m}*{in_n}, kernel={kernel}) "
                 f"but the target weight has shape {shape}")
+        if self.dora_scale is not None:
+            ds = tuple(int(d) for d in self.dora_scale.shape)
+            per_row = self.dora_scale.numel() == shape[0]
+            per_col = len(ds) >= 2 and ds[0] == 1 and ds[1] == shape[1]
+            if not (per_row or per_col):
+                raise LoKrShapeError(f"{at}dora_scale has shape {ds}; expected one magnitude per output row "
+                                     f"({shape[0]}, 1, ...) or per input column (1, {shape[1]}, ...) of the target "
+                                     f"weight {shape}")

@@ -77,7 +77,7 @@ def _is_int(x: Any) -> bool:
 def _check_regex(name: str, pattern: str) -> None:
     try:
         re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:  # "a{99999999999}": OverflowError, not re.error
         raise LoKrConfigError(f"LoKrConfig.{name}: {pattern!r} is not a valid regular expression ({exc})") from None
 
 

@@ -39,6 +39,13 @@ def test_map_and_device_dtype():
     (dict(w1=torch.randn(4, 3), w2_a=torch.randn(10, 2), w2_b=torch.randn(3, 4)), "expected (out_k, r)"),
     (dict(w1_a=torch.randn(4, 2), w1_b=torch.randn(3, 3), w2=torch.randn(10, 4)), "expected (out_l, r)"),
     (dict(w1=torch.randn(4, 3), t2=torch.randn(2, 2, 3, 3), w2_a=torch.randn(3, 10), w2_b=torch.randn(2, 4)), "Tucker"),
+    # found by the fuzz suite (docs/fuzzing.md): a 0-D / 1-D full W2 or t2 passed and crashed later
+    (dict(w1=torch.randn(1, 1), w2=torch.tensor(1.0)), "lokr_w2 has shape ()"),
+    (dict(w1=torch.randn(4, 3), w2=torch.randn(10)), "lokr_w2 has shape (10,)"),
+    (dict(w1=torch.randn(4, 3), t2=torch.randn(2), w2_a=torch.randn(2, 10), w2_b=torch.randn(2, 4)), "lokr_t2 has shape (2,)"),
+    # rank 0 (ZeroDivisionError in the scale) and empty factors (RuntimeError in a reshape)
+    (dict(w1=torch.randn(4, 3), w2_a=torch.randn(10, 0), w2_b=torch.randn(0, 4)), "lokr_w2_a has shape (10, 0)"),
+    (dict(w1=torch.randn(0, 3), w2=torch.randn(10, 4)), "no zero-size axis"),
     (dict(w1=torch.randn(4, 3), w2_a=torch.randn(10, 2), w2_b=torch.randn(2, 4), alpha=math.nan), "alpha is NaN"),
     (dict(w1=torch.randn(4, 3), w2_a=torch.randn(10, 2), w2_b=torch.randn(2, 4), alpha=math.inf), "split"),
 ])

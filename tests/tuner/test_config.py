@@ -68,6 +68,8 @@ def test_nonpositive_r_rejected_here_at_config_time_and_by_peft_at_injection():
     (dict(layers_to_transform=0, layers_pattern=5), "layers_pattern"),
     (dict(rank_pattern=["a"]), "rank_pattern"), (dict(rank_pattern={"a": 2.0}), "rank_pattern"),
     (dict(rank_pattern={"(a": 2}), "rank_pattern"), (dict(alpha_pattern={"a": "x"}), "alpha_pattern"),
+    # found by the fuzz suite (docs/fuzzing.md): re raises OverflowError, not re.error, for these
+    (dict(rank_pattern={"a{99999999999}": 2}), "rank_pattern"), (dict(target_modules="x{4294967296}"), "target_modules"),
     (dict(modules_to_save="conv_out"), "modules_to_save"), (dict(modules_to_save=[""]), "modules_to_save"),
 ])
 def test_bad_values_raise_naming_the_field(kwargs, field):
