@@ -46,6 +46,17 @@ def lokr_name_input() -> tuple[list[str], dict]:
     return (lokr_files(), {"tooltip": TIP_FILE})
 
 
+def model_clip_inputs() -> dict[str, tuple[str, dict]]:
+    """The ``model`` / ``clip`` inputs of the nodes that patch both (cloned, never changed)."""
+    return {"model": ("MODEL", {"tooltip": "The diffusion model (cloned, never changed)."}),
+            "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed)."})}
+
+
+def run_options() -> dict[str, tuple]:
+    """The optional ``apply`` / ``strict`` inputs of the multi-file nodes."""
+    return {"apply": apply_input(), "strict": strict_input()}
+
+
 def scale_rule_input() -> tuple[list[str], dict]:
     return (SCALE_RULES, {"default": "file", "tooltip": TIP_SCALE})
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..lokr_core.base.errors import LoKrError
-from .common import CATEGORY, PATCH, apply_input, file_token, scale_rule_input, strict_input
+from .common import CATEGORY, PATCH, file_token, model_clip_inputs, run_options, scale_rule_input
 from .planning import WeightsCache, family_label, model_family_of
 from .rows import Row, check_files, on_rows, parse_rows, rows_error
 from .stack import apply_stack, check_stack
@@ -70,14 +70,12 @@ class LoKrPowerLoader:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The diffusion model (cloned, never changed)."}),
-            "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed)."}),
+            **model_clip_inputs(),
             "rows": ("STRING", {"default": "[]", "multiline": True, "tooltip": TIP_ROWS}),
         }, "optional": {
             "lora_stack": ("LORA_STACK", {"tooltip": "A stack applied before the rows (from a stacker node)."}),
             "scale_rule": scale_rule_input(),
-            "apply": apply_input(),
-            "strict": strict_input(),
+            **run_options(),
         }}
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..lokr_core.base.errors import LoKrError
 from ..lokr_core.ops.prompt_tags import parse_prompt_tags, resolve_names
-from .common import CATEGORY, PATCH, apply_input, file_token, lokr_files, scale_rule_input, strict_input
+from .common import CATEGORY, PATCH, file_token, lokr_files, model_clip_inputs, run_options, scale_rule_input
 from .planning import WeightsCache
 from .stack import apply_stack
 from .words import loaded_text, trigger_words_text
@@ -60,13 +60,11 @@ class LoKrFromPrompt:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The diffusion model (cloned, never changed)."}),
-            "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed)."}),
+            **model_clip_inputs(),
             "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": TIP_PROMPT}),
         }, "optional": {
             "scale_rule": scale_rule_input(),
-            "apply": apply_input(),
-            "strict": strict_input(),
+            **run_options(),
         }}
 
     @classmethod

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 from ..lokr_core.base.errors import LoKrConfigError, LoKrError, LoKrFormatError
 from .block_weights import CUSTOM, choose_family, multiplier_for, parse_vector
-from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, apply_input, file_token, lokr_files, lokr_path,
-                     scale_rule_input, strength_error, strength_input, strict_input, validate_inputs)
+from .common import (BYPASS, CATEGORY, PATCH, TIP_FILE, file_token, lokr_files, lokr_path, model_clip_inputs,
+                     run_options, scale_rule_input, strength_error, strength_input, validate_inputs)
 from .planning import PatchPlan, WeightsCache, apply_plan, other_state_dict_from_file, plan_patches, plan_report
 
 SLOTS = 3
@@ -229,13 +229,11 @@ class ApplyLoKrStack:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The diffusion model (cloned, never changed)."}),
-            "clip": ("CLIP", {"tooltip": "The text encoder (cloned, never changed)."}),
+            **model_clip_inputs(),
             "lora_stack": ("LORA_STACK", {"tooltip": "List of (file, strength_model, strength_clip), e.g. from LoKr Stack."}),
             "scale_rule": scale_rule_input(),
         }, "optional": {
-            "apply": apply_input(),
-            "strict": strict_input(),
+            **run_options(),
         }}
 
     def apply(self, model: Any, clip: Any, lora_stack: Any, scale_rule: str = "file", apply: str = PATCH,

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 import comfy_env
-from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, state_dict_of
+from tests.support.lokr_node_fixtures import lycoris_module, merged_reference, peft_lokr_adapter, state_dict_of
 
 U = "diffusion_model."
 C = "clip_l.transformer.text_model."
@@ -58,30 +58,8 @@ def _lycoris_file(env, specs, fname, seed):
 
 def _peft_file(env):
     """A PEFT LoKr adapter (peft's own save_pretrained) on a Linear and a 3x3 conv; references from peft."""
-    from peft import LoKrConfig, get_peft_model
-    from torch import nn
-
-    root = nn.Module()
-    for path, key in PEFT.items():
-        parent = root
-        parts = path.split(".")
-        for p in parts[:-1]:
-            if not hasattr(parent, p):
-                parent.add_module(p, nn.Module())
-            parent = getattr(parent, p)
-        src = _layer(env["model"].model, key)
-        layer = (nn.Linear(src.in_features, src.out_features, bias=False) if isinstance(src, nn.Linear)
-                 else nn.Conv2d(src.in_channels, src.out_channels, src.kernel_size, padding=1))
-        layer.weight.data.copy_(src.weight.detach().float())
-        parent.add_module(parts[-1], layer)
-    pm = get_peft_model(root, LoKrConfig(r=4, alpha=6.0, target_modules=list(PEFT), init_weights=False,
-                                         use_effective_conv2d=True))
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if ".lokr_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    pm.save_pretrained(str(env["loras"] / "peft"))
+    layers = {path: _layer(env["model"].model, key) for path, key in PEFT.items()}
+    pm = peft_lokr_adapter(layers, str(env["loras"] / "peft"), r=4, alpha=6.0, seed=5, std=0.05)
     refs = {}
     for path, key in PEFT.items():
         with torch.no_grad():

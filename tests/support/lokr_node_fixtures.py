@@ -12,6 +12,8 @@ import os
 import torch
 from torch import nn
 
+from tests.support.comfy_standins import module_tree
+
 os.environ.setdefault("LYCORIS_KERNEL_BACKEND", "torch")
 
 
@@ -65,18 +67,13 @@ def peft_lokr_adapter(layers: dict[str, nn.Module], folder: str, *, r: int = 4, 
     """
     from peft import LoKrConfig, get_peft_model
 
-    root = nn.Module()
+    copies = {}
     for path, src in layers.items():
-        parent = root
-        parts = path.split(".")
-        for p in parts[:-1]:
-            if not hasattr(parent, p):
-                parent.add_module(p, nn.Module())
-            parent = getattr(parent, p)
         layer = (nn.Linear(src.in_features, src.out_features, bias=False) if isinstance(src, nn.Linear)
                  else nn.Conv2d(src.in_channels, src.out_channels, src.kernel_size, padding=src.padding, bias=False))
         layer.weight.data.copy_(src.weight.detach().float())
-        parent.add_module(parts[-1], layer)
+        copies[path] = layer
+    root = module_tree(copies)
     pm = get_peft_model(root, LoKrConfig(r=r, alpha=alpha, target_modules=list(layers), init_weights=False,
                                          use_effective_conv2d=True))
     g = torch.Generator().manual_seed(seed)
