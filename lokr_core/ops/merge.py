@@ -164,24 +164,47 @@ def delta_bound(u: KronUpdate, kernel: Sequence[int] = ()) -> float:
     return factor * top if top else 0.0
 
 
+HEADROOM = 1 / 16
+""":func:`check_merge_fits` reads the weight only when the updates alone reach this share of the range."""
+
+
+def _max_abs(t: torch.Tensor) -> float:
+    """max |t| as a float; 1-byte floats (fp8, where CPU kernels lack amax) and tensor subclasses
+    (ComfyUI's QuantizedTensor) are read through an fp32 copy."""
+    t = t.detach()
+    if t.numel() == 0:
+        return 0.0
+    try:
+        if t.element_size() > 1 and type(t) is torch.Tensor:
+            return float(t.abs().amax().double())
+    except (NotImplementedError, RuntimeError):
+        pass
+    return float(t.float().abs().amax().double())
+
+
 def check_merge_fits(weight: torch.Tensor, updates: Sequence[KronUpdate], dtype: torch.dtype | None = None,
                      key: str | None = None) -> None:
     """LoKrFormatError when ``weight`` (out, in[, k...]) plus ``updates`` could leave the range of
     ``dtype`` (default: the weight's; the math runs in fp32, so fp32's range bounds it too): the
-    merge would write inf / NaN. Checked from shapes and maxima only, before any weight changes;
+    merge would write inf / NaN. Checked from shapes and maxima only, before any weight changes.
+    The weight itself is read only when the updates' bound reaches :data:`HEADROOM` of the range
+    (smaller updates overflow only a weight already within 1/16 of its dtype's largest value);
     a weight that is already not finite is not ours to judge (no check)."""
     dtype = dtype or weight.dtype
     if not dtype.is_floating_point or not updates or weight.device.type == "meta" or any(
             t.device.type == "meta" for u in updates for _, t in u.factors.tensors()):
         return  # meta tensors (shape-only runs) hold no values to check
-    base = float(weight.detach().abs().amax().double()) if weight.numel() else 0.0
+    limit = min(torch.finfo(dtype).max, torch.finfo(torch.float32).max)
+    kernel = tuple(weight.shape[2:])
+    bounds = [delta_bound(u, kernel) for u in updates]
+    if sum(bounds) < limit * HEADROOM:
+        return
+    base = _max_abs(weight)
     if not math.isfinite(base):
         return
-    limit = min(torch.finfo(dtype).max, torch.finfo(torch.float32).max)
     total = base
-    kernel = tuple(weight.shape[2:])
-    for u in updates:
-        total += delta_bound(u, kernel)
+    for u, bound in zip(updates, bounds):
+        total += bound
         if not total <= limit:
             at = where(u.source, u.module)
             raise LoKrFormatError(f"{at}merged into {key or 'its weight'} {tuple(weight.shape)} its ΔW reaches "

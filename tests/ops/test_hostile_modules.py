@@ -62,6 +62,14 @@ def test_check_merge_fits_sums_updates_and_ignores_non_finite_bases():
     assert torch.isfinite(merged_weight(w, [half])).all()
 
 
+def test_check_merge_fits_reads_fp8_weights_and_skips_small_updates():
+    """fp8 weights (no CPU amax kernel) are checked through fp32: 448 is e4m3fn's largest value."""
+    w = torch.full((32, 32), 400.0).to(torch.float8_e4m3fn)
+    check_merge_fits(w, [KronUpdate(_factors(), scale=1.0, strength=1.0)])  # 0.125 << 448 / 16: weight not read
+    with pytest.raises(LoKrFormatError, match="float8_e4m3fn"):
+        check_merge_fits(w, [KronUpdate(_factors(), scale=800.0, strength=1.0)])  # 400 + 100 > 448
+
+
 @pytest.mark.parametrize("dtype, scale", [(torch.float16, 1e6), (torch.float32, 1e38)])
 def test_apply_merge_refuses_overflow_and_leaves_the_model(dtype, scale):
     unet = models.tiny_unet(0).to(dtype)
