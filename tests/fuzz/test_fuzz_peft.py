@@ -6,7 +6,6 @@ and finite on success."""
 from __future__ import annotations
 
 import json
-import math
 
 import torch
 from hypothesis import event, given
